@@ -1,0 +1,1 @@
+"""Shared pieces of the sam-btcv experiment suite: data, models, prompts, cache, metrics, training."""

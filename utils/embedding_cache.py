@@ -1,0 +1,248 @@
+"""Image-encoder outputs, computed once per slice (and per augmented view) and memory-mapped.
+
+The image encoder is frozen in every task, so Tasks 1-3 read its embeddings from here instead of
+running it. A cache lives in ``data/embeddings/<model>-<kind>-<key>/``:
+
+    signature.json   everything the embeddings depend on: model, checkpoint digest, slice-store key,
+                     preprocessing, encoder precision, augmentation, cache format version
+    embeddings.npy   float16 (rows, 256, 64, 64), opened with np.load(mmap_mode=...)
+    done.npy         bool (rows,): which rows are encoded (rewritten atomically after every batch)
+    labels.npy       uint8 (rows, H, W), augmented caches only: each view's transformed label
+
+The folder name carries a hash of the signature, and the signature is checked again on every open,
+so a changed model, checkpoint, store or setting always means a new cache, never a stale read. An
+interrupted run resumes at the first row not marked done. Rows are written before ``done`` marks them.
+
+Kinds: ``base`` has one row per store slice (the slice as stored). ``aug`` has ``views`` rows per
+training slice: the slice and its label transformed together by MONAI (random flip, rotation,
+intensity shift), seeded per (seed, slice, view) so a view is the same every time it is built.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .io import atomic_path, read_json, write_json
+from .models import SamModel
+from .slice_store import SliceStore
+
+CACHE_FORMAT_VERSION = 1
+DEFAULT_CACHE_ROOT = Path(__file__).resolve().parent.parent / "data" / "embeddings"
+
+
+@dataclass(frozen=True)
+class AugmentSpec:
+    """Materialised augmentation: ``views`` transformed copies of every training slice."""
+
+    views: int
+    seed: int = 0
+    flip_prob: float = 0.5
+    rotate_degrees: float = 15.0
+    intensity_shift: float = 0.1  # in window units ([0, 1] = the whole HU window)
+
+    def transform(self):
+        """The MONAI transform applied to {"image": (1, H, W) float, "label": (1, H, W)}."""
+        from monai.transforms import Compose, RandFlipd, RandRotated, RandShiftIntensityd
+
+        return Compose(
+            [
+                RandFlipd(keys=["image", "label"], prob=self.flip_prob, spatial_axis=1),
+                RandRotated(
+                    keys=["image", "label"], range_x=math.radians(self.rotate_degrees), prob=1.0,
+                    mode=("bilinear", "nearest"), padding_mode="zeros", keep_size=True,
+                ),
+                RandShiftIntensityd(keys=["image"], offsets=self.intensity_shift, prob=1.0),
+            ]
+        )
+
+
+def augment_view(image: np.ndarray, label: np.ndarray, spec: AugmentSpec, store_index: int, view: int):
+    """The deterministic augmented view ``view`` (1-based) of a slice: (image float32 in [0, 1], label uint8)."""
+    transform = spec.transform()
+    transform.set_random_state(seed=int(np.random.default_rng([spec.seed, store_index, view]).integers(2**31)))
+    out = transform({"image": image[None].astype(np.float32), "label": label[None].astype(np.float32)})
+    aug_image = np.clip(np.asarray(out["image"][0], dtype=np.float32), 0.0, 1.0)
+    aug_label = np.asarray(out["label"][0]).round().astype(np.uint8)
+    return aug_image, aug_label
+
+
+class EmbeddingCache:
+    """A memory-mapped cache of one model's embeddings of one store (base) or its augmented views."""
+
+    def __init__(
+        self,
+        model: SamModel,
+        store: SliceStore,
+        augment: AugmentSpec | None = None,
+        root: str | Path = DEFAULT_CACHE_ROOT,
+        precision: str = "fp32",
+    ):
+        self.model = model
+        self.store = store
+        self.augment = augment
+        self.precision = precision
+        if augment is None:
+            self.kind = "base"
+            self.sources = [(i, 0) for i in range(len(store))]
+        else:
+            if augment.views < 1:
+                raise ValueError("an augmented cache needs views >= 1")
+            self.kind = "aug"
+            self.sources = [(i, v) for i in store.indices("train") for v in range(1, augment.views + 1)]
+        self.signature = {
+            "format_version": CACHE_FORMAT_VERSION,
+            "model": model.name,
+            "checkpoint_sha256": model.checkpoint_sha256,
+            "store_key": store.key,
+            "preprocessing": model.preprocessing,
+            "precision": precision,
+            "dtype": "float16",
+            "kind": self.kind,
+            "augment": asdict(augment) if augment else None,
+            "rows": len(self.sources),
+        }
+        key = hashlib.sha256(json.dumps(self.signature, sort_keys=True).encode()).hexdigest()[:16]
+        self.path = Path(root) / f"{model.name}-{self.kind}-{key}"
+        self._open()
+        self._organs: dict[int, dict[int, int]] = {}
+
+    # ----------------------------------------------------------------------------------- storage
+    def _open(self) -> None:
+        if not (self.path / "signature.json").is_file():
+            self._create()
+        stored = read_json(self.path / "signature.json")
+        if stored != self.signature:
+            raise RuntimeError(
+                f"{self.path}: cache signature does not match this run (stored {stored}, wanted {self.signature}); "
+                "delete the folder to rebuild it"
+            )
+        self.embeddings_array = np.load(self.path / "embeddings.npy", mmap_mode="r+")
+        self.done = np.load(self.path / "done.npy")
+        self.labels_array = np.load(self.path / "labels.npy", mmap_mode="r+") if self.kind == "aug" else None
+
+    def _create(self) -> None:
+        with torch.inference_mode():
+            probe = self.model.prepare_image(self.store.load(0)[0])[None].to(self.model.device)
+            shape = tuple(self._encode(probe).shape[1:])
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        n = len(self.sources)
+        np.lib.format.open_memmap(tmp / "embeddings.npy", mode="w+", dtype=np.float16, shape=(n, *shape)).flush()
+        np.save(tmp / "done.npy", np.zeros(n, dtype=bool))
+        if self.kind == "aug":
+            sizes = {self.store.load(i)[1].shape for i, _ in self.sources[:: max(self.augment.views, 1)]}
+            if len(sizes) != 1:
+                raise ValueError(f"{self.store.path}: augmented views need one slice size, the store has {sizes}")
+            (h, w), = sizes
+            np.lib.format.open_memmap(tmp / "labels.npy", mode="w+", dtype=np.uint8, shape=(n, h, w)).flush()
+        write_json(tmp / "signature.json", self.signature)
+        tmp.rename(self.path)
+
+    def _save_done(self) -> None:
+        with atomic_path(self.path / "done.npy") as tmp:
+            with open(tmp, "wb") as f:
+                np.save(f, self.done)
+
+    def _encode(self, batch: torch.Tensor) -> torch.Tensor:
+        encoder = self.model.sam.image_encoder
+        if self.precision == "bf16":
+            with torch.autocast(device_type=batch.device.type, dtype=torch.bfloat16):
+                return encoder(batch).float()
+        if self.precision == "fp16":
+            with torch.autocast(device_type=batch.device.type, dtype=torch.float16):
+                return encoder(batch).float()
+        return encoder(batch)
+
+    # ----------------------------------------------------------------------------------- building
+    def view(self, row: int) -> tuple[np.ndarray, np.ndarray]:
+        """(image float32 (H, W) in [0, 1], label uint8 (H, W)) of cache row ``row``, as encoded."""
+        store_index, view = self.sources[row]
+        image, label = self.store.load(store_index)
+        if view == 0:
+            return image, label
+        return augment_view(image, label, self.augment, store_index, view)
+
+    def ensure(self, rows: Sequence[int] | None = None, batch_size: int = 8, progress: bool = True) -> int:
+        """Encode every row of ``rows`` (default: all) not yet in the cache. Returns how many it encoded."""
+        from tqdm import tqdm
+
+        wanted = range(len(self.sources)) if rows is None else rows
+        todo = sorted({int(r) for r in wanted if not self.done[int(r)]})
+        if not todo:
+            return 0
+        bar = tqdm(total=len(todo), desc=f"encoding ({self.model.name}, {self.kind})", unit="slice", disable=not progress)
+        for start in range(0, len(todo), batch_size):
+            chunk = todo[start : start + batch_size]
+            images = []
+            for row in chunk:
+                image, label = self.view(row)
+                if self.labels_array is not None:
+                    self.labels_array[row] = label
+                images.append(self.model.prepare_image(image))
+            with torch.inference_mode():
+                batch = torch.stack(images).to(self.model.device)
+                out = self._encode(batch).to(torch.float16).cpu().numpy()
+            for row, emb in zip(chunk, out):
+                self.embeddings_array[row] = emb
+            self.embeddings_array.flush()
+            if self.labels_array is not None:
+                self.labels_array.flush()
+            self.done[chunk] = True
+            self._save_done()
+            bar.update(len(chunk))
+        bar.close()
+        return len(todo)
+
+    # ----------------------------------------------------------------------------------- reading
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    def rows_for(self, split: str) -> list[int]:
+        """Cache rows whose slice belongs to ``split``."""
+        wanted = set(self.store.indices(split))
+        return [r for r, (i, _) in enumerate(self.sources) if i in wanted]
+
+    def embeddings(self, rows: Sequence[int], device: torch.device | str = "cpu") -> torch.Tensor:
+        """float32 (len(rows), 256, 64, 64) embeddings; every row must be encoded."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if not self.done[rows].all():
+            missing = rows[~self.done[rows]][:5].tolist()
+            raise RuntimeError(f"{self.path}: rows {missing} are not encoded yet; call ensure() first")
+        return torch.from_numpy(np.ascontiguousarray(self.embeddings_array[rows])).to(device).float()
+
+    def label(self, row: int) -> np.ndarray:
+        """uint8 (H, W) label of cache row ``row``."""
+        if self.labels_array is not None:
+            if not self.done[row]:
+                raise RuntimeError(f"{self.path}: row {row} is not built yet; call ensure() first")
+            return np.asarray(self.labels_array[row])
+        return self.store.label(self.sources[row][0])
+
+    def organs(self, row: int) -> dict[int, int]:
+        """{organ label: pixel count} on cache row ``row``."""
+        if row not in self._organs:
+            if self.kind == "base":
+                self._organs[row] = self.store.records[self.sources[row][0]].organs
+            else:
+                present, counts = np.unique(self.label(row), return_counts=True)
+                self._organs[row] = {int(o): int(n) for o, n in zip(present, counts) if o > 0}
+        return self._organs[row]
+
+    def samples(self, rows: Sequence[int]) -> list[tuple[int, int]]:
+        """(cache row, organ label) for every organ on each of ``rows``."""
+        return [(r, o) for r in rows for o in sorted(self.organs(r))]
+
+    def store_index(self, row: int) -> int:
+        return self.sources[row][0]
+
+    def view_id(self, row: int) -> int:
+        return self.sources[row][1]

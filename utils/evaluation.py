@@ -1,0 +1,105 @@
+"""Segmentation evaluation from cached embeddings: one function for Task 1, Task 2's validation and
+Task 3's before/after mask check, so every Dice in the suite comes from the same code."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .decoding import decode
+from .embedding_cache import EmbeddingCache
+from .metrics import batch_dice, summarise_dice
+from .prompts import PROMPT_TYPES, Prompt, make_prompt
+from .seeding import child_rng
+
+
+def sample_prompt(cache: EmbeddingCache, row: int, organ: int, mask: np.ndarray, prompt_type: str, seed: int,
+                  epoch: int = -1) -> Prompt:
+    """The prompt for one (cache row, organ) sample; random draws depend only on these keys and seed.
+
+    ``epoch`` >= 0 gives training a fresh draw per epoch; evaluation uses -1 (one fixed draw).
+    """
+    rng = child_rng(seed, epoch + 1, cache.store_index(row), cache.view_id(row), organ, PROMPT_TYPES.index(prompt_type))
+    return make_prompt(mask, prompt_type, rng)
+
+
+def build_batch(cache: EmbeddingCache, samples: Sequence[tuple[int, int]], prompt_type: str, seed: int,
+                epoch: int = -1):
+    """(masks bool (N, H, W) tensor, prompts, original sizes) for N samples of one slice size."""
+    masks, prompts, sizes = [], [], []
+    labels: dict[int, np.ndarray] = {}
+    for row, organ in samples:
+        if row not in labels:
+            labels[row] = cache.label(row)
+        mask = labels[row] == organ
+        masks.append(mask)
+        prompts.append(sample_prompt(cache, row, organ, mask, prompt_type, seed, epoch))
+        sizes.append(mask.shape)
+    return torch.from_numpy(np.stack(masks)), prompts, sizes
+
+
+def predict_logits(cache: EmbeddingCache, samples: Sequence[tuple[int, int]], prompts: Sequence[Prompt],
+                   sizes: Sequence[tuple[int, int]], multimask_output: bool = False,
+                   prompt_encoder=None, mask_decoder=None) -> torch.Tensor:
+    """(N, H, W) mask logits on the slice for N samples (all of one slice size)."""
+    model = cache.model
+    rows = [r for r, _ in samples]
+    unique, inverse = np.unique(rows, return_inverse=True)
+    embeddings = cache.embeddings(unique, model.device)[torch.as_tensor(inverse, device=model.device)]
+    low_res, _ = decode(model, embeddings, prompts, sizes, multimask_output, prompt_encoder, mask_decoder)
+    return model.postprocess(low_res, sizes[0])[:, 0]
+
+
+def group_by_size(cache: EmbeddingCache, samples: Sequence[tuple[int, int]], batch_size: int):
+    """Batches of at most ``batch_size`` samples, each batch of one slice size, in sample order."""
+    batches: dict[tuple[int, int], list] = {}
+    for sample in samples:
+        size = cache.label(sample[0]).shape if cache.kind == "aug" else _store_shape(cache, sample[0])
+        bucket = batches.setdefault(size, [])
+        bucket.append(sample)
+        if len(bucket) == batch_size:
+            yield batches.pop(size)
+    for bucket in batches.values():
+        if bucket:
+            yield bucket
+
+
+def _store_shape(cache: EmbeddingCache, row: int) -> tuple[int, int]:
+    shapes = cache.__dict__.setdefault("_shapes", {})
+    index = cache.store_index(row)
+    if index not in shapes:
+        shapes[index] = cache.store.label(index).shape
+    return shapes[index]
+
+
+@torch.inference_mode()
+def evaluate_prompt(
+    cache: EmbeddingCache,
+    samples: Sequence[tuple[int, int]],
+    prompt_type: str,
+    seed: int = 0,
+    batch_size: int = 32,
+    multimask_output: bool = False,
+    prompt_encoder=None,
+    mask_decoder=None,
+    progress: bool = False,
+) -> tuple[dict, list[dict]]:
+    """Dice of every (cache row, organ) sample with ``prompt_type`` prompts, thresholded at logit 0.
+
+    Returns (summary {"mDice", "organs": {name: {"dice", "n"}}}, per-sample records).
+    """
+    from tqdm import tqdm
+
+    records = []
+    bar = tqdm(total=len(samples), desc=f"decoding {prompt_type}", unit="prompt", disable=not progress)
+    for batch in group_by_size(cache, samples, batch_size):
+        masks, prompts, sizes = build_batch(cache, batch, prompt_type, seed)
+        logits = predict_logits(cache, batch, prompts, sizes, multimask_output, prompt_encoder, mask_decoder)
+        dice = batch_dice(logits.cpu() > 0, masks)
+        for (row, organ), d in zip(batch, dice.tolist()):
+            record = cache.store.records[cache.store_index(row)]
+            records.append({"case": record.case_id, "z": record.z, "row": row, "organ": organ, "dice": d})
+        bar.update(len(batch))
+    bar.close()
+    return summarise_dice((r["organ"], r["dice"]) for r in records), records
