@@ -129,9 +129,8 @@ class EmbeddingCache:
         self.labels_array = np.load(self.path / "labels.npy", mmap_mode="r+") if self.kind == "aug" else None
 
     def _create(self) -> None:
-        with torch.inference_mode():
-            probe = self.model.prepare_image(self.store.load(0)[0])[None].to(self.model.device)
-            shape = tuple(self._encode(probe).shape[1:])
+        prompt_encoder = self.model.sam.prompt_encoder
+        shape = (prompt_encoder.embed_dim, *prompt_encoder.image_embedding_size)
         tmp = self.path.with_name(self.path.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)

@@ -1,0 +1,148 @@
+"""Task 1: zero-shot SAM on BTCV slices with five prompt types, scored by mean Dice over organs.
+
+    python segmentation_task1.py                                   # LiteMedSAM on the phantom store, val split
+    python segmentation_task1.py --model vit_h --slices data/slices_btcv --prompts bound_box,larger_box
+
+For every organ on every slice of the split, each prompt (one central point, one random point, three
+random points, the tight box, the box grown 5 px) is decoded from the cached image embedding; the
+mask (logits > 0) is compared with the ground truth by Dice. Per organ: mean over its slices; mDice:
+mean over organs. Writes results/task1/{metrics.json, table1.md, per_slice.csv, overlays/*.png, config.json}.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT))
+
+from utils.cli import add_common_args, open_experiment  # noqa: E402
+from utils.config import add_hyperparameters  # noqa: E402
+
+# ---------------------------------------------------------------------------------------------
+# Hyperparameters: edit here, or override with the flag of the same name (--decode-batch 64).
+HYPERPARAMETERS = {
+    "PROMPTS": ("all", "comma-separated prompt types, or 'all' for the five"),
+    "MULTIMASK": (False, "take SAM's best-IoU mask of three instead of the single-mask output (the study's setting)"),
+    "DECODE_BATCH": (32, "prompts per mask-decoder call"),
+    "OVERLAYS": (4, "example slices drawn per prompt type"),
+}
+# ---------------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_args(parser)
+    add_hyperparameters(parser, HYPERPARAMETERS)
+    return parser.parse_args(argv)
+
+
+def pick_examples(samples: list[tuple[int, int]], cache, n: int) -> list[tuple[int, int]]:
+    """n samples spread from the largest to the smallest organ areas (small organs are the hard ones)."""
+    if n <= 0 or not samples:
+        return []
+    by_area = sorted(samples, key=lambda s: -cache.organs(s[0])[s[1]])
+    step = max(1, (len(by_area) - 1) // max(n - 1, 1))
+    return [by_area[min(i * step, len(by_area) - 1)] for i in range(n)]
+
+
+def draw_overlays(cache, samples, prompt_type: str, seed: int, multimask: bool, path: Path, title: str) -> None:
+    import torch
+
+    from utils.evaluation import build_batch, predict_logits
+    from utils.metrics import dice_score
+    from utils.organs import organ_title
+    from utils.plots import save_prompt_overlays
+
+    masks, prompts, sizes = build_batch(cache, samples, prompt_type, seed)
+    with torch.inference_mode():
+        logits = predict_logits(cache, samples, prompts, sizes, multimask)
+    examples = []
+    for (row, organ), mask, prompt, logit in zip(samples, masks.numpy(), prompts, logits.cpu().numpy()):
+        record = cache.store.records[cache.store_index(row)]
+        pred = logit > 0
+        examples.append({"image": cache.view(row)[0], "truth": mask, "pred": pred, "prompt": prompt,
+                         "dice": dice_score(pred, mask),
+                         "caption": f"{organ_title(organ)} (case {record.case_id}, z={record.z})"})
+    save_prompt_overlays(examples, path, title)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from utils.evaluation import evaluate_prompt
+    from utils.io import write_json, write_text
+    from utils.organs import ORGANS, organ_name
+    from utils.prompts import PROMPT_TITLES, parse_prompt_types
+    from utils.reporting import markdown_table, provenance, provenance_line, write_csv
+
+    try:
+        prompt_types = parse_prompt_types(args.prompts)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    exp = open_experiment(args)
+    cache = exp.cache
+    rows = cache.rows_for(args.split)
+    if not rows:
+        print(f"error: the store has no {args.split} slices; try --split all", file=sys.stderr)
+        return 1
+    started = time.perf_counter()
+    encoded = cache.ensure(rows, batch_size=args.encode_batch, progress=not args.no_progress)
+    encode_seconds = time.perf_counter() - started
+    samples = cache.samples(rows)
+    print(f"{exp.store.description}: {len(rows)} {args.split} slices, {len(samples)} organ samples; "
+          f"model {exp.model.name} on {exp.device}; encoded {encoded} new slice(s) in {encode_seconds:.1f} s")
+
+    out = args.results / "task1"
+    meta = provenance(exp.store, exp.model, exp.device, args.seed, args.split, n_slices=len(rows),
+                      n_samples=len(samples), multimask_output=args.multimask)
+    results = {k: meta[k] for k in ("model", "checkpoint", "data", "split")}
+    results.update({"n_slices": len(rows), "prompts": {}, "provenance": meta, "timing": {}})
+    per_slice = []
+    decode_seconds = 0.0
+    for prompt_type in prompt_types:
+        t0 = time.perf_counter()
+        summary, records = evaluate_prompt(cache, samples, prompt_type, seed=args.seed, batch_size=args.decode_batch,
+                                           multimask_output=args.multimask, progress=not args.no_progress)
+        decode_seconds += time.perf_counter() - t0
+        results["prompts"][prompt_type] = summary
+        per_slice += [[prompt_type, r["case"], r["z"], organ_name(r["organ"]), f"{r['dice']:.6f}"] for r in records]
+        print(f"  {PROMPT_TITLES[prompt_type]:<20} mDice {summary['mDice']:.4f}")
+        if args.overlays:
+            draw_overlays(cache, pick_examples(samples, cache, args.overlays), prompt_type, args.seed, args.multimask,
+                          out / "overlays" / f"{prompt_type}.png",
+                          f"Task 1, {PROMPT_TITLES[prompt_type]} ({exp.model.name}, {exp.store.description})")
+    n_decoded = len(samples) * len(prompt_types)
+    results["timing"] = {
+        "encoded_slices": encoded,
+        "encoder_seconds_per_slice": round(encode_seconds / encoded, 4) if encoded else None,
+        "decoded_prompts": n_decoded,
+        "decoded_prompts_per_second": round(n_decoded / decode_seconds, 2) if decode_seconds else None,
+        "device": meta["device"],
+    }
+
+    table = markdown_table(["Prompt Type", "mDice"],
+                           [[PROMPT_TITLES[p], results["prompts"][p]["mDice"]] for p in prompt_types])
+    organ_rows = []
+    for name in ORGANS:
+        cells = [results["prompts"][p]["organs"].get(name) for p in prompt_types]
+        if any(cells):
+            n = next(c["n"] for c in cells if c)
+            organ_rows.append([name, n] + [c["dice"] if c else "-" for c in cells])
+    organ_table = markdown_table(["organ", "n"] + [PROMPT_TITLES[p] for p in prompt_types], organ_rows)
+    write_json(out / "metrics.json", results)
+    write_text(out / "table1.md", f"# Table 1: mDice of different prompts (zero-shot)\n\n{provenance_line(meta)}\n\n"
+               f"{table}\n## Dice per organ\n\n{organ_table}")
+    write_csv(out / "per_slice.csv", ["prompt", "case", "z", "organ", "dice"], per_slice)
+    write_json(out / "config.json", {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()})
+    print(f"\n{table}")
+    print(f"encoder: {results['timing']['encoder_seconds_per_slice']} s/slice; "
+          f"decoder: {results['timing']['decoded_prompts_per_second']} prompts/s")
+    print(f"wrote {out / 'metrics.json'} and {out / 'table1.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,86 @@
+"""The suite's cached + batched path against segment-anything's own SamPredictor (the oracle)."""
+import numpy as np
+import pytest
+import torch
+from segment_anything import SamPredictor
+
+from synthetic import write_rawdata
+from utils.decoding import decode
+from utils.embedding_cache import EmbeddingCache
+from utils.evaluation import build_batch, predict_logits
+from utils.models import load_model, to_uint8
+from utils.prompts import PROMPT_TYPES
+from utils.slice_store import SliceStore, build_store
+
+
+@pytest.fixture(scope="module")
+def vit_b_setup(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("parity")
+    # A non-square slice (72 x 96) so the resize, padding and crop-back are all exercised.
+    root = write_rawdata(tmp / "btcv", case_ids=(1,), shape=(96, 72, 3))
+    store = SliceStore(build_store(root, tmp / "slices", progress=False)[0])
+    torch.manual_seed(0)
+    model = load_model("vit_b", random_init=True)
+    cache = EmbeddingCache(model, store, root=tmp / "cache")
+    cache.ensure([0], progress=False)
+    image, _ = store.load(0)
+    predictor = SamPredictor(model.sam)
+    predictor.set_image(np.repeat(to_uint8(image)[:, :, None], 3, axis=2))
+    return model, cache, predictor
+
+
+def oracle(predictor, prompt, multimask=False):
+    if prompt.box is not None:
+        masks, iou, low = predictor.predict(box=prompt.box, multimask_output=multimask, return_logits=True)
+    else:
+        masks, iou, low = predictor.predict(point_coords=prompt.points, point_labels=prompt.labels,
+                                            multimask_output=multimask, return_logits=True)
+    if multimask:
+        best = int(np.argmax(iou))
+        return masks[best], low[best]
+    return masks[0], low[0]
+
+
+@pytest.mark.parametrize("prompt_type", PROMPT_TYPES)
+def test_batched_decoding_equals_sam_predictor(vit_b_setup, prompt_type):
+    model, cache, predictor = vit_b_setup
+    samples = cache.samples([0])
+    assert len(samples) >= 3
+    masks, prompts, sizes = build_batch(cache, samples, prompt_type, seed=0)
+    with torch.inference_mode():
+        # 1) the batched decoder on the predictor's own fp32 features: equal to float precision
+        low, _ = decode(model, predictor.features, prompts, sizes)
+        # 2) the full suite path: fp16 cache, embeddings gathered per prompt, post-processed
+        logits = predict_logits(cache, samples, prompts, sizes)
+    for i, prompt in enumerate(prompts):
+        expected_logits, expected_low = oracle(predictor, prompt)
+        assert torch.allclose(low[i, 0], torch.from_numpy(expected_low), atol=1e-4, rtol=1e-4)
+        ours = logits[i].numpy()
+        # the cache stores float16, so compare within its rounding, and masks where the sign is clear
+        assert np.abs(ours - expected_logits).max() < 0.05 * max(1.0, np.abs(expected_logits).max())
+        clear = np.abs(expected_logits) > 0.05
+        assert np.array_equal((ours > 0)[clear], (expected_logits > 0)[clear])
+
+
+def test_multimask_picks_best_iou_like_predictor(vit_b_setup):
+    model, cache, predictor = vit_b_setup
+    samples = cache.samples([0])
+    _, prompts, sizes = build_batch(cache, samples, "bound_box", seed=0)
+    with torch.inference_mode():
+        low, _ = decode(model, predictor.features, prompts, sizes, multimask_output=True)
+    for i, prompt in enumerate(prompts):
+        _, expected_low = oracle(predictor, prompt, multimask=True)
+        assert torch.allclose(low[i, 0], torch.from_numpy(expected_low), atol=1e-4, rtol=1e-4)
+
+
+def test_pairs_from_different_images_are_not_crossed(vit_b_setup):
+    model, cache, predictor = vit_b_setup
+    _, prompts, sizes = build_batch(cache, cache.samples([0])[:2], "bound_box", seed=0)
+    features = predictor.features
+    other = torch.randn_like(features)
+    with torch.inference_mode():
+        paired, _ = decode(model, torch.cat([features, other]), prompts, sizes)
+        alone0, _ = decode(model, features, prompts[:1], sizes[:1])
+        alone1, _ = decode(model, other, prompts[1:], sizes[1:])
+    assert torch.allclose(paired[0], alone0[0], atol=1e-5)
+    assert torch.allclose(paired[1], alone1[0], atol=1e-5)

@@ -1,0 +1,99 @@
+import numpy as np
+import pytest
+import torch
+
+from synthetic import write_rawdata
+from utils.embedding_cache import AugmentSpec, EmbeddingCache
+from utils.models import load_model
+from utils.slice_store import SliceStore, build_store
+
+
+class CountingEncoder(torch.nn.Module):
+    """A cheap stand-in encoder that counts the images it sees (the real ones are tested elsewhere)."""
+
+    def __init__(self):
+        super().__init__()
+        self.images = 0
+        self.img_size = 256
+
+    def forward(self, x):
+        self.images += x.shape[0]
+        pooled = torch.nn.functional.avg_pool2d(x.mean(1, keepdim=True), 4)
+        return pooled.expand(-1, 256, -1, -1) * torch.linspace(0, 1, 256)[None, :, None, None]
+
+
+@pytest.fixture
+def setup(tmp_path):
+    root = write_rawdata(tmp_path / "btcv", case_ids=(1, 2, 35), shape=(48, 40, 5))
+    store = SliceStore(build_store(root, tmp_path / "slices", progress=False)[0])
+    model = load_model("lite_medsam")
+    model.sam.image_encoder = CountingEncoder()
+    return model, store, tmp_path / "cache"
+
+
+def test_second_run_does_no_encoder_work(setup):
+    model, store, root = setup
+    cache = EmbeddingCache(model, store, root=root)
+    assert cache.ensure(progress=False) == len(store)
+    calls = model.sam.image_encoder.images
+    again = EmbeddingCache(model, store, root=root)
+    assert again.path == cache.path
+    assert again.ensure(progress=False) == 0
+    assert model.sam.image_encoder.images == calls
+    expected = model.sam.image_encoder(model.prepare_image(store.load(2)[0])[None])[0]
+    assert torch.allclose(again.embeddings([2])[0], expected.half().float())
+
+
+def test_changed_key_reencodes(setup):
+    model, store, root = setup
+    EmbeddingCache(model, store, root=root).ensure(progress=False)
+    before = model.sam.image_encoder.images
+    other = EmbeddingCache(model, store, root=root, precision="bf16")
+    assert other.path != EmbeddingCache(model, store, root=root).path
+    assert other.ensure(progress=False) == len(store)
+    model.checkpoint_sha256 = "another checkpoint"
+    third = EmbeddingCache(model, store, root=root)
+    assert third.ensure(progress=False) == len(store)
+    assert model.sam.image_encoder.images == before + 2 * len(store)
+
+
+def test_interrupted_run_resumes_where_it_stopped(setup):
+    model, store, root = setup
+    cache = EmbeddingCache(model, store, root=root)
+    cache.ensure(rows=[0, 1, 2], batch_size=2, progress=False)
+    resumed = EmbeddingCache(model, store, root=root)
+    assert resumed.done[:3].all() and not resumed.done[3:].any()
+    assert resumed.ensure(progress=False) == len(store) - 3
+
+
+def test_signature_mismatch_is_refused(setup):
+    model, store, root = setup
+    cache = EmbeddingCache(model, store, root=root)
+    (cache.path / "signature.json").write_text('{"model": "something else"}')
+    with pytest.raises(RuntimeError, match="signature does not match"):
+        EmbeddingCache(model, store, root=root)
+
+
+def test_unencoded_rows_are_never_served(setup):
+    model, store, root = setup
+    cache = EmbeddingCache(model, store, root=root)
+    with pytest.raises(RuntimeError, match="not encoded"):
+        cache.embeddings([0])
+
+
+def test_augmented_views_are_deterministic_and_labels_follow_images(setup):
+    model, store, root = setup
+    spec = AugmentSpec(views=2, seed=3)
+    cache = EmbeddingCache(model, store, augment=spec, root=root)
+    assert len(cache) == 2 * len(store.indices("train"))
+    cache.ensure(progress=False)
+    again = EmbeddingCache(model, store, augment=spec, root=root)
+    for row in range(len(cache)):
+        image, label = again.view(row)
+        assert np.array_equal(label, cache.label(row))
+        # organs move with the image: the labelled pixels are the bright ones
+        if label.any():
+            assert image[label > 0].mean() > image[label == 0].mean()
+    first = cache.view(0)[1]
+    second = cache.view(1)[1]
+    assert not np.array_equal(first, second)  # two different views of one slice

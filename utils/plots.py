@@ -1,0 +1,143 @@
+"""Figures: phantom montage, prompt overlays, training curves, confusion matrix, class examples.
+
+Every figure is written atomically as PNG with matplotlib's Agg backend (no display needed)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from .io import atomic_path  # noqa: E402
+from .organs import NUM_ORGANS, ORGAN_TITLES  # noqa: E402
+
+_CMAP = plt.get_cmap("tab20", NUM_ORGANS + 1)
+
+
+def _save(fig, path: str | Path) -> Path:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return Path(path)
+
+
+def label_overlay(ax, image: np.ndarray, label: np.ndarray, alpha: float = 0.45) -> None:
+    """Draw a (H, W) [0, 1] slice with its 0..13 label map in organ colours."""
+    ax.imshow(image, cmap="gray", vmin=0, vmax=1)
+    colours = _CMAP(np.arange(NUM_ORGANS + 1))
+    colours[0, 3] = 0.0
+    rgba = colours[label]
+    rgba[..., 3] = np.where(label > 0, alpha, 0.0)
+    ax.imshow(rgba)
+    ax.set_axis_off()
+
+
+def save_montage(slices: Sequence[tuple[np.ndarray, np.ndarray, str]], path: str | Path, title: str) -> Path:
+    """A grid of (image, label, caption) slices with label overlays, and an organ legend."""
+    n = len(slices)
+    cols = min(4, n)
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.2 * rows + 0.8), squeeze=False)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for ax, (image, label, caption) in zip(axes.flat, slices):
+        label_overlay(ax, image, label)
+        ax.set_title(caption, fontsize=8)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=_CMAP(i + 1)) for i in range(NUM_ORGANS)]
+    fig.legend(handles, ORGAN_TITLES, loc="lower center", ncol=5, fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.subplots_adjust(bottom=0.12)
+    return _save(fig, path)
+
+
+def draw_prompt(ax, prompt, colour: str = "yellow") -> None:
+    if prompt.box is not None:
+        x0, y0, x1, y1 = prompt.box
+        ax.add_patch(plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=colour, linewidth=1.2))
+    else:
+        ax.scatter(prompt.points[:, 0], prompt.points[:, 1], marker="*", s=60, c=colour, edgecolors="black", linewidths=0.5)
+
+
+def save_prompt_overlays(examples: Sequence[dict], path: str | Path, title: str) -> Path:
+    """Rows of (image | ground truth | prediction with the prompt drawn) for a few examples.
+
+    Each example: {"image", "truth" bool, "pred" bool, "prompt", "caption"}.
+    """
+    fig, axes = plt.subplots(len(examples), 3, figsize=(8.4, 2.8 * len(examples)), squeeze=False)
+    for row, ex in zip(axes, examples):
+        for ax in row:
+            ax.imshow(ex["image"], cmap="gray", vmin=0, vmax=1)
+            ax.set_axis_off()
+        row[1].imshow(np.ma.masked_where(~ex["truth"], ex["truth"]), cmap="autumn", alpha=0.5)
+        row[2].imshow(np.ma.masked_where(~ex["pred"], ex["pred"]), cmap="winter", alpha=0.5)
+        draw_prompt(row[2], ex["prompt"])
+        row[0].set_title(ex["caption"], fontsize=8)
+        row[1].set_title("ground truth", fontsize=8)
+        row[2].set_title(f"prediction (Dice {ex['dice']:.3f})", fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
+
+
+def save_curves(history: dict[str, list[float]], panels: Sequence[tuple[str, str]], path: str | Path,
+                title: str) -> Path:
+    """One panel per (history key, y label), against epoch (1-based)."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
+    for ax, (key, ylabel) in zip(axes[0], panels):
+        values = history.get(key, [])
+        ax.plot(range(1, len(values) + 1), values, marker="o", markersize=3)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(ylabel)
+        ax.set_title(ylabel, fontsize=9)
+        ax.grid(alpha=0.3)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def save_confusion(matrix: np.ndarray, labels: Sequence[str], path: str | Path, title: str) -> Path:
+    """Row-normalised confusion matrix (rows: true organ, columns: predicted organ), counts annotated."""
+    rows = matrix.sum(axis=1, keepdims=True)
+    norm = np.divide(matrix, rows, out=np.zeros_like(matrix, dtype=float), where=rows > 0)
+    fig, ax = plt.subplots(figsize=(8, 7))
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(labels)), labels, rotation=60, ha="right", fontsize=7)
+    ax.set_yticks(range(len(labels)), labels, fontsize=7)
+    for i in range(matrix.shape[0]):
+        for j in range(matrix.shape[1]):
+            if matrix[i, j]:
+                ax.text(j, i, int(matrix[i, j]), ha="center", va="center", fontsize=6,
+                        color="white" if norm[i, j] > 0.5 else "black")
+    ax.set_xlabel("predicted organ")
+    ax.set_ylabel("true organ")
+    ax.set_title(title, fontsize=10)
+    return _save(fig, path)
+
+
+def save_class_examples(examples: Sequence[dict], path: str | Path, title: str) -> Path:
+    """The study's Figure 3: raw slice beside the prompted region, with true and predicted organ.
+
+    Each example: {"image", "mask" bool, "prompt", "truth" str, "predicted" str}.
+    """
+    fig, axes = plt.subplots(len(examples), 2, figsize=(6.0, 2.9 * len(examples)), squeeze=False)
+    for row, ex in zip(axes, examples):
+        row[0].imshow(ex["image"], cmap="gray", vmin=0, vmax=1)
+        row[0].set_title("slice", fontsize=8)
+        ys, xs = np.nonzero(ex["mask"])
+        pad = 12
+        y0, y1 = max(ys.min() - pad, 0), min(ys.max() + pad + 1, ex["image"].shape[0])
+        x0, x1 = max(xs.min() - pad, 0), min(xs.max() + pad + 1, ex["image"].shape[1])
+        row[1].imshow(ex["image"][y0:y1, x0:x1], cmap="gray", vmin=0, vmax=1)
+        row[1].contour(ex["mask"][y0:y1, x0:x1], levels=[0.5], colors="yellow", linewidths=1)
+        ok = ex["truth"] == ex["predicted"]
+        row[1].set_title(f"true: {ex['truth']}\npredicted: {ex['predicted']}", fontsize=8,
+                         color="green" if ok else "red")
+        row[0].add_patch(plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor="yellow"))
+        for ax in row:
+            ax.set_axis_off()
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)

@@ -1,0 +1,65 @@
+"""What every results file says about where its numbers came from, and Markdown tables."""
+from __future__ import annotations
+
+import datetime as _dt
+import platform
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from .device import describe
+from .io import write_json, write_text
+from .models import SamModel
+from .slice_store import SliceStore
+
+
+def provenance(store: SliceStore, model: SamModel, device: torch.device, seed: int, split: str, **extra: Any) -> dict:
+    """Data, model, checkpoint digest, device, seed and date: stated with every number the suite writes."""
+    return {
+        "data": store.description,
+        "slice_store": str(store.path),
+        "store_key": store.key,
+        "split": split,
+        "model": model.name,
+        "checkpoint": model.checkpoint,
+        "checkpoint_sha256": model.checkpoint_sha256,
+        "device": describe(device),
+        "seed": seed,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "date": _dt.datetime.now().isoformat(timespec="seconds"),
+        **extra,
+    }
+
+
+def provenance_line(meta: dict) -> str:
+    """One Markdown line stating data, model and checkpoint (no date, so tables are reproducible)."""
+    return (
+        f"_Data: {meta['data']} ({meta['split']} split, {meta.get('n_slices', '?')} slices). "
+        f"Model: {meta['model']} ({meta['checkpoint']}, sha256 {meta['checkpoint_sha256'][:12]}). "
+        f"Seed {meta['seed']}._"
+    )
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    def cell(v: Any) -> str:
+        return f"{v:.4f}" if isinstance(v, float) else str(v)
+
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def write_csv(path: str | Path, headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(headers)
+    writer.writerows(rows)
+    write_text(path, buffer.getvalue())
+
+
+__all__ = ["markdown_table", "provenance", "provenance_line", "write_csv", "write_json", "write_text"]
