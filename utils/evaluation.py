@@ -39,14 +39,20 @@ def build_batch(cache: EmbeddingCache, samples: Sequence[tuple[int, int]], promp
     return torch.from_numpy(np.stack(masks)), prompts, sizes
 
 
+def gather_embeddings(cache: EmbeddingCache, samples: Sequence[tuple[int, int]]) -> torch.Tensor:
+    """float32 (N, 256, 64, 64): each sample's slice embedding, each slice read from the cache once."""
+    rows = [r for r, _ in samples]
+    unique, inverse = np.unique(rows, return_inverse=True)
+    device = cache.model.device
+    return cache.embeddings(unique, device)[torch.as_tensor(inverse, device=device)]
+
+
 def predict_logits(cache: EmbeddingCache, samples: Sequence[tuple[int, int]], prompts: Sequence[Prompt],
                    sizes: Sequence[tuple[int, int]], multimask_output: bool = False,
                    prompt_encoder=None, mask_decoder=None) -> torch.Tensor:
     """(N, H, W) mask logits on the slice for N samples (all of one slice size)."""
     model = cache.model
-    rows = [r for r, _ in samples]
-    unique, inverse = np.unique(rows, return_inverse=True)
-    embeddings = cache.embeddings(unique, model.device)[torch.as_tensor(inverse, device=model.device)]
+    embeddings = gather_embeddings(cache, samples)
     low_res, _ = decode(model, embeddings, prompts, sizes, multimask_output, prompt_encoder, mask_decoder)
     return model.postprocess(low_res, sizes[0])[:, 0]
 

@@ -218,3 +218,21 @@ def load_model(
     sam.eval()
     sam.to(device)
     return SamModel(name=name, sam=sam, checkpoint=str(path), checkpoint_sha256=digest, input_size=input_size)
+
+
+def load_decoder_checkpoint(model: SamModel, path: str | Path) -> dict:
+    """Load a Task 2 checkpoint's prompt encoder + mask decoder into ``model.sam``; return the checkpoint.
+
+    Raises CheckpointError when the file is missing or was fine-tuned from another --model.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no fine-tuned checkpoint here; run finetune_task2.py first")
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    trained_from = state.get("config", {}).get("model")
+    if trained_from != model.name:
+        raise CheckpointError(f"{path}: fine-tuned from --model {trained_from}, not --model {model.name}")
+    for part in ("prompt_encoder", "mask_decoder"):
+        sub = {k[len(part) + 1:]: v for k, v in state["model"].items() if k.startswith(part + ".")}
+        getattr(model.sam, part).load_state_dict(sub)
+    return state

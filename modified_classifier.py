@@ -1,0 +1,80 @@
+"""Task 3's model: segment-anything's MaskDecoder with a class token and a ``class_prediction_head``.
+
+A learnable class token stands beside the IoU token and the mask tokens and goes through the same
+two-way transformer with the prompt tokens; its output feeds ``class_prediction_head`` (an MLP like
+the IoU head) that returns logits over the 13 BTCV organs.
+
+The class token travels in its own pass through the transformer, with the same tokens as the mask
+pass ([IoU, masks..., class, prompts]). So the mask and IoU outputs are exactly those of the wrapped
+decoder for the same weights (a joint pass would let the class token's attention change them), while
+the class token sees what it would see in a joint pass. Training the shared transformer for
+classification still changes the masks through the shared weights: Task 3 reports that cost.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from segment_anything.modeling.mask_decoder import MLP, MaskDecoder
+
+from utils.decoding import predict_masks_paired
+from utils.organs import NUM_ORGANS
+
+
+class ClassifyingMaskDecoder(torch.nn.Module):
+    """Wraps a ``MaskDecoder``; adds ``class_token`` (1, C) and ``class_prediction_head`` (C -> 13)."""
+
+    def __init__(self, decoder: MaskDecoder, num_classes: int = NUM_ORGANS, head_depth: int = 3,
+                 head_hidden_dim: int = 256):
+        super().__init__()
+        self.decoder = decoder
+        dim = decoder.transformer_dim
+        self.class_token = torch.nn.Embedding(1, dim)
+        self.class_prediction_head = MLP(dim, head_hidden_dim, num_classes, head_depth)
+
+    def classify(self, image_embeddings: torch.Tensor, image_pe: torch.Tensor, sparse_prompt_embeddings: torch.Tensor,
+                 dense_prompt_embeddings: torch.Tensor) -> torch.Tensor:
+        """Class logits (N, 13) for N prompts, each paired with its own embedding (N, C, h, w) or one (1, ...)."""
+        d = self.decoder
+        n = sparse_prompt_embeddings.size(0)
+        output_tokens = torch.cat([d.iou_token.weight, d.mask_tokens.weight, self.class_token.weight], dim=0)
+        tokens = torch.cat((output_tokens.unsqueeze(0).expand(n, -1, -1), sparse_prompt_embeddings), dim=1)
+        src = image_embeddings.expand(n, -1, -1, -1) + dense_prompt_embeddings
+        hs, _ = d.transformer(src, image_pe.expand(n, -1, -1, -1), tokens)
+        return self.class_prediction_head(hs[:, 1 + d.num_mask_tokens, :])
+
+    def forward(self, image_embeddings: torch.Tensor, image_pe: torch.Tensor, sparse_prompt_embeddings: torch.Tensor,
+                dense_prompt_embeddings: torch.Tensor, multimask_output: bool = False):
+        """(masks, iou_pred, class_logits): masks/iou exactly as the wrapped decoder's paired forward."""
+        n = sparse_prompt_embeddings.size(0)
+        masks, iou = predict_masks_paired(self.decoder, image_embeddings.expand(n, -1, -1, -1), image_pe,
+                                          sparse_prompt_embeddings, dense_prompt_embeddings)
+        picked = slice(1, None) if multimask_output else slice(0, 1)
+        logits = self.classify(image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings)
+        return masks[:, picked], iou[:, picked], logits
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        """What Task 3 trains: the two-way transformer, the class token and the class head."""
+        return (list(self.decoder.transformer.parameters()) + list(self.class_token.parameters())
+                + list(self.class_prediction_head.parameters()))
+
+    def freeze_for_task3(self) -> None:
+        """Freeze everything but :meth:`trainable_parameters` (the mask/IoU tokens and heads, upscaling)."""
+        for p in self.parameters():
+            p.requires_grad_(False)
+        for p in self.trainable_parameters():
+            p.requires_grad_(True)
+
+
+def load_finetuned_decoder(model, prompt_type: str, finetuned_dir: Path | None) -> str:
+    """Load Task 2's best checkpoint for ``prompt_type`` into ``model.sam`` when there is one.
+
+    Returns a sentence saying where the prompt encoder and mask decoder weights came from.
+    """
+    from utils.models import load_decoder_checkpoint
+
+    path = None if finetuned_dir is None else Path(finetuned_dir) / model.name / prompt_type / "best.pt"
+    if path is None or not path.is_file():
+        return f"pre-trained {model.name} ({model.checkpoint}); no Task 2 checkpoint at {path}"
+    state = load_decoder_checkpoint(model, path)
+    return f"Task 2 fine-tuned ({path}, epoch {state['epoch'] + 1})"

@@ -1,0 +1,70 @@
+"""Task 3's shared pieces: class logits for (slice, organ) samples, and accuracy tables."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .decoding import prompt_inputs
+from .embedding_cache import EmbeddingCache
+from .evaluation import build_batch, gather_embeddings, group_by_size
+from .organs import NUM_ORGANS, organ_name
+
+
+def class_logits(cache: EmbeddingCache, classifier, samples: Sequence[tuple[int, int]], prompt_type: str, seed: int,
+                 epoch: int = -1, prompt_encoder=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits float (N, 13), targets int64 (N,) = organ label - 1) for N samples of one slice size."""
+    model = cache.model
+    prompt_encoder = prompt_encoder or model.sam.prompt_encoder
+    _, prompts, sizes = build_batch(cache, samples, prompt_type, seed, epoch)
+    points, boxes = prompt_inputs(model, prompts, sizes)
+    sparse, dense = prompt_encoder(points=points, boxes=boxes, masks=None)
+    logits = classifier.classify(gather_embeddings(cache, samples), prompt_encoder.get_dense_pe(), sparse, dense)
+    targets = torch.as_tensor([organ - 1 for _, organ in samples], device=logits.device)
+    return logits, targets
+
+
+@torch.inference_mode()
+def predict_classes(cache: EmbeddingCache, classifier, samples: Sequence[tuple[int, int]], prompt_type: str,
+                    seed: int = 0, batch_size: int = 32) -> tuple[list[tuple[int, int]], np.ndarray]:
+    """Predicted organ label (1..13) for every sample; returns (samples in prediction order, labels)."""
+    ordered, predicted = [], []
+    for batch in group_by_size(cache, samples, batch_size):
+        logits, _ = class_logits(cache, classifier, batch, prompt_type, seed)
+        ordered += batch
+        predicted.append(logits.argmax(1).cpu().numpy() + 1)
+    return ordered, np.concatenate(predicted) if predicted else np.zeros(0, int)
+
+
+def accuracy_summary(truth: Sequence[int], predicted: Sequence[int], train_truth: Sequence[int] | None = None) -> dict:
+    """Per-organ accuracy, sample counts and shares; the sample-weighted average (= overall accuracy),
+    the unweighted mean over organs, and the majority-class baseline (the most frequent training organ,
+    or the most frequent organ in ``truth`` without training labels)."""
+    truth = np.asarray(truth)
+    predicted = np.asarray(predicted)
+    organs = {}
+    for label in range(1, NUM_ORGANS + 1):
+        hit = truth == label
+        if hit.any():
+            organs[organ_name(label)] = {"accuracy": float((predicted[hit] == label).mean()), "n": int(hit.sum()),
+                                         "share": float(hit.mean())}
+    weighted = sum(v["accuracy"] * v["n"] for v in organs.values()) / max(len(truth), 1)
+    reference = np.asarray(train_truth) if train_truth is not None else truth
+    majority = int(np.bincount(reference, minlength=NUM_ORGANS + 1)[1:].argmax() + 1)
+    return {
+        "organs": organs,
+        "weighted_average": float(weighted),
+        "mean": float(np.mean([v["accuracy"] for v in organs.values()])) if organs else float("nan"),
+        "majority_baseline": float((truth == majority).mean()) if len(truth) else float("nan"),
+        "majority_organ": organ_name(majority),
+        "n": int(len(truth)),
+    }
+
+
+def confusion_matrix(truth: Sequence[int], predicted: Sequence[int]) -> np.ndarray:
+    """(13, 13) counts: rows true organ, columns predicted organ (labels 1..13)."""
+    matrix = np.zeros((NUM_ORGANS, NUM_ORGANS), dtype=np.int64)
+    for t, p in zip(truth, predicted):
+        matrix[int(t) - 1, int(p) - 1] += 1
+    return matrix
