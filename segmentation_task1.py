@@ -36,6 +36,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(parser)
     add_hyperparameters(parser, HYPERPARAMETERS)
+    parser.add_argument("--finetuned", type=Path, default=None,
+                        help="evaluate a Task 2 checkpoint (its prompt encoder + mask decoder) instead of the "
+                             "zero-shot model; results go to results/task1_finetuned/")
     return parser.parse_args(argv)
 
 
@@ -84,6 +87,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     exp = open_experiment(args)
     cache = exp.cache
+    finetuned = None
+    if args.finetuned:
+        from utils.models import CheckpointError, load_decoder_checkpoint
+
+        try:
+            state = load_decoder_checkpoint(exp.model, args.finetuned)
+        except CheckpointError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        finetuned = {"checkpoint": str(args.finetuned), "epoch": state["epoch"] + 1,
+                     "prompt": state["config"].get("prompt"), "preset": state["config"].get("preset")}
     rows = cache.rows_for(args.split)
     if not rows:
         print(f"error: the store has no {args.split} slices; try --split all", file=sys.stderr)
@@ -95,9 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{exp.store.description}: {len(rows)} {args.split} slices, {len(samples)} organ samples; "
           f"model {exp.model.name} on {exp.device}; encoded {encoded} new slice(s) in {encode_seconds:.1f} s")
 
-    out = args.results / "task1"
+    out = args.results / ("task1_finetuned" if finetuned else "task1")
     meta = provenance(exp.store, exp.model, exp.device, args.seed, args.split, n_slices=len(rows),
-                      n_samples=len(samples), multimask_output=args.multimask)
+                      n_samples=len(samples), multimask_output=args.multimask, finetuned=finetuned)
     results = {k: meta[k] for k in ("model", "checkpoint", "data", "split")}
     results.update({"n_slices": len(rows), "prompts": {}, "provenance": meta, "timing": {}})
     per_slice = []
@@ -133,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
             organ_rows.append([name, n] + [c["dice"] if c else "-" for c in cells])
     organ_table = markdown_table(["organ", "n"] + [PROMPT_TITLES[p] for p in prompt_types], organ_rows)
     write_json(out / "metrics.json", results)
-    write_text(out / "table1.md", f"# Table 1: mDice of different prompts (zero-shot)\n\n{provenance_line(meta)}\n\n"
+    kind = f"fine-tuned, {args.finetuned}" if finetuned else "zero-shot"
+    write_text(out / "table1.md", f"# Table 1: mDice of different prompts ({kind})\n\n{provenance_line(meta)}\n\n"
                f"{table}\n## Dice per organ\n\n{organ_table}")
     write_csv(out / "per_slice.csv", ["prompt", "case", "z", "organ", "dice"], per_slice)
     write_json(out / "config.json", {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()})

@@ -51,3 +51,15 @@ def write_rawdata(root: Path, case_ids=(1, 2, 35), shape=(48, 40, 5)):
         write_pair(root / "RawData/Training/img" / f"img{case:04d}.nii.gz",
                    root / "RawData/Training/label" / f"label{case:04d}.nii.gz", image, label, ras_affine())
     return root
+
+
+def write_tiny_phantom(root: Path, case_ids=(1, 2, 3, 35), shape=(96, 96, 2)):
+    """A few phantom volumes (utils.phantom) in the RawData layout: case 35 makes a validation split."""
+    from utils.phantom import PhantomConfig, make_volume
+
+    config = PhantomConfig(shape=shape, spacing=(4.0, 4.0, 30.0), n_volumes=30)
+    for case in case_ids:
+        image, label, affine = make_volume(case, config)
+        write_pair(root / "RawData/Training/img" / f"img{case:04d}.nii.gz",
+                   root / "RawData/Training/label" / f"label{case:04d}.nii.gz", image, label, affine)
+    return root

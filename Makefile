@@ -1,0 +1,39 @@
+# The suite's two entry points (see README.md):
+#   make reproduce   install into .venv, then run the whole study on the embedded default
+#                    (synthetic phantom + LiteMedSAM, quick preset) and write results/REPORT.md
+#   make test        install into .venv, then run the tests
+# The real study: make reproduce DATA=path/to/BTCV MODEL=vit_h PRESET=paper
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DATA ?=
+MODEL ?= lite_medsam
+CHECKPOINT ?=
+PRESET ?= quick
+DEVICE ?= auto
+SEED ?= 0
+PYTEST_ARGS ?= -q
+
+.PHONY: reproduce test report bench clean-results
+
+$(VENV)/.installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --disable-pip-version-check -q -r requirements.txt
+	touch $@
+
+reproduce: $(VENV)/.installed
+	$(PY) run_study.py --model $(MODEL) --preset $(PRESET) --device $(DEVICE) --seed $(SEED) \
+		$(if $(DATA),--data-root $(DATA),--phantom) $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT),)
+
+test: $(VENV)/.installed
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+report: $(VENV)/.installed
+	$(PY) make_report.py
+
+bench: $(VENV)/.installed
+	$(PY) benchmarks/run.py
+
+clean-results:
+	rm -rf results/preprocess results/task1 results/task2 results/task3 results/REPORT.md results/study.json

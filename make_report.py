@@ -1,0 +1,142 @@
+"""Assemble results/REPORT.md from what the task scripts wrote into results/ (and nothing else).
+
+    python make_report.py [--results results]
+
+Tables 1-4 in the study report's shapes, the training curves and figures, and for every task the
+data, split, slice count, model, checkpoint digest, preset, seed, device and date that produced its
+numbers. A missing piece is named with the command that makes it. The output depends only on the
+files in results/, so running it twice gives the same report.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT))
+
+from utils.io import write_text  # noqa: E402
+from utils.prompts import PROMPT_TITLES, PROMPT_TYPES  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--results", type=Path, default=ROOT / "results", help="results folder (default results/)")
+    return parser.parse_args(argv)
+
+
+def _load(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _table_body(path: Path) -> str:
+    """A table*.md file without its own '# ' title line."""
+    lines = [("####" + line[2:]) if line.startswith("## ") else line
+             for line in path.read_text().splitlines() if not line.startswith("# ")]
+    return "\n".join(lines).strip() + "\n"
+
+
+def _provenance_rows(name: str, meta: dict, preset: str | None) -> str:
+    return (f"| {name} | {meta.get('data')} | {meta.get('split')} | {meta.get('n_slices')} | {meta.get('model')} | "
+            f"`{str(meta.get('checkpoint_sha256'))[:12]}` | {preset or '-'} | {meta.get('seed')} | {meta.get('device')} | "
+            f"{meta.get('date')} |")
+
+
+def build_report(results: Path) -> str:
+    pre = _load(results / "preprocess" / "summary.json")
+    t1 = _load(results / "task1" / "metrics.json")
+    t2 = _load(results / "task2" / "metrics.json")
+    t3_train = _load(results / "task3" / "train_metrics.json")
+    t3 = _load(results / "task3" / "metrics.json")
+    study = _load(results / "study.json")
+
+    out = ["# SAM on BTCV: study report", ""]
+    datas = {m["provenance"]["data"] for m in (t1, t2, t3) if m}
+    if any("phantom" in d for d in datas):
+        out += ["> **These numbers come from the suite's synthetic BTCV-format phantom, not from BTCV.** They "
+                "show that every stage of the study runs and what it measures on that phantom; they are not "
+                "figures about real CT and must not be compared with the study report's numbers.", ""]
+    out += ["## Where every number comes from", "",
+            "| results | data | split | slices | model | checkpoint sha256 | preset | seed | device | date |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
+    if t1:
+        out.append(_provenance_rows("Table 1 (Task 1)", t1["provenance"], None))
+    if t2:
+        out.append(_provenance_rows("Tables 2-3 (Task 2)", t2["provenance"], t2.get("preset")))
+    if t3:
+        out.append(_provenance_rows("Table 4 (Task 3)", t3["provenance"], t3["provenance"].get("preset")))
+    out.append("")
+    if pre:
+        s = pre["summary"]
+        out += [f"Slice store: {pre['data']}, {s['volumes']} volumes ({s['layout']}), {s['slices']} slices with an "
+                f"organ (train {s['slices_per_split']['train']}, val {s['slices_per_split']['val']}), "
+                f"{s['organ_samples']} (slice, organ) samples, CT window {pre['window_hu'][0]:g}..{pre['window_hu'][1]:g} HU.",
+                ""]
+        for name in ("phantom_montage.png", "slices_montage.png"):
+            if (results / "preprocess" / name).is_file():
+                out += [f"![slices with label overlays](preprocess/{name})", ""]
+    else:
+        out += ["_The slice store has not been built: run `python preprocess_slices.py --phantom` "
+                "(or `--data-root BTCV_DIR`)._", ""]
+
+    out += ["## Task 1: zero-shot segmentation", ""]
+    if t1 and (results / "task1" / "table1.md").is_file():
+        out += ["### Table 1: mDice of different prompts", "", _table_body(results / "task1" / "table1.md")]
+        overlays = [p for p in PROMPT_TYPES if (results / "task1" / "overlays" / f"{p}.png").is_file()]
+        out += [f"![Task 1 overlays, {PROMPT_TITLES[p]}](task1/overlays/{p}.png)" for p in overlays[:2]] + [""]
+    else:
+        out += ["_Task 1 has not been run: run `python segmentation_task1.py`._", ""]
+
+    out += ["## Task 2: fine-tuning the prompt encoder and mask decoder", ""]
+    if t2 and (results / "task2" / "table2.md").is_file():
+        out += ["### Table 2: mDice of different prompts after fine-tuning", "", _table_body(results / "task2" / "table2.md")]
+        if (results / "task2" / "table3.md").is_file():
+            out += ["### Table 3: performance comparison", "", _table_body(results / "task2" / "table3.md")]
+        out += ["### Training curves (Figures 1-2 of the study report)", ""]
+        for p in t2["prompts"]:
+            if (results / "task2" / p / "curves.png").is_file():
+                out += [f"![{PROMPT_TITLES[p]}](task2/{p}/curves.png)", ""]
+    else:
+        out += ["_Task 2 has not been run: run `python finetune_task2.py --preset quick`._", ""]
+
+    out += ["## Task 3: naming the organ", ""]
+    if t3 and (results / "task3" / "table4.md").is_file():
+        out += ["### Table 4: classification accuracy per organ", "", _table_body(results / "task3" / "table4.md")]
+        if t3_train:
+            before, after = t3_train["val_mDice_before"]["mDice"], t3_train["val_mDice_after"]["mDice"]
+            out += [f"Training the shared transformer for classification changed the validation mDice with "
+                    f"{PROMPT_TITLES[t3_train['prompt']]} prompts from {before:.4f} to {after:.4f} "
+                    f"(starting weights: {t3_train['starting_weights']}).", ""]
+        for name, title in (("curves.png", "training curves"), ("confusion.png", "confusion matrix"),
+                            ("examples.png", "examples (Figure 3 style)")):
+            if (results / "task3" / name).is_file():
+                out += [f"![Task 3 {title}](task3/{name})", ""]
+    elif t3_train:
+        out += ["_Task 3 validation has not been run: run `python classify_val_task3.py`._", ""]
+    else:
+        out += ["_Task 3 has not been run: run `python classify_train_task3.py --preset quick`, then "
+                "`python classify_val_task3.py`._", ""]
+
+    if study:
+        out += ["## Wall time of the run that produced these results", "",
+                "| stage | seconds | command |", "|---|---|---|"]
+        for stage, seconds in study["wall_seconds"].items():
+            out.append(f"| {stage} | {seconds} | `{study['commands'].get(stage, '')}` |")
+        out.append("")
+    return "\n".join(out).rstrip() + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if not args.results.is_dir():
+        print(f"error: {args.results}: no results folder; run the task scripts (or make reproduce) first", file=sys.stderr)
+        return 1
+    path = write_text(args.results / "REPORT.md", build_report(args.results))
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
