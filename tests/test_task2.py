@@ -1,0 +1,107 @@
+"""Task 2 on a tiny phantom store: learning, frozen encoder, resume, and checkpoint round trip."""
+import json
+
+import pytest
+import torch
+
+import finetune_task2
+import segmentation_task1
+import utils.cli
+from conftest import script_args
+
+PROMPT = "one_central_point"  # LiteMedSAM was trained on boxes: points start near 0 and can only learn
+TRAIN = ["--preset", "quick", "--prompts", PROMPT, "--aug-views", "0", "--samples-per-epoch", "24",
+         "--batch-size", "8", "--learning-rate", "0.01"]
+
+
+def history(results):
+    return json.loads((results / "task2" / PROMPT / "history.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def watched_model(tiny_study):
+    """Runs Task 2 once with the model's image encoder watched; returns (results, model, snapshot, calls)."""
+    loaded = {}
+    original = utils.cli.load_model
+
+    def load_and_watch(*args, **kwargs):
+        model = original(*args, **kwargs)
+        loaded["model"] = model
+        loaded["snapshot"] = {k: v.clone() for k, v in model.sam.state_dict().items()}
+        loaded["calls"] = 0
+
+        def count(*_):
+            loaded["calls"] += 1
+
+        model.sam.image_encoder.register_forward_pre_hook(count)
+        return model
+
+    utils.cli.load_model = load_and_watch
+    try:
+        results = tiny_study["base"] / "t2_results"
+        ckpt = tiny_study["base"] / "t2_ckpt"
+        code = finetune_task2.main(script_args(tiny_study, results, *TRAIN, "--epochs", "3",
+                                               "--checkpoint-dir", ckpt))
+    finally:
+        utils.cli.load_model = original
+    assert code == 0
+    return results, ckpt, loaded
+
+
+def test_training_reduces_loss_and_improves_on_zero_shot(watched_model):
+    results, _, _ = watched_model
+    h = history(results)
+    assert h["train_loss"][-1] < h["train_loss"][0]
+    metrics = json.loads((results / "task2" / "metrics.json").read_text())
+    original = metrics["original"][PROMPT]["mDice"]
+    tuned = metrics["prompts"][PROMPT]["mDice"]
+    assert tuned >= original - 0.02  # never worse than zero-shot beyond noise
+    assert tuned > original + 0.05  # points are new to LiteMedSAM: a few steps teach it a lot
+    for name in ("table2.md", "table3.md", "config.json"):
+        assert (results / "task2" / name).is_file() or name == "table3.md"
+    assert (results / "task2" / PROMPT / "curves.png").stat().st_size > 0
+
+
+def test_image_encoder_never_runs_and_frozen_weights_are_bit_identical(watched_model):
+    _, _, loaded = watched_model
+    assert loaded["calls"] == 0  # every embedding came from the cache
+    model = loaded["model"]
+    for name, value in model.sam.state_dict().items():
+        assert torch.equal(value, loaded["snapshot"][name]), name
+    assert all(p.grad is None for p in model.sam.image_encoder.parameters())
+
+
+def test_resume_after_interruption_equals_uninterrupted_run(watched_model, tiny_study):
+    results, _, _ = watched_model
+    full = history(results)
+    resumed_results = tiny_study["base"] / "t2_resumed"
+    ckpt = tiny_study["base"] / "t2_resumed_ckpt"
+    common = script_args(tiny_study, resumed_results, *TRAIN, "--checkpoint-dir", ckpt)
+    assert finetune_task2.main(common + ["--epochs", "1"]) == 0  # "killed" after epoch 1
+    assert finetune_task2.main(common + ["--epochs", "3", "--resume"]) == 0
+    resumed = history(resumed_results)
+    for key in ("train_loss", "train_dice", "val_dice"):
+        assert resumed[key] == full[key], key
+
+
+def test_checkpoint_reproduces_logged_validation_dice_in_task1(watched_model, tiny_study):
+    results, ckpt, _ = watched_model
+    h = history(results)
+    best = ckpt / "lite_medsam" / PROMPT / "best.pt"
+    out = tiny_study["base"] / "t1_from_checkpoint"
+    assert segmentation_task1.main(script_args(tiny_study, out, "--prompts", PROMPT, "--finetuned", best,
+                                               "--overlays", "0")) == 0
+    metrics = json.loads((out / "task1_finetuned" / "metrics.json").read_text())
+    assert metrics["prompts"][PROMPT]["mDice"] == pytest.approx(h["val_dice"][h["best_epoch"] - 1], abs=1e-9)
+
+
+def test_wrong_model_checkpoint_is_refused(watched_model, tiny_study, capsys):
+    _, ckpt, _ = watched_model
+    state = torch.load(ckpt / "lite_medsam" / PROMPT / "best.pt", weights_only=False)
+    state["config"]["model"] = "vit_h"
+    bad = tiny_study["base"] / "bad.pt"
+    torch.save(state, bad)
+    code = segmentation_task1.main(script_args(tiny_study, tiny_study["base"] / "bad", "--prompts", PROMPT,
+                                               "--finetuned", bad))
+    assert code == 1
+    assert "fine-tuned from --model vit_h" in capsys.readouterr().err

@@ -1,0 +1,104 @@
+"""Task 3: the class-token decoder, its training and its accuracy table."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import classify_train_task3
+import classify_val_task3
+from conftest import script_args
+from modified_classifier import ClassifyingMaskDecoder
+from utils.classification import accuracy_summary, class_logits
+from utils.decoding import decode
+from utils.embedding_cache import EmbeddingCache
+from utils.evaluation import build_batch
+from utils.models import load_model
+from utils.organs import NUM_ORGANS
+
+
+@pytest.fixture(scope="module")
+def cache(tiny_study):
+    return EmbeddingCache(load_model("lite_medsam"), tiny_study["store"], root=tiny_study["cache"])
+
+
+def test_class_logits_shape_and_masks_equal_plain_decoder(cache):
+    model = cache.model
+    samples = cache.samples(cache.rows_for("val"))[:5]
+    _, prompts, sizes = build_batch(cache, samples, "one_central_point", seed=0)
+    classifier = ClassifyingMaskDecoder(model.sam.mask_decoder)
+    with torch.inference_mode():
+        logits, targets = class_logits(cache, classifier, samples, "one_central_point", seed=0)
+        plain_low, plain_iou = decode(model, cache.embeddings([samples[0][0]]), prompts[:1], sizes[:1])
+        from utils.decoding import prompt_inputs
+
+        points, boxes = prompt_inputs(model, prompts[:1], sizes[:1])
+        sparse, dense = model.sam.prompt_encoder(points=points, boxes=boxes, masks=None)
+        masks, iou, one_logits = classifier(cache.embeddings([samples[0][0]]), model.sam.prompt_encoder.get_dense_pe(),
+                                            sparse, dense)
+        upstream_masks, upstream_iou = model.sam.mask_decoder(
+            image_embeddings=cache.embeddings([samples[0][0]]), image_pe=model.sam.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=False)
+    assert logits.shape == (5, NUM_ORGANS)
+    assert one_logits.shape == (1, NUM_ORGANS)
+    assert targets.tolist() == [o - 1 for _, o in samples]
+    # masks and IoU are exactly the wrapped decoder's (upstream forward and the suite's batched path)
+    assert torch.equal(masks, upstream_masks) and torch.equal(iou, upstream_iou)
+    assert torch.allclose(masks, plain_low, atol=1e-5) and torch.allclose(iou[:, 0], plain_iou, atol=1e-6)
+
+
+def test_weighted_average_equals_hand_computation():
+    truth = [6, 6, 6, 6, 8, 8, 12]
+    predicted = [6, 6, 6, 8, 8, 6, 13]
+    summary = accuracy_summary(truth, predicted, train_truth=[8, 8, 6])
+    assert summary["organs"]["liver"] == {"accuracy": 0.75, "n": 4, "share": 4 / 7}
+    assert summary["organs"]["aorta"]["accuracy"] == 0.5
+    assert summary["organs"]["right_adrenal_gland"]["accuracy"] == 0.0
+    assert summary["weighted_average"] == pytest.approx((0.75 * 4 + 0.5 * 2 + 0.0 * 1) / 7)
+    assert summary["weighted_average"] == pytest.approx(4 / 7)  # = overall accuracy
+    assert summary["mean"] == pytest.approx((0.75 + 0.5 + 0.0) / 3)
+    assert summary["majority_organ"] == "aorta"  # most frequent in training
+    assert summary["majority_baseline"] == pytest.approx(2 / 7)
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_study):
+    results = tiny_study["base"] / "t3_results"
+    ckpt = tiny_study["base"] / "t3_ckpt"
+    args = script_args(tiny_study, results, "--preset", "quick", "--epochs", "4", "--learning-rate", "1e-3",
+                       "--samples-per-epoch", "0", "--batch-size", "8", "--checkpoint-dir", ckpt,
+                       "--finetuned-dir", tiny_study["base"] / "no_task2")
+    assert classify_train_task3.main(args) == 0
+    return results, ckpt
+
+
+def test_frozen_parts_unchanged_and_transformer_trained(trained, tiny_study):
+    _, ckpt = trained
+    state = torch.load(ckpt / "lite_medsam" / "one_central_point" / "best.pt", weights_only=False)["model"]
+    fresh = load_model("lite_medsam").sam
+    for name, value in fresh.prompt_encoder.state_dict().items():
+        assert torch.equal(state[f"prompt_encoder.{name}"], value), name
+    changed = []
+    for name, value in fresh.mask_decoder.state_dict().items():
+        same = torch.equal(state[f"classifier.decoder.{name}"], value)
+        if name.startswith("transformer."):
+            changed.append(not same)
+        else:
+            assert same, f"{name} should stay frozen"
+    assert any(changed)
+
+
+def test_short_run_beats_majority_baseline_on_held_out_slices(trained, tiny_study):
+    results, ckpt = trained
+    best = ckpt / "lite_medsam" / "one_central_point" / "best.pt"
+    assert classify_val_task3.main(script_args(tiny_study, results, "--classifier", best)) == 0
+    metrics = json.loads((results / "task3" / "metrics.json").read_text())
+    assert metrics["split"] == "val"
+    assert metrics["weighted_average"] > metrics["majority_baseline"]
+    assert sum(v["n"] for v in metrics["organs"].values()) == len(
+        tiny_study["store"].samples("val"))
+    assert np.isclose(sum(v["share"] for v in metrics["organs"].values()), 1.0)
+    for name in ("table4.md", "confusion.png", "examples.png"):
+        assert (results / "task3" / name).stat().st_size > 0
+    train_metrics = json.loads((results / "task3" / "train_metrics.json").read_text())
+    assert "val_mDice_before" in train_metrics and "val_mDice_after" in train_metrics
