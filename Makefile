@@ -3,6 +3,7 @@
 #                    (synthetic phantom + LiteMedSAM, quick preset) and write results/REPORT.md
 #   make test        install into .venv, then run the tests
 # The real study: make reproduce DATA=path/to/BTCV MODEL=vit_h PRESET=paper
+# Fast paths (README, "Speed"): PRECISION=bf16 (decoder), ENCODER_PRECISION=bf16 or fp16 (GPU)
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -13,6 +14,8 @@ CHECKPOINT ?=
 PRESET ?= quick
 DEVICE ?= auto
 SEED ?= 0
+PRECISION ?= fp32
+ENCODER_PRECISION ?= fp32
 PYTEST_ARGS ?= -q
 
 .PHONY: reproduce test report bench clean-results
@@ -24,6 +27,7 @@ $(VENV)/.installed: requirements.txt
 
 reproduce: $(VENV)/.installed
 	$(PY) run_study.py --model $(MODEL) --preset $(PRESET) --device $(DEVICE) --seed $(SEED) \
+		--precision $(PRECISION) --encoder-precision $(ENCODER_PRECISION) \
 		$(if $(DATA),--data-root $(DATA),--phantom) $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT),)
 
 test: $(VENV)/.installed

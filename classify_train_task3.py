@@ -34,7 +34,7 @@ HYPERPARAMETERS = {
     "LEARNING_RATE": (1e-5, "Adam learning rate"),
     "BATCH_SIZE": (32, "samples per step"),
     "SAMPLES_PER_EPOCH": (0, "(slice, organ) samples per epoch; 0 = all"),
-    "DECODE_BATCH": (32, "prompts per decoder call in validation"),
+    "DECODE_BATCH": (0, "prompts per decoder call in validation; 0 = auto (8 on a CPU, 64 on a GPU)"),
 }
 PRESETS = {
     "paper": {},
@@ -137,7 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     save_curves(curves, [("train_loss", "training loss"), ("train_accuracy", "training accuracy"),
                          ("val_accuracy", "validation accuracy")], out / "curves.png",
                 f"Task 3, {PROMPT_TITLES[prompt_type]} ({model.name}, {store.description}, preset {args.preset})")
-    meta = provenance(store, model, exp.device, args.seed, "val", n_slices=len(val_rows), preset=args.preset)
+    meta = provenance(store, model, exp.device, args.seed, "val", precision=args.precision,
+                      encoder_precision=args.encoder_precision,
+                      n_slices=len(val_rows), preset=args.preset)
     write_json(out / "train_metrics.json", {
         "model": model.name, "prompt": prompt_type, "preset": args.preset, "starting_weights": source,
         "val_mDice_before": mdice_before, "val_mDice_after": mdice_after, "best_epoch": history["best_epoch"],

@@ -25,7 +25,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--prompt", default="one_central_point", help="prompt type the classifier was trained with")
     parser.add_argument("--classifier", type=Path, default=None,
                         help="classifier checkpoint (default checkpoints/classifier/<model>/<prompt>/best.pt)")
-    parser.add_argument("--decode-batch", type=int, default=32, help="prompts per decoder call")
+    parser.add_argument("--decode-batch", type=int, default=0,
+                        help="prompts per decoder call (default 0 = auto: 8 on a CPU, 64 on a GPU)")
     parser.add_argument("--examples", type=int, default=6, help="example samples drawn in examples.png")
     return parser.parse_args(argv)
 
@@ -79,8 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     truth = [o for _, o in ordered]
     train_truth = [o for _, o in cache.samples(cache.rows_for("train"))]
     summary = accuracy_summary(truth, predicted, train_truth or None)
-    meta = provenance(store, model, exp.device, args.seed, args.split, n_slices=len(rows),
-                      preset=state["config"].get("preset"), classifier_checkpoint=str(path),
+    meta = provenance(store, model, exp.device, args.seed, args.split, precision=args.precision,
+                      encoder_precision=args.encoder_precision,
+                      n_slices=len(rows), preset=state["config"].get("preset"), classifier_checkpoint=str(path),
                       classifier_epoch=state["epoch"] + 1, starting_weights=state["config"].get("starting_weights"))
     results = {"model": model.name, "prompt": args.prompt, "split": args.split, **summary, "provenance": meta}
 

@@ -39,7 +39,7 @@ HYPERPARAMETERS = {
     "SAMPLES_PER_EPOCH": (0, "(slice, organ) samples drawn per epoch; 0 = all"),
     "VAL_SAMPLES": (0, "validation samples per epoch (fixed subset); 0 = the whole split"),
     "AUG_VIEWS": (2, "augmented views materialised per training slice (flip, rotation, intensity shift)"),
-    "DECODE_BATCH": (32, "prompts per decoder call in validation"),
+    "DECODE_BATCH": (0, "prompts per decoder call in validation; 0 = auto (8 on a CPU, 64 on a GPU)"),
 }
 PRESETS = {
     "paper": {},  # exactly the constants above
@@ -80,6 +80,7 @@ def original_results(args, exp, prompt_types, val_samples) -> tuple[dict, str]:
         meta = task1.get("provenance", {})
         if (meta.get("store_key") == exp.store.key and meta.get("checkpoint_sha256") == exp.model.checkpoint_sha256
                 and meta.get("split") == "val" and meta.get("seed") == args.seed and not meta.get("multimask_output")
+                and meta.get("precision") == args.precision and meta.get("encoder_precision") == args.encoder_precision
                 and all(p in task1["prompts"] for p in prompt_types)):
             return {p: task1["prompts"][p] for p in prompt_types}, f"read from {path}"
     print("zero-shot results for this model/data/split not found in results/task1: computing them")
@@ -151,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     exp.cache.ensure(train_rows + val_rows, batch_size=args.encode_batch, progress=not args.no_progress)
     if args.aug_views > 0:
         aug = EmbeddingCache(model, store, AugmentSpec(views=args.aug_views, seed=args.seed), root=args.cache_dir,
-                             precision=args.precision)
+                             encoder_precision=args.encoder_precision, decoder_precision=args.precision)
         aug.ensure(batch_size=args.encode_batch, progress=not args.no_progress)
         caches.append(aug)
     encode_seconds = time.perf_counter() - t0
@@ -170,7 +171,9 @@ def main(argv: list[str] | None = None) -> int:
 
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     out = args.results / "task2"
-    meta = provenance(store, model, exp.device, args.seed, "val", n_slices=len(val_rows), preset=args.preset)
+    meta = provenance(store, model, exp.device, args.seed, "val", precision=args.precision,
+                      encoder_precision=args.encoder_precision,
+                      n_slices=len(val_rows), preset=args.preset)
     originals, original_source = original_results(args, exp, prompt_types, all_val_samples)
     finetuned, histories, seconds_per_epoch = {}, {}, {}
     for prompt_type in prompt_types:

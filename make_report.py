@@ -4,7 +4,7 @@
 
 Tables 1-4 in the study report's shapes, the training curves and figures, and for every task the
 data, split, slice count, model, checkpoint digest, preset, seed, device and date that produced its
-numbers. A missing piece is named with the command that makes it. The output depends only on the
+numbers (and the precision it ran at). A missing piece is named with the command that makes it. The output depends only on the
 files in results/, so running it twice gives the same report.
 """
 from __future__ import annotations
@@ -41,7 +41,7 @@ def _table_body(path: Path) -> str:
 def _provenance_rows(name: str, meta: dict, preset: str | None) -> str:
     return (f"| {name} | {meta.get('data')} | {meta.get('split')} | {meta.get('n_slices')} | {meta.get('model')} | "
             f"`{str(meta.get('checkpoint_sha256'))[:12]}` | {preset or '-'} | {meta.get('seed')} | {meta.get('device')} | "
-            f"{meta.get('date')} |")
+            f"{meta.get('encoder_precision', 'fp32')} / {meta.get('precision', 'fp32')} | {meta.get('date')} |")
 
 
 def build_report(results: Path) -> str:
@@ -59,8 +59,9 @@ def build_report(results: Path) -> str:
                 "show that every stage of the study runs and what it measures on that phantom; they are not "
                 "figures about real CT and must not be compared with the study report's numbers.", ""]
     out += ["## Where every number comes from", "",
-            "| results | data | split | slices | model | checkpoint sha256 | preset | seed | device | date |",
-            "|---|---|---|---|---|---|---|---|---|---|"]
+            "| results | data | split | slices | model | checkpoint sha256 | preset | seed | device "
+            "| precision (encoder / decoder) | date |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
     if t1:
         out.append(_provenance_rows("Table 1 (Task 1)", t1["provenance"], None))
     if t2:

@@ -44,16 +44,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def pick_montage_slices(records, n: int = 8) -> list[int]:
+    """Up to ``n`` slices, one per volume, chosen greedily so that together they show every organ
+    present in the store (each pick adds the most organs not yet shown; ties: the fuller slice)."""
+    shown: set[int] = set()
+    used_cases: set[str] = set()
+    picks: list[int] = []
+    while len(picks) < n:
+        candidates = [r for r in records if r.case_id not in used_cases]
+        if not candidates:
+            break
+        best = max(candidates, key=lambda r: (len(set(r.organs) - shown), len(r.organs), -r.index))
+        picks.append(best.index)
+        used_cases.add(best.case_id)
+        shown |= set(best.organs)
+    return picks
+
+
 def montage(store, path: Path) -> Path:
     from utils.organs import organ_title
     from utils.plots import save_montage
 
-    # The slices with the most organs, one per volume, so a user sees every structure at least once.
-    best: dict[str, tuple[int, int]] = {}
-    for r in store.records:
-        if len(r.organs) > best.get(r.case_id, (-1, -1))[0]:
-            best[r.case_id] = (len(r.organs), r.index)
-    picks = [index for _, index in sorted(best.values(), reverse=True)[:8]]
+    picks = pick_montage_slices(store.records)
     slices = []
     for index in picks:
         image, label = store.load(index)

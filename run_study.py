@@ -30,6 +30,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--preset", choices=("quick", "paper"), default="quick", help="training preset for Tasks 2 and 3")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--precision", default="fp32", help="decoder fast path: fp32 (default), bf16, fp16 (GPU)")
+    parser.add_argument("--encoder-precision", default="fp32", help="image encoder: fp32 (default), bf16, fp16 (GPU)")
     parser.add_argument("--slices", type=Path, default=ROOT / "data" / "slices", help="slice store folder")
     parser.add_argument("--results", type=Path, default=ROOT / "results", help="results folder")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -47,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     from utils.io import write_json
 
     common = ["--slices", str(args.slices), "--model", args.model, "--device", args.device, "--seed", str(args.seed),
-              "--results", str(args.results)]
+              "--results", str(args.results), "--precision", args.precision,
+              "--encoder-precision", args.encoder_precision]
     if args.checkpoint:
         common += ["--checkpoint", str(args.checkpoint)]
     if args.no_progress:
@@ -77,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
             return code
     timings["total (without report)"] = round(time.perf_counter() - started, 1)
     write_json(args.results / "study.json", {
-        "preset": args.preset, "model": args.model, "seed": args.seed,
+        "preset": args.preset, "model": args.model, "seed": args.seed, "precision": args.precision,
+        "encoder_precision": args.encoder_precision,
         "data": "phantom" if args.phantom else str(args.data_root), "wall_seconds": timings, "commands": commands,
         "cpu_count": os.cpu_count(),
     })

@@ -26,7 +26,7 @@ from utils.config import add_hyperparameters  # noqa: E402
 HYPERPARAMETERS = {
     "PROMPTS": ("all", "comma-separated prompt types, or 'all' for the five"),
     "MULTIMASK": (False, "take SAM's best-IoU mask of three instead of the single-mask output (the study's setting)"),
-    "DECODE_BATCH": (32, "prompts per mask-decoder call"),
+    "DECODE_BATCH": (0, "prompts per mask-decoder call; 0 = auto (8 on a CPU, 64 on a GPU)"),
     "OVERLAYS": (4, "example slices drawn per prompt type"),
 }
 # ---------------------------------------------------------------------------------------------
@@ -110,8 +110,9 @@ def main(argv: list[str] | None = None) -> int:
           f"model {exp.model.name} on {exp.device}; encoded {encoded} new slice(s) in {encode_seconds:.1f} s")
 
     out = args.results / ("task1_finetuned" if finetuned else "task1")
-    meta = provenance(exp.store, exp.model, exp.device, args.seed, args.split, n_slices=len(rows),
-                      n_samples=len(samples), multimask_output=args.multimask, finetuned=finetuned)
+    meta = provenance(exp.store, exp.model, exp.device, args.seed, args.split, precision=args.precision,
+                      encoder_precision=args.encoder_precision,
+                      n_slices=len(rows), n_samples=len(samples), multimask_output=args.multimask, finetuned=finetuned)
     results = {k: meta[k] for k in ("model", "checkpoint", "data", "split")}
     results.update({"n_slices": len(rows), "prompts": {}, "provenance": meta, "timing": {}})
     per_slice = []

@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -48,7 +50,7 @@ def test_changed_key_reencodes(setup):
     model, store, root = setup
     EmbeddingCache(model, store, root=root).ensure(progress=False)
     before = model.sam.image_encoder.images
-    other = EmbeddingCache(model, store, root=root, precision="bf16")
+    other = EmbeddingCache(model, store, root=root, encoder_precision="bf16")
     assert other.path != EmbeddingCache(model, store, root=root).path
     assert other.ensure(progress=False) == len(store)
     model.checkpoint_sha256 = "another checkpoint"
@@ -97,3 +99,32 @@ def test_augmented_views_are_deterministic_and_labels_follow_images(setup):
     first = cache.view(0)[1]
     second = cache.view(1)[1]
     assert not np.array_equal(first, second)  # two different views of one slice
+
+
+def _resident_kib(path) -> int:
+    """Resident KiB of this process's mappings of ``path``, from /proc/self/smaps."""
+    total, inside = 0, False
+    for line in open("/proc/self/smaps"):
+        first = line.split()[0] if line.strip() else ""
+        if "-" in first and not first.endswith(":"):
+            inside = line.rstrip().endswith(str(path))
+        elif inside and first == "Rss:":
+            total += int(line.split()[1])
+    return total
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/smaps"), reason="needs Linux /proc/self/smaps")
+def test_reading_every_row_leaves_no_cache_pages_resident(setup):
+    model, store, root = setup
+    cache = EmbeddingCache(model, store, root=root)
+    cache.ensure(progress=False)
+    file = cache.path / "embeddings.npy"
+    rows = list(range(len(cache)))
+    embeddings = cache.embeddings(rows)
+    assert embeddings.shape == (len(rows), 256, 64, 64)
+    # Peak memory must not grow with the store: the mapped pages are dropped after each read.
+    assert _resident_kib(file) == 0
+    # ...whereas np.load's memory map keeps every page it touched (this is what the release prevents).
+    plain = np.load(file, mmap_mode="r")
+    assert np.array_equal(np.asarray(plain[rows]), embeddings.numpy().astype(np.float16))
+    assert _resident_kib(file) >= file.stat().st_size // 1024 // 2

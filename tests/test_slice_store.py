@@ -175,3 +175,21 @@ def test_load_volume_applies_window(tmp_path):
     expected = np.clip((image.astype(np.float32) + 175) / 425, 0, 1)
     assert np.allclose(volume.image, expected, atol=1e-6)
     assert volume.spacing == pytest.approx((1.5, 1.5, 5.0))
+
+
+def test_montage_slices_cover_every_organ_in_the_store():
+    from types import SimpleNamespace
+
+    from preprocess_slices import pick_montage_slices
+
+    def rec(index, case, organs):
+        return SimpleNamespace(index=index, case_id=case, organs={o: 10 for o in organs})
+
+    no_gallbladder = [o for o in range(1, 14) if o != 4]
+    records = [rec(0, "a", no_gallbladder[:10]), rec(1, "a", no_gallbladder), rec(2, "b", no_gallbladder[:11]),
+               rec(3, "c", [4]), rec(4, "d", [1, 2])]
+    picks = pick_montage_slices(records, n=2)
+    # The fullest slice, then the small one that adds the gallbladder, not the fuller slice of volume b.
+    assert picks == [1, 3]
+    assert set().union(*(records[i].organs for i in picks)) == set(range(1, 14))
+    assert len(pick_montage_slices(records, n=10)) == 4  # one per volume at most

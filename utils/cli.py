@@ -11,9 +11,10 @@ from pathlib import Path
 
 import torch
 
-from .device import pick_device
+from .device import auto_batch, configure_runtime, pick_device
 from .embedding_cache import DEFAULT_CACHE_ROOT, EmbeddingCache
 from .models import MODEL_NAMES, CheckpointError, SamModel, load_model
+from .precision import PRECISIONS
 from .seeding import seed_everything
 from .slice_store import SliceStore
 
@@ -32,10 +33,15 @@ def add_common_args(parser: argparse.ArgumentParser, split_default: str = "val")
     parser.add_argument("--results", type=Path, default=ROOT / "results", help="results folder (default results/)")
     parser.add_argument("--seed", type=int, default=0, help="seed for prompts, sampling and initialisation (default 0)")
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
-    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
-                        help="image-encoder precision for the embedding cache (default fp32)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                        help="fast path for the prompt encoder + mask decoder (every decoding and training forward "
+                             "pass; weights stay fp32): bf16 (CPU or GPU) or fp16 (GPU). Default fp32, the reference")
+    parser.add_argument("--encoder-precision", choices=PRECISIONS, default="fp32",
+                        help="image-encoder precision when filling the embedding cache (default fp32; bf16/fp16 "
+                             "are faster, mostly on GPUs, and get a cache of their own)")
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_ROOT, help="embedding cache root (default data/embeddings)")
-    parser.add_argument("--encode-batch", type=int, default=8, help="slices per image-encoder call (default 8)")
+    parser.add_argument("--encode-batch", type=int, default=0,
+                        help="slices per image-encoder call (default 0 = auto: 8 on a CPU, 32 on a GPU)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -72,5 +78,10 @@ def open_experiment(args: argparse.Namespace) -> Experiment:
         model = load_model(args.model, args.checkpoint, device)
     except (DataError, CheckpointError, RuntimeError) as exc:
         raise fail(str(exc)) from exc
-    cache = EmbeddingCache(model, store, root=args.cache_dir, precision=args.precision)
+    configure_runtime(device)
+    args.encode_batch = auto_batch(device, "encode", args.encode_batch)
+    if hasattr(args, "decode_batch"):
+        args.decode_batch = auto_batch(device, "decode", args.decode_batch)
+    cache = EmbeddingCache(model, store, root=args.cache_dir, encoder_precision=args.encoder_precision,
+                           decoder_precision=args.precision)
     return Experiment(store, model, device, cache)

@@ -5,7 +5,7 @@ running it. A cache lives in ``data/embeddings/<model>-<kind>-<key>/``:
 
     signature.json   everything the embeddings depend on: model, checkpoint digest, slice-store key,
                      preprocessing, encoder precision, augmentation, cache format version
-    embeddings.npy   float16 (rows, 256, 64, 64), opened with np.load(mmap_mode=...)
+    embeddings.npy   float16 (rows, 256, 64, 64), memory-mapped (see :class:`MappedNpy`)
     done.npy         bool (rows,): which rows are encoded (rewritten atomically after every batch)
     labels.npy       uint8 (rows, H, W), augmented caches only: each view's transformed label
 
@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import mmap
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,9 +33,10 @@ import torch
 
 from .io import atomic_path, read_json, write_json
 from .models import SamModel
+from .precision import autocast
 from .slice_store import SliceStore
 
-CACHE_FORMAT_VERSION = 1
+CACHE_FORMAT_VERSION = 2  # 2: "precision" became "encoder_precision"
 DEFAULT_CACHE_ROOT = Path(__file__).resolve().parent.parent / "data" / "embeddings"
 
 
@@ -74,6 +76,36 @@ def augment_view(image: np.ndarray, label: np.ndarray, spec: AugmentSpec, store_
     return aug_image, aug_label
 
 
+class MappedNpy:
+    """A .npy file memory-mapped as an ndarray, whose pages this process can let go of after use.
+
+    A mapping keeps every page it has touched resident in the process: reading a whole cache through
+    ``np.load(mmap_mode=...)`` makes peak RSS grow with the number of slices. :meth:`release` drops
+    them (MADV_DONTNEED; the data stay in the file and the OS page cache), so memory stays flat in the
+    store size however many rows a task reads.
+    """
+
+    def __init__(self, path: Path, writable: bool = False):
+        self.path = Path(path)
+        self.writable = writable
+        with open(self.path, "r+b" if writable else "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, fortran_order, dtype = read_header(f)
+            offset = f.tell()
+            self._mmap = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_WRITE if writable else mmap.ACCESS_READ)
+        self.array = np.ndarray(shape, dtype, buffer=self._mmap, offset=offset, order="F" if fortran_order else "C")
+        if not writable:
+            self.array.flags.writeable = False
+
+    def release(self) -> None:
+        """Write dirty pages back (writable maps) and drop every mapped page from this process."""
+        if self.writable:
+            self._mmap.flush()
+        if hasattr(mmap, "MADV_DONTNEED"):
+            self._mmap.madvise(mmap.MADV_DONTNEED)
+
+
 class EmbeddingCache:
     """A memory-mapped cache of one model's embeddings of one store (base) or its augmented views."""
 
@@ -83,12 +115,14 @@ class EmbeddingCache:
         store: SliceStore,
         augment: AugmentSpec | None = None,
         root: str | Path = DEFAULT_CACHE_ROOT,
-        precision: str = "fp32",
+        encoder_precision: str = "fp32",
+        decoder_precision: str = "fp32",
     ):
         self.model = model
         self.store = store
         self.augment = augment
-        self.precision = precision
+        self.encoder_precision = encoder_precision  # part of the signature: it changes the embeddings
+        self.decoder_precision = decoder_precision  # how readers decode them (utils.evaluation); not stored
         if augment is None:
             self.kind = "base"
             self.sources = [(i, 0) for i in range(len(store))]
@@ -103,7 +137,7 @@ class EmbeddingCache:
             "checkpoint_sha256": model.checkpoint_sha256,
             "store_key": store.key,
             "preprocessing": model.preprocessing,
-            "precision": precision,
+            "encoder_precision": encoder_precision,
             "dtype": "float16",
             "kind": self.kind,
             "augment": asdict(augment) if augment else None,
@@ -124,9 +158,9 @@ class EmbeddingCache:
                 f"{self.path}: cache signature does not match this run (stored {stored}, wanted {self.signature}); "
                 "delete the folder to rebuild it"
             )
-        self.embeddings_array = np.load(self.path / "embeddings.npy", mmap_mode="r+")
+        self._embeddings = MappedNpy(self.path / "embeddings.npy")
         self.done = np.load(self.path / "done.npy")
-        self.labels_array = np.load(self.path / "labels.npy", mmap_mode="r+") if self.kind == "aug" else None
+        self._labels = MappedNpy(self.path / "labels.npy") if self.kind == "aug" else None
 
     def _create(self) -> None:
         prompt_encoder = self.model.sam.prompt_encoder
@@ -152,14 +186,8 @@ class EmbeddingCache:
                 np.save(f, self.done)
 
     def _encode(self, batch: torch.Tensor) -> torch.Tensor:
-        encoder = self.model.sam.image_encoder
-        if self.precision == "bf16":
-            with torch.autocast(device_type=batch.device.type, dtype=torch.bfloat16):
-                return encoder(batch).float()
-        if self.precision == "fp16":
-            with torch.autocast(device_type=batch.device.type, dtype=torch.float16):
-                return encoder(batch).float()
-        return encoder(batch)
+        with autocast(batch.device, self.encoder_precision):
+            return self.model.sam.image_encoder(batch).float()
 
     # ----------------------------------------------------------------------------------- building
     def view(self, row: int) -> tuple[np.ndarray, np.ndarray]:
@@ -178,24 +206,25 @@ class EmbeddingCache:
         todo = sorted({int(r) for r in wanted if not self.done[int(r)]})
         if not todo:
             return 0
+        embeddings = MappedNpy(self.path / "embeddings.npy", writable=True)
+        labels = MappedNpy(self.path / "labels.npy", writable=True) if self.kind == "aug" else None
         bar = tqdm(total=len(todo), desc=f"encoding ({self.model.name}, {self.kind})", unit="slice", disable=not progress)
         for start in range(0, len(todo), batch_size):
             chunk = todo[start : start + batch_size]
             images = []
             for row in chunk:
                 image, label = self.view(row)
-                if self.labels_array is not None:
-                    self.labels_array[row] = label
+                if labels is not None:
+                    labels.array[row] = label
                 images.append(self.model.prepare_image(image))
             with torch.inference_mode():
-                batch = torch.stack(images).to(self.model.device)
+                batch = torch.stack(images).to(self.model.device, non_blocking=True)
                 out = self._encode(batch).to(torch.float16).cpu().numpy()
-            for row, emb in zip(chunk, out):
-                self.embeddings_array[row] = emb
-            self.embeddings_array.flush()
-            if self.labels_array is not None:
-                self.labels_array.flush()
-            self.done[chunk] = True
+            embeddings.array[chunk] = out
+            embeddings.release()
+            if labels is not None:
+                labels.release()
+            self.done[chunk] = True  # only after the rows are on disk
             self._save_done()
             bar.update(len(chunk))
         bar.close()
@@ -216,14 +245,21 @@ class EmbeddingCache:
         if not self.done[rows].all():
             missing = rows[~self.done[rows]][:5].tolist()
             raise RuntimeError(f"{self.path}: rows {missing} are not encoded yet; call ensure() first")
-        return torch.from_numpy(np.ascontiguousarray(self.embeddings_array[rows])).to(device).float()
+        chunk = self._embeddings.array[rows]  # fancy indexing copies
+        self._embeddings.release()
+        out = torch.from_numpy(chunk)
+        if torch.device(device).type == "cuda":
+            out = out.pin_memory()
+        return out.to(device, non_blocking=True).float()
 
     def label(self, row: int) -> np.ndarray:
         """uint8 (H, W) label of cache row ``row``."""
-        if self.labels_array is not None:
+        if self._labels is not None:
             if not self.done[row]:
                 raise RuntimeError(f"{self.path}: row {row} is not built yet; call ensure() first")
-            return np.asarray(self.labels_array[row])
+            label = np.array(self._labels.array[row])
+            self._labels.release()
+            return label
         return self.store.label(self.sources[row][0])
 
     def organs(self, row: int) -> dict[int, int]:

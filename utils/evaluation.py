@@ -10,6 +10,7 @@ import torch
 from .decoding import decode
 from .embedding_cache import EmbeddingCache
 from .metrics import batch_dice, summarise_dice
+from .precision import autocast
 from .prompts import PROMPT_TYPES, Prompt, make_prompt
 from .seeding import child_rng
 
@@ -20,7 +21,13 @@ def sample_prompt(cache: EmbeddingCache, row: int, organ: int, mask: np.ndarray,
 
     ``epoch`` >= 0 gives training a fresh draw per epoch; evaluation uses -1 (one fixed draw).
     """
-    rng = child_rng(seed, epoch + 1, cache.store_index(row), cache.view_id(row), organ, PROMPT_TYPES.index(prompt_type))
+    return prompt_for(mask, prompt_type, seed, cache.store_index(row), organ, cache.view_id(row), epoch)
+
+
+def prompt_for(mask: np.ndarray, prompt_type: str, seed: int, store_index: int, organ: int, view: int = 0,
+               epoch: int = -1) -> Prompt:
+    """The prompt of (store slice, view, organ, type, epoch) for ``seed``: the one every path draws."""
+    rng = child_rng(seed, epoch + 1, store_index, view, organ, PROMPT_TYPES.index(prompt_type))
     return make_prompt(mask, prompt_type, rng)
 
 
@@ -50,11 +57,15 @@ def gather_embeddings(cache: EmbeddingCache, samples: Sequence[tuple[int, int]])
 def predict_logits(cache: EmbeddingCache, samples: Sequence[tuple[int, int]], prompts: Sequence[Prompt],
                    sizes: Sequence[tuple[int, int]], multimask_output: bool = False,
                    prompt_encoder=None, mask_decoder=None) -> torch.Tensor:
-    """(N, H, W) mask logits on the slice for N samples (all of one slice size)."""
+    """(N, H, W) float32 mask logits on the slice for N samples (all of one slice size).
+
+    Decoding runs at the cache's ``decoder_precision`` (``--precision``: fp32, or the bf16/fp16 fast path).
+    """
     model = cache.model
     embeddings = gather_embeddings(cache, samples)
-    low_res, _ = decode(model, embeddings, prompts, sizes, multimask_output, prompt_encoder, mask_decoder)
-    return model.postprocess(low_res, sizes[0])[:, 0]
+    with autocast(model.device, cache.decoder_precision):
+        low_res, _ = decode(model, embeddings, prompts, sizes, multimask_output, prompt_encoder, mask_decoder)
+    return model.postprocess(low_res.float(), sizes[0])[:, 0]
 
 
 def group_by_size(cache: EmbeddingCache, samples: Sequence[tuple[int, int]], batch_size: int):
@@ -85,7 +96,7 @@ def evaluate_prompt(
     samples: Sequence[tuple[int, int]],
     prompt_type: str,
     seed: int = 0,
-    batch_size: int = 32,
+    batch_size: int = 8,
     multimask_output: bool = False,
     prompt_encoder=None,
     mask_decoder=None,

@@ -14,7 +14,8 @@ from .models import SamModel
 from .slice_store import SliceStore
 
 
-def provenance(store: SliceStore, model: SamModel, device: torch.device, seed: int, split: str, **extra: Any) -> dict:
+def provenance(store: SliceStore, model: SamModel, device: torch.device, seed: int, split: str,
+               precision: str = "fp32", encoder_precision: str = "fp32", **extra: Any) -> dict:
     """Data, model, checkpoint digest, device, seed and date: stated with every number the suite writes."""
     return {
         "data": store.description,
@@ -25,6 +26,8 @@ def provenance(store: SliceStore, model: SamModel, device: torch.device, seed: i
         "checkpoint": model.checkpoint,
         "checkpoint_sha256": model.checkpoint_sha256,
         "device": describe(device),
+        "precision": precision,  # the decoder's (--precision)
+        "encoder_precision": encoder_precision,
         "seed": seed,
         "torch": torch.__version__,
         "python": platform.python_version(),
@@ -35,10 +38,13 @@ def provenance(store: SliceStore, model: SamModel, device: torch.device, seed: i
 
 def provenance_line(meta: dict) -> str:
     """One Markdown line stating data, model and checkpoint (no date, so tables are reproducible)."""
+    parts = [f"{meta.get(key, 'fp32')} {part}" for key, part in (("encoder_precision", "encoder"), ("precision", "decoder"))
+             if meta.get(key, "fp32") != "fp32"]
+    fast = f", {' + '.join(parts)} autocast" if parts else ""
     return (
         f"_Data: {meta['data']} ({meta['split']} split, {meta.get('n_slices', '?')} slices). "
         f"Model: {meta['model']} ({meta['checkpoint']}, sha256 {meta['checkpoint_sha256'][:12]}). "
-        f"Seed {meta['seed']}._"
+        f"Seed {meta['seed']}{fast}._"
     )
 
 

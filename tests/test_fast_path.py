@@ -1,0 +1,20 @@
+"""The CPU fast path (--precision bf16: the decoder under bf16 autocast) must keep Task 1's accuracy."""
+import segmentation_task1
+from conftest import script_args
+from utils.io import read_json
+from utils.prompts import PROMPT_TYPES
+
+
+def test_bf16_task1_mdice_within_0_005_of_fp32_for_every_prompt(tiny_study, tmp_path):
+    mdice = {}
+    for precision in ("fp32", "bf16"):
+        out = tmp_path / precision
+        argv = script_args(tiny_study, out, "--split", "all", "--precision", precision, "--overlays", 0)
+        assert segmentation_task1.main(argv) == 0
+        metrics = read_json(out / "task1" / "metrics.json")
+        assert metrics["provenance"]["precision"] == precision
+        mdice[precision] = {p: metrics["prompts"][p]["mDice"] for p in PROMPT_TYPES}
+    for prompt_type in PROMPT_TYPES:
+        assert abs(mdice["bf16"][prompt_type] - mdice["fp32"][prompt_type]) <= 0.005, (prompt_type, mdice)
+    # The comparison is not vacuous: the two paths really computed different logits somewhere.
+    assert mdice["bf16"] != mdice["fp32"] or all(v in (0.0, 1.0) for v in mdice["fp32"].values())
