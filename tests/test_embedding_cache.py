@@ -59,6 +59,20 @@ def test_changed_key_reencodes(setup):
     assert model.sam.image_encoder.images == before + 2 * len(store)
 
 
+def test_changed_preprocessing_code_means_a_new_cache(setup, monkeypatch):
+    # The described preprocessing stays the same, but the code now does something else: never read
+    # the old embeddings.
+    model, store, root = setup
+    cache = EmbeddingCache(model, store, root=root)
+    cache.ensure(progress=False)
+    original = type(model).prepare_image
+    monkeypatch.setattr(type(model), "prepare_image", lambda self, image: original(self, image) * 0.5)
+    changed = EmbeddingCache(model, store, root=root)
+    assert changed.signature["preprocessing"] == cache.signature["preprocessing"]
+    assert changed.path != cache.path
+    assert changed.ensure(progress=False) == len(store)
+
+
 def test_interrupted_run_resumes_where_it_stopped(setup):
     model, store, root = setup
     cache = EmbeddingCache(model, store, root=root)

@@ -178,6 +178,20 @@ def test_rerun_skips_and_config_change_rewrites(tmp_path):
     np.testing.assert_array_equal(np.asarray(nib.load(raw / "Training" / "img" / "img0002.nii.gz").dataobj), make_volume(2, fewer)[0])
 
 
+def test_changed_generator_code_rewrites_a_kept_phantom(tmp_path, monkeypatch):
+    import utils.phantom as phantom
+
+    raw = write_phantom_dataset(tmp_path, SMALL, progress=False)
+    kept = raw / "Training" / "img" / "img0001.nii.gz"
+    os.utime(kept, ns=(1, 1))
+    write_phantom_dataset(tmp_path, SMALL, progress=False)
+    assert kept.stat().st_mtime_ns == 1  # same code: kept
+    monkeypatch.setattr(phantom, "_generator_digest", lambda: "other generator code")
+    write_phantom_dataset(tmp_path, SMALL, progress=False)
+    assert kept.stat().st_mtime_ns != 1  # same config and version, other code: rewritten
+    assert json.loads((tmp_path / "PHANTOM.json").read_text())["generator_sha256"] == "other generator code"
+
+
 def test_refuses_to_overwrite_real_data(tmp_path):
     img_dir = tmp_path / "RawData" / "Training" / "img"
     img_dir.mkdir(parents=True)

@@ -4,7 +4,8 @@ The image encoder is frozen in every task, so Tasks 1-3 read its embeddings from
 running it. A cache lives in ``data/embeddings/<model>-<kind>-<key>/``:
 
     signature.json   everything the embeddings depend on: model, checkpoint digest, slice-store key,
-                     preprocessing, encoder precision, augmentation, cache format version
+                     preprocessing (described, and a digest of its output on the first slice), encoder
+                     precision, augmentation, cache format version
     embeddings.npy   float16 (rows, 256, 64, 64), memory-mapped (see :class:`MappedNpy`)
     done.npy         bool (rows,): which rows are encoded (rewritten atomically after every batch)
     labels.npy       uint8 (rows, H, W), augmented caches only: each view's transformed label
@@ -36,7 +37,8 @@ from .models import SamModel
 from .precision import autocast
 from .slice_store import SliceStore
 
-CACHE_FORMAT_VERSION = 2  # 2: "precision" became "encoder_precision"
+# 2: "precision" became "encoder_precision"; 3: "input_probe" (a digest of the preprocessed first slice)
+CACHE_FORMAT_VERSION = 3
 DEFAULT_CACHE_ROOT = Path(__file__).resolve().parent.parent / "data" / "embeddings"
 
 
@@ -74,6 +76,19 @@ def augment_view(image: np.ndarray, label: np.ndarray, spec: AugmentSpec, store_
     aug_image = np.clip(np.asarray(out["image"][0], dtype=np.float32), 0.0, 1.0)
     aug_label = np.asarray(out["label"][0]).round().astype(np.uint8)
     return aug_image, aug_label
+
+
+def input_probe(model: SamModel, store: SliceStore) -> str:
+    """Digest of the encoder input the model's preprocessing makes from the store's first slice.
+
+    ``preprocessing`` in the signature only describes the code; this catches a change in what the code
+    actually does (a new resize or normalisation) that its description did not follow. It costs one
+    resize, and no encoder pass.
+    """
+    if len(store) == 0:
+        return "empty"
+    x = model.prepare_image(store.load(0)[0]).cpu().numpy().astype(np.float32)
+    return hashlib.sha256(x.tobytes()).hexdigest()[:16]
 
 
 class MappedNpy:
@@ -137,6 +152,7 @@ class EmbeddingCache:
             "checkpoint_sha256": model.checkpoint_sha256,
             "store_key": store.key,
             "preprocessing": model.preprocessing,
+            "input_probe": input_probe(model, store),
             "encoder_precision": encoder_precision,
             "dtype": "float16",
             "kind": self.kind,

@@ -674,10 +674,19 @@ def make_volume(case_id: int, config: PhantomConfig = PhantomConfig()) -> tuple[
 _CASE_FILE = re.compile(r"^(img|label)(\d{4})\.nii\.gz$")
 
 
+def _generator_digest() -> str:
+    """Digest of this file: a phantom written by other generator code is stale even if nobody bumped
+    PHANTOM_VERSION (that happened once: a kept phantom silently gave other numbers than a fresh one)."""
+    import hashlib
+
+    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
+
+
 def _marker(config: PhantomConfig) -> dict:
     marker = {
         "generator": "utils/phantom.py",
         "phantom_version": PHANTOM_VERSION,
+        "generator_sha256": _generator_digest(),
         "synthetic": True,
         "note": PHANTOM_NOTE,
         "config": asdict(config),
@@ -719,7 +728,7 @@ def write_phantom_dataset(root: str | Path, config: PhantomConfig = PhantomConfi
     affine of :func:`phantom_affine` and zooms = spacing; plus ``root/PHANTOM.json`` recording the
     config, :data:`PHANTOM_VERSION` and that this is synthetic data, not BTCV.
 
-    Every file is written atomically. If ``PHANTOM.json`` matches (same config and version),
+    Every file is written atomically. If ``PHANTOM.json`` matches (same config, version and generator code),
     existing files are kept and only missing ones are written, so re-running is cheap and an
     interrupted run resumes. Otherwise all phantom volumes are deleted and rewritten. A folder
     that holds NIfTI volumes but no ``PHANTOM.json`` (e.g. real BTCV) is never touched.
