@@ -38,7 +38,8 @@ HYPERPARAMETERS = {
 }
 PRESETS = {
     "paper": {},
-    # A few epochs on a CPU: lr 1e-5 barely moves the head in so few steps, so quick uses 1e-4.
+    # A few epochs on a CPU: at lr 1e-5 the head stays at chance in 3 epochs (val accuracy 0.079 <
+    # the 0.105 majority baseline on the phantom), at 1e-4 it reaches 0.49 (README, Task 3 settings).
     "quick": {"epochs": 3, "learning_rate": 1e-4, "batch_size": 16, "samples_per_epoch": 96},
 }
 # ---------------------------------------------------------------------------------------------

@@ -43,12 +43,12 @@ HYPERPARAMETERS = {
 }
 PRESETS = {
     "paper": {},  # exactly the constants above
-    # 2 CPU cores decode ~10 prompts/s and train ~3 samples/s, so the quick preset takes a few short
+    # 2 CPU cores decode ~20 prompts/s and train ~7 samples/s, so the quick preset takes a few short
     # epochs per prompt type, picks its checkpoint on 64 validation samples and scores it on the whole
     # split. lr 0.01, not 0.1: with LiteMedSAM on the phantom, lr 0.1 collapsed the point-prompt
-    # decoders to empty masks by epoch 2 (val mDice 0.38 -> 0.00), while 0.01 learned fastest for both
-    # point and box prompts (README, "Choosing the quick preset"). No augmented views: each costs an
-    # encoder pass per training slice.
+    # decoder to empty masks by epoch 3 (val mDice 0.34 -> 0.00) and made the box decoder worse every
+    # epoch, while 0.01 learned fastest for both (README, "Choosing the quick preset's learning rate").
+    # No augmented views: each costs an encoder pass per training slice.
     "quick": {"epochs": 3, "learning_rate": 0.01, "batch_size": 16, "samples_per_epoch": 32, "val_samples": 64,
               "aug_views": 0},
 }

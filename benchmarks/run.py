@@ -359,7 +359,7 @@ def markdown(result: dict) -> str:
     from utils.reporting import markdown_table
 
     lines = [f"# Benchmarks ({result['machine']})", "", f"Device: {result['device']}; torch {result['torch']}; "
-             f"{result['date']}. Command: `{result['command']}`.", ""]
+             f"runtime settings: {result.get('runtime')}; {result['date']}. Command: `{result['command']}`.", ""]
     if "encoder" in result:
         lines += ["## Image encoder", "", markdown_table(
             ["model", "weights", "precision", "batch", "slices/s", "s/slice"],
@@ -407,8 +407,8 @@ def main(argv=None) -> int:
         print(f"error: unknown section(s) {', '.join(sorted(unknown))}; choose from {', '.join(SECTIONS)}", file=sys.stderr)
         return 2
     device = pick_device(args.device)
-    configure_runtime(device)
-    result = {"machine": f"{platform.node()}: {describe(device)}", "device": describe(device),
+    runtime = configure_runtime(device)
+    result = {"machine": f"{platform.node()}: {describe(device)}", "device": describe(device), "runtime": runtime,
               "cpu_threads": torch.get_num_threads(), "torch": torch.__version__,
               "date": time.strftime("%Y-%m-%d %H:%M"), "command": "python benchmarks/run.py " + " ".join(argv or sys.argv[1:])}
     started = time.perf_counter()

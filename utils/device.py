@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ctypes
+import os
 import platform
 import sys
 
@@ -36,9 +37,12 @@ def keep_freed_memory() -> bool:
     Each decoder call allocates a few hundred MB of activations; by default glibc gives every block
     over 32 MB back with munmap and the next call faults it in again page by page. On 2 cores that
     was 45 % of Task 1's time in the kernel (8.2 s system time per 96 prompts at batch 32); with the
-    thresholds raised it is ~0 and decoding runs 1.9x faster. Peak memory stays flat (blocks are
-    reused). Linux + glibc only; elsewhere a no-op. Returns whether it applied.
+    thresholds raised it is ~0 and decoding runs 1.9x faster. The price is memory the allocator keeps
+    for reuse: Task 2's peak is ~4-5 GB instead of ~3 GB (still flat in the store size). Linux + glibc only; elsewhere a no-op. ``SAM_BTCV_DEFAULT_MALLOC=1`` in the environment
+    keeps glibc's defaults (to compare, or if it misbehaves). Returns whether it applied.
     """
+    if os.environ.get("SAM_BTCV_DEFAULT_MALLOC") == "1":
+        return False
     if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
         return False
     try:
@@ -49,18 +53,18 @@ def keep_freed_memory() -> bool:
     return bool(libc.mallopt(m_mmap_threshold, 1 << 30)) and bool(libc.mallopt(m_trim_threshold, (1 << 31) - 1))
 
 
-def configure_runtime(device: torch.device) -> None:
-    """Process-wide settings: fast where results do not change; fp32 stays true fp32.
+def configure_runtime(device: torch.device) -> str:
+    """Process-wide settings: fast where results do not change; fp32 stays true fp32. Says what it set.
 
     On a GPU, PyTorch runs fp32 convolutions in TF32 (10-bit mantissa) by default. The fp32 path is
     the reference, so TF32 is off (on an H100 it changed the phantom's Task 1 mDice by <= 0.0003);
     ``--precision`` / ``--encoder-precision`` are the explicit fast paths.
     """
     if device.type == "cpu":
-        keep_freed_memory()
-    else:
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
+        return "glibc thresholds raised" if keep_freed_memory() else "allocator defaults"
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    return "TF32 off"
 
 
 def describe(device: torch.device) -> str:
