@@ -238,6 +238,7 @@ def suite_task1(model, store, prompt_types, precision: str, encoder_precision: s
 
 
 def bench_task1(device: torch.device, progress: bool) -> dict:
+    from utils.metrics import summarise_dice
     from utils.models import load_model
     from utils.prompts import PROMPT_TYPES
     from utils.slice_store import SliceStore
@@ -257,12 +258,8 @@ def bench_task1(device: torch.device, progress: bool) -> dict:
     naive_seconds, naive_dice = naive_task1(model, store, prompts, progress=progress)
     print(f"  task1 naive SamPredictor loop: {naive_seconds:.1f} s", flush=True)
 
-    def mdice(dice, prompt_type):
-        by_organ: dict[int, list[float]] = {}
-        for (_, organ, p), d in dice.items():
-            if p == prompt_type:
-                by_organ.setdefault(organ, []).append(d)
-        return float(np.mean([np.mean(v) for v in by_organ.values()]))
+    def mdice(dice, prompt_type):  # the suite's own summary: mean over organs of the mean over slices
+        return summarise_dice((organ, d) for (_, organ, p), d in dice.items() if p == prompt_type)["mDice"]
 
     reference = suite["decoder fp32, encoder fp32"]
     result = {

@@ -73,6 +73,14 @@ def test_changed_preprocessing_code_means_a_new_cache(setup, monkeypatch):
     assert changed.ensure(progress=False) == len(store)
 
 
+def test_damaged_cache_file_names_the_file_and_the_fix(setup):
+    model, store, root = setup
+    cache = EmbeddingCache(model, store, root=root)
+    (cache.path / "embeddings.npy").write_bytes(b"truncated")
+    with pytest.raises(RuntimeError, match=r"embeddings\.npy: not a readable cache array.*delete the folder"):
+        EmbeddingCache(model, store, root=root)
+
+
 def test_interrupted_run_resumes_where_it_stopped(setup):
     model, store, root = setup
     cache = EmbeddingCache(model, store, root=root)

@@ -103,13 +103,21 @@ class MappedNpy:
     def __init__(self, path: Path, writable: bool = False):
         self.path = Path(path)
         self.writable = writable
-        with open(self.path, "r+b" if writable else "rb") as f:
-            version = np.lib.format.read_magic(f)
-            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-            shape, fortran_order, dtype = read_header(f)
-            offset = f.tell()
-            self._mmap = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_WRITE if writable else mmap.ACCESS_READ)
-        self.array = np.ndarray(shape, dtype, buffer=self._mmap, offset=offset, order="F" if fortran_order else "C")
+        try:
+            with open(self.path, "r+b" if writable else "rb") as f:
+                version = np.lib.format.read_magic(f)
+                read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                               else np.lib.format.read_array_header_2_0)
+                shape, fortran_order, dtype = read_header(f)
+                offset = f.tell()
+                self._mmap = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_WRITE if writable else mmap.ACCESS_READ)
+            self.array = np.ndarray(shape, dtype, buffer=self._mmap, offset=offset,
+                                    order="F" if fortran_order else "C")
+        except (OSError, ValueError, TypeError) as exc:
+            raise RuntimeError(
+                f"{self.path}: not a readable cache array ({exc}); delete the folder {self.path.parent} "
+                "and rerun to rebuild it"
+            ) from exc
         if not writable:
             self.array.flags.writeable = False
 
