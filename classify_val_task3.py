@@ -2,33 +2,39 @@
 
     python classify_val_task3.py                 # after classify_train_task3.py, same --model/--prompt
 
-Loads checkpoints/classifier/<model>/<prompt>/best.pt, predicts the organ of every (slice, organ)
-sample of the split from its prompt, and writes results/task3/{metrics.json, table4.md,
-confusion.png, examples.png}: accuracy per organ, the sample-weighted average (the study's Table 4),
-the unweighted mean, sample counts and shares, and the majority-class baseline.
+Loads the newest classifier run for this model, checkpoint, slice store and prompt
+(checkpoints/classifier/<model>/<prompt>/run-<key>/best.pt; or --classifier PATH), predicts the organ of
+every (slice, organ) sample of the split from its prompt, and writes results/task3/{metrics.json,
+table4.md, confusion.png, examples.png}: accuracy per organ, the sample-weighted average (the study's
+Table 4), the unweighted mean, sample counts and shares, and the majority-class baseline.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
-from utils.cli import add_common_args, open_experiment  # noqa: E402
+from utils.cli import new_task_parser  # noqa: E402
+from utils.config import checked, parse_with_presets  # noqa: E402
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_args(parser)
+def parse_args(argv: list[str] | None = None):
+    parser = new_task_parser(__doc__, split="val")
     parser.add_argument("--prompt", default="one_central_point", help="prompt type the classifier was trained with")
-    parser.add_argument("--classifier", type=Path, default=None,
-                        help="classifier checkpoint (default checkpoints/classifier/<model>/<prompt>/best.pt)")
-    parser.add_argument("--decode-batch", type=int, default=0,
+    parser.add_argument("--classifier", default="auto", metavar="auto|PATH",
+                        help="auto (default): the newest classifier run for this model, checkpoint, store and prompt "
+                             "under --classifier-dir; or a run folder / best.pt")
+    parser.add_argument("--classifier-dir", type=Path, default=ROOT / "checkpoints" / "classifier",
+                        help="root of the classifier run folders (default checkpoints/classifier)")
+    parser.add_argument("--allow-other-data", action="store_true",
+                        help="accept a --classifier PATH trained on another store or checkpoint (recorded)")
+    parser.add_argument("--decode-batch", type=checked(int, "non_negative"), default=0,
                         help="prompts per decoder call (default 0 = auto: 8 on a CPU, 64 on a GPU)")
-    parser.add_argument("--examples", type=int, default=6, help="example samples drawn in examples.png")
-    return parser.parse_args(argv)
+    parser.add_argument("--examples", type=checked(int, "non_negative"), default=6,
+                        help="example samples drawn in examples.png")
+    return parse_with_presets(parser, argv)
 
 
 def pick_examples(samples, cache, truth, predicted, n):
@@ -48,56 +54,53 @@ def main(argv: list[str] | None = None) -> int:
 
     from modified_classifier import ClassifyingMaskDecoder
     from utils.classification import accuracy_summary, confusion_matrix, predict_classes
+    from utils.cli import fail, open_experiment
     from utils.evaluation import sample_prompt
-    from utils.io import write_json, write_text
-    from utils.organs import ORGAN_TITLES, ORGANS, organ_title
+    from utils.organs import ORGAN_TITLES, organ_title
     from utils.plots import save_class_examples, save_confusion
     from utils.prompts import PROMPT_TITLES
-    from utils.reporting import markdown_table, provenance, provenance_line
-    from utils.training import load_checkpoint
+    from utils.reporting import config_record, provenance, write_results
+    from utils.runs import RunMismatch, find_handoff, load_checkpoint
+    from utils.tables import table4, titled
 
     exp = open_experiment(args)
     model, store, cache = exp.model, exp.store, exp.cache
-    path = args.classifier or ROOT / "checkpoints" / "classifier" / model.name / args.prompt / "best.pt"
-    if not path.is_file():
-        print(f"error: {path}: no classifier checkpoint; run classify_train_task3.py --model {model.name} "
-              f"--prompt {args.prompt} first", file=sys.stderr)
-        return 1
-    state = load_checkpoint(path)
-    if state["config"].get("model") != model.name or state["config"].get("prompt") != args.prompt:
-        print(f"error: {path} was trained for --model {state['config'].get('model')} --prompt "
-              f"{state['config'].get('prompt')}", file=sys.stderr)
-        return 1
+    wanted = {"model": model.name, "checkpoint_sha256": model.checkpoint_sha256, "store_key": store.key}
+    try:
+        found, source = find_handoff(args.classifier, args.classifier_dir, args.prompt, wanted, args.allow_other_data)
+        if found is None:
+            raise RunMismatch(f"no classifier: {source.replace('pre-trained decoder: ', '')}; run "
+                              f"classify_train_task3.py --model {model.name} --prompt {args.prompt} first")
+        state = load_checkpoint(found.checkpoint)
+    except (RunMismatch, FileNotFoundError) as exc:
+        raise fail(str(exc)) from exc
+    if found.identity.get("task") != "task3" or found.identity.get("prompt") != args.prompt:
+        raise fail(f"{found.checkpoint}: a {found.identity.get('task')} run for --prompt {found.identity.get('prompt')}, "
+                   f"not a Task 3 classifier for --prompt {args.prompt}")
     classifier = ClassifyingMaskDecoder(model.sam.mask_decoder)
-    module = torch.nn.ModuleDict({"prompt_encoder": model.sam.prompt_encoder, "classifier": classifier})
+    prompt_encoder = model.sam.prompt_encoder
+    module = torch.nn.ModuleDict({"prompt_encoder": prompt_encoder, "classifier": classifier})
     module.load_state_dict(state["model"])
     module.to(exp.device).eval()
 
     rows = cache.rows_for(args.split)
     cache.ensure(rows, batch_size=args.encode_batch, progress=not args.no_progress)
     samples = cache.samples(rows)
-    ordered, predicted = predict_classes(cache, classifier, samples, args.prompt, args.seed, args.decode_batch)
+    ordered, predicted = predict_classes(cache, classifier, samples, args.prompt, args.seed, args.decode_batch,
+                                         args.precision, prompt_encoder)
     truth = [o for _, o in ordered]
     train_truth = [o for _, o in cache.samples(cache.rows_for("train"))]
     summary = accuracy_summary(truth, predicted, train_truth or None)
     meta = provenance(store, model, exp.device, args.seed, args.split, precision=args.precision,
-                      encoder_precision=args.encoder_precision,
-                      n_slices=len(rows), preset=state["config"].get("preset"), classifier_checkpoint=str(path),
-                      classifier_epoch=state["epoch"] + 1, starting_weights=state["config"].get("starting_weights"))
+                      encoder_precision=args.encoder_precision, n_slices=len(rows),
+                      preset=state["config"].get("preset"), classifier_checkpoint=str(found.checkpoint),
+                      classifier_run=found.run_key, classifier_epoch=found.epoch, classifier_other_data=found.other_data,
+                      starting_weights=state["config"].get("starting_weights"))
     results = {"model": model.name, "prompt": args.prompt, "split": args.split, **summary, "provenance": meta}
-
     out = args.results / "task3"
-    table_rows = [[ORGAN_TITLES[ORGANS.index(name)], v["accuracy"], v["n"], f"{100 * v['share']:.2f}"]
-                  for name, v in summary["organs"].items()]
-    table_rows += [["**Weighted Average**", summary["weighted_average"], summary["n"], "100.00"],
-                   ["Mean over organs (unweighted)", summary["mean"], "", ""],
-                   [f"Majority-class baseline (always {organ_title(ORGANS.index(summary['majority_organ']) + 1)})",
-                    summary["majority_baseline"], "", ""]]
-    table = markdown_table(["Organ Type", "Accuracy", "n", "share (%)"], table_rows)
-    write_json(out / "metrics.json", results)
-    write_text(out / "table4.md", f"# Table 4: Classification accuracy of different organs with "
-               f"{PROMPT_TITLES[args.prompt]} prompts\n\n{provenance_line(meta)} Preset `{meta['preset']}`; "
-               f"classifier epoch {meta['classifier_epoch']}.\n\n{table}")
+    write_results(out, results, {"table4.md": titled(f"Table 4: Classification accuracy of different organs with "
+                                                     f"{PROMPT_TITLES[args.prompt]} prompts", table4(results))},
+                  dict(config_record(args), classifier_run=found.record))
     save_confusion(confusion_matrix(truth, predicted), ORGAN_TITLES, out / "confusion.png",
                    f"Task 3 confusion ({model.name}, {args.split}, {store.description})")
     examples = []
@@ -110,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     if examples:
         save_class_examples(examples, out / "examples.png",
                             f"Task 3 examples, smallest organs first ({model.name}, {store.description})")
-    print(f"\n{table}")
+    print(f"\n{table4(results)}")
     print(f"wrote {out / 'metrics.json'} and {out / 'table4.md'}")
     return 0
 

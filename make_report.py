@@ -19,6 +19,7 @@ sys.path.insert(0, str(ROOT))
 
 from utils.io import write_text  # noqa: E402
 from utils.prompts import PROMPT_TITLES, PROMPT_TYPES  # noqa: E402
+from utils.tables import table1, table2, table3, table4  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -29,13 +30,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def _load(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
-
-
-def _table_body(path: Path) -> str:
-    """A table*.md file without its own '# ' title line."""
-    lines = [("####" + line[2:]) if line.startswith("## ") else line
-             for line in path.read_text().splitlines() if not line.startswith("# ")]
-    return "\n".join(lines).strip() + "\n"
 
 
 def _provenance_rows(name: str, meta: dict, preset: str | None) -> str:
@@ -83,18 +77,18 @@ def build_report(results: Path) -> str:
                 "(or `--data-root BTCV_DIR`)._", ""]
 
     out += ["## Task 1: zero-shot segmentation", ""]
-    if t1 and (results / "task1" / "table1.md").is_file():
-        out += ["### Table 1: mDice of different prompts", "", _table_body(results / "task1" / "table1.md")]
+    if t1:
+        out += ["### Table 1: mDice of different prompts", "", table1(t1)]
         overlays = [p for p in PROMPT_TYPES if (results / "task1" / "overlays" / f"{p}.png").is_file()]
         out += [f"![Task 1 overlays, {PROMPT_TITLES[p]}](task1/overlays/{p}.png)" for p in overlays[:2]] + [""]
     else:
         out += ["_Task 1 has not been run: run `python segmentation_task1.py`._", ""]
 
     out += ["## Task 2: fine-tuning the prompt encoder and mask decoder", ""]
-    if t2 and (results / "task2" / "table2.md").is_file():
-        out += ["### Table 2: mDice of different prompts after fine-tuning", "", _table_body(results / "task2" / "table2.md")]
-        if (results / "task2" / "table3.md").is_file():
-            out += ["### Table 3: performance comparison", "", _table_body(results / "task2" / "table3.md")]
+    if t2:
+        out += ["### Table 2: mDice of different prompts after fine-tuning", "", table2(t2)]
+        if table3(t2):
+            out += ["### Table 3: performance comparison", "", table3(t2)]
         out += ["### Training curves (Figures 1-2 of the study report)", ""]
         for p in t2["prompts"]:
             if (results / "task2" / p / "curves.png").is_file():
@@ -103,8 +97,8 @@ def build_report(results: Path) -> str:
         out += ["_Task 2 has not been run: run `python finetune_task2.py --preset quick`._", ""]
 
     out += ["## Task 3: naming the organ", ""]
-    if t3 and (results / "task3" / "table4.md").is_file():
-        out += ["### Table 4: classification accuracy per organ", "", _table_body(results / "task3" / "table4.md")]
+    if t3:
+        out += ["### Table 4: classification accuracy per organ", "", table4(t3)]
         if t3_train:
             before, after = t3_train["val_mDice_before"]["mDice"], t3_train["val_mDice_after"]["mDice"]
             out += [f"Training the shared transformer for classification changed the validation mDice with "

@@ -12,8 +12,6 @@ classification still changes the masks through the shared weights: Task 3 report
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 from segment_anything.modeling.mask_decoder import MLP, MaskDecoder
 
@@ -64,17 +62,3 @@ class ClassifyingMaskDecoder(torch.nn.Module):
             p.requires_grad_(False)
         for p in self.trainable_parameters():
             p.requires_grad_(True)
-
-
-def load_finetuned_decoder(model, prompt_type: str, finetuned_dir: Path | None) -> str:
-    """Load Task 2's best checkpoint for ``prompt_type`` into ``model.sam`` when there is one.
-
-    Returns a sentence saying where the prompt encoder and mask decoder weights came from.
-    """
-    from utils.models import load_decoder_checkpoint
-
-    path = None if finetuned_dir is None else Path(finetuned_dir) / model.name / prompt_type / "best.pt"
-    if path is None or not path.is_file():
-        return f"pre-trained {model.name} ({model.checkpoint}); no Task 2 checkpoint at {path}"
-    state = load_decoder_checkpoint(model, path)
-    return f"Task 2 fine-tuned ({path}, epoch {state['epoch'] + 1})"

@@ -2,15 +2,16 @@
 
     python segmentation_task1.py                                   # LiteMedSAM on the phantom store, val split
     python segmentation_task1.py --model vit_h --slices data/slices_btcv --prompts bound_box,larger_box
+    python segmentation_task1.py --finetuned auto                  # Task 2's fine-tuned decoders instead
 
 For every organ on every slice of the split, each prompt (one central point, one random point, three
 random points, the tight box, the box grown 5 px) is decoded from the cached image embedding; the
 mask (logits > 0) is compared with the ground truth by Dice. Per organ: mean over its slices; mDice:
-mean over organs. Writes results/task1/{metrics.json, table1.md, per_slice.csv, overlays/*.png, config.json}.
+mean over organs. Writes results/task1/ (results/task1_finetuned/ with --finetuned): metrics.json,
+table1.md, per_slice.csv, overlays/*.png, config.json.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -18,28 +19,25 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
-from utils.cli import add_common_args, open_experiment  # noqa: E402
-from utils.config import add_hyperparameters  # noqa: E402
+from utils.cli import add_finetuned_args, new_task_parser  # noqa: E402
+from utils.config import parse_with_presets  # noqa: E402
 
 # ---------------------------------------------------------------------------------------------
 # Hyperparameters: edit here, or override with the flag of the same name (--decode-batch 64).
 HYPERPARAMETERS = {
-    "PROMPTS": ("all", "comma-separated prompt types, or 'all' for the five"),
-    "MULTIMASK": (False, "take SAM's best-IoU mask of three instead of the single-mask output (the study's setting)"),
+    "PROMPTS": ("all", "comma-separated prompt types, or 'all' for the study's five"),
+    "MULTIMASK": (False, "take SAM's best-IoU mask of three instead of the single-mask output (default off: "
+                         "the study uses the single mask)"),
     "DECODE_BATCH": (0, "prompts per mask-decoder call; 0 = auto (8 on a CPU, 64 on a GPU)"),
     "OVERLAYS": (4, "example slices drawn per prompt type"),
 }
 # ---------------------------------------------------------------------------------------------
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_args(parser)
-    add_hyperparameters(parser, HYPERPARAMETERS)
-    parser.add_argument("--finetuned", type=Path, default=None,
-                        help="evaluate a Task 2 checkpoint (its prompt encoder + mask decoder) instead of the "
-                             "zero-shot model; results go to results/task1_finetuned/")
-    return parser.parse_args(argv)
+def parse_args(argv: list[str] | None = None):
+    parser = new_task_parser(__doc__, HYPERPARAMETERS, split="val")
+    add_finetuned_args(parser, default="none")
+    return parse_with_presets(parser, argv)
 
 
 def pick_examples(samples: list[tuple[int, int]], cache, n: int) -> list[tuple[int, int]]:
@@ -51,7 +49,7 @@ def pick_examples(samples: list[tuple[int, int]], cache, n: int) -> list[tuple[i
     return [by_area[min(i * step, len(by_area) - 1)] for i in range(n)]
 
 
-def draw_overlays(cache, samples, prompt_type: str, seed: int, multimask: bool, path: Path, title: str) -> None:
+def draw_overlays(cache, samples, prompt_type: str, args, decoder, path: Path, title: str) -> None:
     import torch
 
     from utils.evaluation import build_batch, predict_logits
@@ -59,9 +57,10 @@ def draw_overlays(cache, samples, prompt_type: str, seed: int, multimask: bool, 
     from utils.organs import organ_title
     from utils.plots import save_prompt_overlays
 
-    masks, prompts, sizes = build_batch(cache, samples, prompt_type, seed)
+    masks, prompts, sizes = build_batch(cache, samples, prompt_type, args.seed)
     with torch.inference_mode():
-        logits = predict_logits(cache, samples, prompts, sizes, multimask)
+        logits = predict_logits(cache, samples, prompts, sizes, args.multimask, decoder.prompt_encoder,
+                                decoder.mask_decoder, args.precision)
     examples = []
     for (row, organ), mask, prompt, logit in zip(samples, masks.numpy(), prompts, logits.cpu().numpy()):
         record = cache.store.records[cache.store_index(row)]
@@ -74,34 +73,24 @@ def draw_overlays(cache, samples, prompt_type: str, seed: int, multimask: bool, 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    from utils.cli import fail, open_decoders, open_experiment
     from utils.evaluation import evaluate_prompt
-    from utils.io import write_json, write_text
-    from utils.organs import ORGANS, organ_name
+    from utils.organs import organ_name
     from utils.prompts import PROMPT_TITLES, parse_prompt_types
-    from utils.reporting import markdown_table, provenance, provenance_line, write_csv
+    from utils.reporting import config_record, provenance, write_csv, write_results
+    from utils.tables import mdice_table, table1, titled
 
     try:
         prompt_types = parse_prompt_types(args.prompts)
     except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        raise fail(str(exc)) from exc
     exp = open_experiment(args)
     cache = exp.cache
-    finetuned = None
-    if args.finetuned:
-        from utils.models import CheckpointError, load_decoder_checkpoint
-
-        try:
-            state = load_decoder_checkpoint(exp.model, args.finetuned)
-        except CheckpointError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
-        finetuned = {"checkpoint": str(args.finetuned), "epoch": state["epoch"] + 1,
-                     "prompt": state["config"].get("prompt"), "preset": state["config"].get("preset")}
+    finetuned = args.finetuned != "none"
+    decoders = open_decoders(args, exp, prompt_types, require_finetuned=finetuned)
     rows = cache.rows_for(args.split)
     if not rows:
-        print(f"error: the store has no {args.split} slices; try --split all", file=sys.stderr)
-        return 1
+        raise fail(f"{exp.store.path}: the store has no {args.split} slices; try --split all")
     started = time.perf_counter()
     encoded = cache.ensure(rows, batch_size=args.encode_batch, progress=not args.no_progress)
     encode_seconds = time.perf_counter() - started
@@ -111,22 +100,26 @@ def main(argv: list[str] | None = None) -> int:
 
     out = args.results / ("task1_finetuned" if finetuned else "task1")
     meta = provenance(exp.store, exp.model, exp.device, args.seed, args.split, precision=args.precision,
-                      encoder_precision=args.encoder_precision,
-                      n_slices=len(rows), n_samples=len(samples), multimask_output=args.multimask, finetuned=finetuned)
+                      encoder_precision=args.encoder_precision, n_slices=len(rows), n_samples=len(samples),
+                      multimask_output=args.multimask,
+                      finetuned={p: d.record for p, d in decoders.items()} if finetuned else None)
     results = {k: meta[k] for k in ("model", "checkpoint", "data", "split")}
     results.update({"n_slices": len(rows), "prompts": {}, "provenance": meta, "timing": {}})
     per_slice = []
     decode_seconds = 0.0
     for prompt_type in prompt_types:
+        decoder = decoders[prompt_type]
         t0 = time.perf_counter()
         summary, records = evaluate_prompt(cache, samples, prompt_type, seed=args.seed, batch_size=args.decode_batch,
-                                           multimask_output=args.multimask, progress=not args.no_progress)
+                                           multimask_output=args.multimask, prompt_encoder=decoder.prompt_encoder,
+                                           mask_decoder=decoder.mask_decoder, progress=not args.no_progress,
+                                           precision=args.precision)
         decode_seconds += time.perf_counter() - t0
-        results["prompts"][prompt_type] = summary
+        results["prompts"][prompt_type] = dict(summary, decoder=decoder.source)
         per_slice += [[prompt_type, r["case"], r["z"], organ_name(r["organ"]), f"{r['dice']:.6f}"] for r in records]
-        print(f"  {PROMPT_TITLES[prompt_type]:<20} mDice {summary['mDice']:.4f}")
+        print(f"  {PROMPT_TITLES[prompt_type]:<20} mDice {summary['mDice']:.4f}  ({decoder.source})")
         if args.overlays:
-            draw_overlays(cache, pick_examples(samples, cache, args.overlays), prompt_type, args.seed, args.multimask,
+            draw_overlays(cache, pick_examples(samples, cache, args.overlays), prompt_type, args, decoder,
                           out / "overlays" / f"{prompt_type}.png",
                           f"Task 1, {PROMPT_TITLES[prompt_type]} ({exp.model.name}, {exp.store.description})")
     n_decoded = len(samples) * len(prompt_types)
@@ -137,23 +130,11 @@ def main(argv: list[str] | None = None) -> int:
         "decoded_prompts_per_second": round(n_decoded / decode_seconds, 2) if decode_seconds else None,
         "device": meta["device"],
     }
-
-    table = markdown_table(["Prompt Type", "mDice"],
-                           [[PROMPT_TITLES[p], results["prompts"][p]["mDice"]] for p in prompt_types])
-    organ_rows = []
-    for name in ORGANS:
-        cells = [results["prompts"][p]["organs"].get(name) for p in prompt_types]
-        if any(cells):
-            n = next(c["n"] for c in cells if c)
-            organ_rows.append([name, n] + [c["dice"] if c else "-" for c in cells])
-    organ_table = markdown_table(["organ", "n"] + [PROMPT_TITLES[p] for p in prompt_types], organ_rows)
-    write_json(out / "metrics.json", results)
-    kind = f"fine-tuned, {args.finetuned}" if finetuned else "zero-shot"
-    write_text(out / "table1.md", f"# Table 1: mDice of different prompts ({kind})\n\n{provenance_line(meta)}\n\n"
-               f"{table}\n## Dice per organ\n\n{organ_table}")
+    kind = "fine-tuned decoders of Task 2" if finetuned else "zero-shot"
+    write_results(out, results, {"table1.md": titled(f"Table 1: mDice of different prompts ({kind})", table1(results))},
+                  config_record(args))
     write_csv(out / "per_slice.csv", ["prompt", "case", "z", "organ", "dice"], per_slice)
-    write_json(out / "config.json", {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()})
-    print(f"\n{table}")
+    print(f"\n{mdice_table(results['prompts'])}")
     print(f"encoder: {results['timing']['encoder_seconds_per_slice']} s/slice; "
           f"decoder: {results['timing']['decoded_prompts_per_second']} prompts/s")
     print(f"wrote {out / 'metrics.json'} and {out / 'table1.md'}")

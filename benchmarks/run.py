@@ -141,16 +141,16 @@ def bench_decoder(device: torch.device) -> list[dict]:
     store = SliceStore(phantom_store(f"task1-{device.type}", **TASK1_PHANTOM[device.type]))
     rows = []
     for precision in ["fp32", *fast_precisions(device)]:
-        cache = EmbeddingCache(model, store, root=BENCH_DATA / "cache", decoder_precision=precision)
+        cache = EmbeddingCache(model, store, root=BENCH_DATA / "cache")
         cache.ensure(progress=False)
         samples = cache.samples(range(len(cache)))
         batch = auto_batch(device, "decode")
-        evaluate_prompt(cache, samples[:batch], "bound_box", batch_size=batch)  # warm-up
+        evaluate_prompt(cache, samples[:batch], "bound_box", batch_size=batch, precision=precision)  # warm-up
         sync(device)
         start = time.perf_counter()
         repeats = 3
         for _ in range(repeats):
-            evaluate_prompt(cache, samples, "bound_box", batch_size=batch)
+            evaluate_prompt(cache, samples, "bound_box", batch_size=batch, precision=precision)
         sync(device)
         inference = repeats * len(samples) / (time.perf_counter() - start)
 
@@ -160,7 +160,7 @@ def bench_decoder(device: torch.device) -> list[dict]:
                                          "mask_decoder": copy.deepcopy(model.sam.mask_decoder)})
         trainable.requires_grad_(True)
         optimizer = torch.optim.SGD(trainable.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
-        step = make_step(model, [cache], "bound_box", 0, trainable)
+        step = make_step([cache], "bound_box", 0, trainable, precision)
         train_batch = 16
         pool = [(0, r, o) for r, o in samples] * (1 + 2 * train_batch // len(samples))
         batches = [pool[:train_batch], pool[train_batch : 2 * train_batch]]
@@ -222,14 +222,13 @@ def suite_task1(model, store, prompt_types, precision: str, encoder_precision: s
 
     shutil.rmtree(cache_root, ignore_errors=True)
     start = time.perf_counter()
-    cache = EmbeddingCache(model, store, root=cache_root, encoder_precision=encoder_precision,
-                           decoder_precision=precision)
+    cache = EmbeddingCache(model, store, root=cache_root, encoder_precision=encoder_precision)
     cache.ensure(batch_size=auto_batch(model.device, "encode"), progress=False)
     decode_start = time.perf_counter()
     dice = {}
     for prompt_type in prompt_types:
         _, records = evaluate_prompt(cache, cache.samples(range(len(cache))), prompt_type, seed=seed,
-                                     batch_size=auto_batch(model.device, "decode"))
+                                     batch_size=auto_batch(model.device, "decode"), precision=precision)
         dice.update({(r["row"], r["organ"], prompt_type): r["dice"] for r in records})
     sync(model.device)
     end = time.perf_counter()

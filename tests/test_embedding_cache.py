@@ -5,7 +5,9 @@ import pytest
 import torch
 
 from synthetic import write_rawdata
-from utils.embedding_cache import AugmentSpec, EmbeddingCache
+from utils.augmentation import AugmentSpec
+from utils.embedding_cache import EmbeddingCache
+from utils.embedding_storage import CacheError
 from utils.models import load_model
 from utils.slice_store import SliceStore, build_store
 
@@ -73,12 +75,74 @@ def test_changed_preprocessing_code_means_a_new_cache(setup, monkeypatch):
     assert changed.ensure(progress=False) == len(store)
 
 
-def test_damaged_cache_file_names_the_file_and_the_fix(setup):
+@pytest.mark.parametrize("name, damage, message", [
+    ("embeddings.npy", b"truncated", r"embeddings\.npy: not a readable cache array"),
+    ("embeddings.npy", None, r"embeddings\.npy: not a readable cache array"),
+    ("done.npy", b"\x93NUMPY garbage", r"done\.npy: unreadable"),
+    ("done.npy", None, r"done\.npy: unreadable"),
+    ("signature.json", b"{not json", r"signature\.json: unreadable"),
+    ("signature.json", None, r"signature\.json: missing"),
+])
+def test_damaged_or_missing_cache_file_names_the_file_and_the_fix(setup, name, damage, message):
     model, store, root = setup
     cache = EmbeddingCache(model, store, root=root)
-    (cache.path / "embeddings.npy").write_bytes(b"truncated")
-    with pytest.raises(RuntimeError, match=r"embeddings\.npy: not a readable cache array.*delete the folder"):
+    cache.ensure(rows=[0], progress=False)
+    if damage is None:
+        (cache.path / name).unlink()
+    else:
+        (cache.path / name).write_bytes(damage)
+    with pytest.raises(CacheError, match=message + r".*delete the folder"):
         EmbeddingCache(model, store, root=root)
+    assert not [p for p in root.iterdir() if p.name.endswith(".tmp")]  # nothing half-built left behind
+
+
+def test_wrong_shape_in_a_cache_file_is_named(setup):
+    model, store, root = setup
+    cache = EmbeddingCache(model, store, root=root)
+    np.save(cache.path / "done.npy", np.zeros(len(store) + 1, dtype=bool))
+    with pytest.raises(CacheError, match=r"done\.npy: holds bool \(\d+,\), expected bool"):
+        EmbeddingCache(model, store, root=root)
+
+
+def _fill_cache(args):
+    root, store_path, rows = args
+    import torch as _torch
+
+    from utils.models import load_model as _load
+    from utils.slice_store import SliceStore as _Store
+
+    _torch.set_num_threads(1)
+    model = _load("lite_medsam")
+    model.sam.image_encoder = CountingEncoder()
+    cache = EmbeddingCache(model, _Store(store_path), root=root)
+    cache.ensure(rows=rows, batch_size=1, progress=False)
+    return str(cache.path), cache.done.tolist()
+
+
+def test_two_processes_creating_one_cache_both_succeed_and_agree(setup):
+    import multiprocessing
+
+    model, store, root = setup
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        results = pool.map(_fill_cache, [(root, store.path, None), (root, store.path, None)])
+    paths = {p for p, _ in results}
+    assert len(paths) == 1 and all(all(done) for _, done in results)
+    assert not [p for p in root.iterdir() if p.name.endswith(".tmp") or p.name.startswith(".")]
+    cache = EmbeddingCache(model, store, root=root)
+    assert cache.done.all()
+    expected = model.sam.image_encoder(model.prepare_image(store.load(1)[0])[None])[0]
+    assert torch.allclose(cache.embeddings([1])[0], expected.half().float())
+
+
+def test_rows_written_by_another_process_are_not_unmarked(setup):
+    # Two openers of one cache fill different rows; neither's done-marker write erases the other's rows.
+    model, store, root = setup
+    first = EmbeddingCache(model, store, root=root)
+    second = EmbeddingCache(model, store, root=root)
+    first.ensure(rows=[0, 1], progress=False)
+    second.ensure(rows=[2], progress=False)
+    assert EmbeddingCache(model, store, root=root).done[[0, 1, 2]].all()
+    assert second.ensure(rows=[0, 1, 2], progress=False) == 0  # it sees the first opener's rows
 
 
 def test_interrupted_run_resumes_where_it_stopped(setup):
@@ -94,14 +158,14 @@ def test_signature_mismatch_is_refused(setup):
     model, store, root = setup
     cache = EmbeddingCache(model, store, root=root)
     (cache.path / "signature.json").write_text('{"model": "something else"}')
-    with pytest.raises(RuntimeError, match="signature does not match"):
+    with pytest.raises(CacheError, match="signature does not match"):
         EmbeddingCache(model, store, root=root)
 
 
 def test_unencoded_rows_are_never_served(setup):
     model, store, root = setup
     cache = EmbeddingCache(model, store, root=root)
-    with pytest.raises(RuntimeError, match="not encoded"):
+    with pytest.raises(CacheError, match="not encoded"):
         cache.embeddings([0])
 
 

@@ -148,6 +148,22 @@ def test_label_values_outside_btcv(tmp_path):
     assert_fails_cleanly(tmp_path / "v", tmp_path / "out", r"label0001\.nii\.gz: label values \[14\.0\]")
 
 
+def test_non_finite_voxels_are_refused_with_the_file_named(tmp_path):
+    image, label = blob_volume()
+    image = image.astype(np.float32)
+    image[3, 4, 2] = np.nan
+    image[5, 5, 1] = np.inf
+    write_pair(tmp_path / "n/img/img0001.nii.gz", tmp_path / "n/label/label0001.nii.gz", image, label, ras_affine())
+    assert_fails_cleanly(tmp_path / "n", tmp_path / "out", r"img0001\.nii\.gz: 2 of \d+ voxels are not finite")
+
+
+def test_two_dimensional_nifti_is_refused_with_the_file_named(tmp_path):
+    image, label = blob_volume()
+    write_pair(tmp_path / "f/img/img0001.nii.gz", tmp_path / "f/label/label0001.nii.gz", image[:, :, 2],
+               label[:, :, 2], ras_affine())
+    assert_fails_cleanly(tmp_path / "f", tmp_path / "out", r"img0001\.nii\.gz: a 2-D image .* volumes are 3-D")
+
+
 def test_truncated_gzip_names_the_file(tmp_path):
     root = write_rawdata(tmp_path / "t", case_ids=(1, 2))
     path = root / "RawData/Training/img/img0002.nii.gz"

@@ -84,10 +84,14 @@ def test_resume_after_interruption_equals_uninterrupted_run(watched_model, tiny_
         assert resumed[key] == full[key], key
 
 
+def best_checkpoint(results):
+    return json.loads((results / "task2" / "metrics.json").read_text())["prompts"][PROMPT]["checkpoint"]
+
+
 def test_checkpoint_reproduces_logged_validation_dice_in_task1(watched_model, tiny_study):
     results, ckpt, _ = watched_model
     h = history(results)
-    best = ckpt / "lite_medsam" / PROMPT / "best.pt"
+    best = best_checkpoint(results)
     out = tiny_study["base"] / "t1_from_checkpoint"
     assert segmentation_task1.main(script_args(tiny_study, out, "--prompts", PROMPT, "--finetuned", best,
                                                "--overlays", "0")) == 0
@@ -96,12 +100,13 @@ def test_checkpoint_reproduces_logged_validation_dice_in_task1(watched_model, ti
 
 
 def test_wrong_model_checkpoint_is_refused(watched_model, tiny_study, capsys):
-    _, ckpt, _ = watched_model
-    state = torch.load(ckpt / "lite_medsam" / PROMPT / "best.pt", weights_only=False)
-    state["config"]["model"] = "vit_h"
+    results, _, _ = watched_model
+    state = torch.load(best_checkpoint(results), weights_only=True)
+    state["run"]["identity"]["model"] = "vit_h"
     bad = tiny_study["base"] / "bad.pt"
     torch.save(state, bad)
-    code = segmentation_task1.main(script_args(tiny_study, tiny_study["base"] / "bad", "--prompts", PROMPT,
-                                               "--finetuned", bad))
-    assert code == 1
+    with pytest.raises(SystemExit) as exit_info:
+        segmentation_task1.main(script_args(tiny_study, tiny_study["base"] / "bad", "--prompts", PROMPT,
+                                            "--finetuned", bad))
+    assert exit_info.value.code == 1
     assert "fine-tuned from --model vit_h" in capsys.readouterr().err

@@ -69,12 +69,13 @@ def trained(tiny_study):
                        "--samples-per-epoch", "0", "--batch-size", "8", "--checkpoint-dir", ckpt,
                        "--finetuned-dir", tiny_study["base"] / "no_task2")
     assert classify_train_task3.main(args) == 0
-    return results, ckpt
+    best = json.loads((results / "task3" / "train_metrics.json").read_text())["checkpoint"]
+    return results, best
 
 
 def test_frozen_parts_unchanged_and_transformer_trained(trained, tiny_study):
-    _, ckpt = trained
-    state = torch.load(ckpt / "lite_medsam" / "one_central_point" / "best.pt", weights_only=False)["model"]
+    _, best = trained
+    state = torch.load(best, weights_only=True)["model"]
     fresh = load_model("lite_medsam").sam
     for name, value in fresh.prompt_encoder.state_dict().items():
         assert torch.equal(state[f"prompt_encoder.{name}"], value), name
@@ -89,8 +90,7 @@ def test_frozen_parts_unchanged_and_transformer_trained(trained, tiny_study):
 
 
 def test_short_run_beats_majority_baseline_on_held_out_slices(trained, tiny_study):
-    results, ckpt = trained
-    best = ckpt / "lite_medsam" / "one_central_point" / "best.pt"
+    results, best = trained
     assert classify_val_task3.main(script_args(tiny_study, results, "--classifier", best)) == 0
     metrics = json.loads((results / "task3" / "metrics.json").read_text())
     assert metrics["split"] == "val"

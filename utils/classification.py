@@ -10,28 +10,36 @@ from .decoding import prompt_inputs
 from .embedding_cache import EmbeddingCache
 from .evaluation import build_batch, gather_embeddings, group_by_size
 from .organs import NUM_ORGANS, organ_name
+from .precision import autocast
 
 
 def class_logits(cache: EmbeddingCache, classifier, samples: Sequence[tuple[int, int]], prompt_type: str, seed: int,
-                 epoch: int = -1, prompt_encoder=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(logits float (N, 13), targets int64 (N,) = organ label - 1) for N samples of one slice size."""
+                 epoch: int = -1, prompt_encoder=None, precision: str = "fp32") -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits float32 (N, 13), targets int64 (N,) = organ label - 1) for N samples of one slice size.
+
+    The forward pass runs at ``precision`` (``--precision``), like every decoder pass of the suite.
+    """
     model = cache.model
     prompt_encoder = prompt_encoder or model.sam.prompt_encoder
     _, prompts, sizes = build_batch(cache, samples, prompt_type, seed, epoch)
     points, boxes = prompt_inputs(model, prompts, sizes)
-    sparse, dense = prompt_encoder(points=points, boxes=boxes, masks=None)
-    logits = classifier.classify(gather_embeddings(cache, samples), prompt_encoder.get_dense_pe(), sparse, dense)
+    embeddings = gather_embeddings(cache, samples)
+    with autocast(model.device, precision):
+        sparse, dense = prompt_encoder(points=points, boxes=boxes, masks=None)
+        logits = classifier.classify(embeddings, prompt_encoder.get_dense_pe(), sparse, dense).float()
     targets = torch.as_tensor([organ - 1 for _, organ in samples], device=logits.device)
     return logits, targets
 
 
 @torch.inference_mode()
 def predict_classes(cache: EmbeddingCache, classifier, samples: Sequence[tuple[int, int]], prompt_type: str,
-                    seed: int = 0, batch_size: int = 32) -> tuple[list[tuple[int, int]], np.ndarray]:
+                    seed: int = 0, batch_size: int = 32, precision: str = "fp32", prompt_encoder=None
+                    ) -> tuple[list[tuple[int, int]], np.ndarray]:
     """Predicted organ label (1..13) for every sample; returns (samples in prediction order, labels)."""
     ordered, predicted = [], []
     for batch in group_by_size(cache, samples, batch_size):
-        logits, _ = class_logits(cache, classifier, batch, prompt_type, seed)
+        logits, _ = class_logits(cache, classifier, batch, prompt_type, seed, prompt_encoder=prompt_encoder,
+                                 precision=precision)
         ordered += batch
         predicted.append(logits.argmax(1).cpu().numpy() + 1)
     return ordered, np.concatenate(predicted) if predicted else np.zeros(0, int)

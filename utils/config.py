@@ -1,42 +1,98 @@
 """nanoGPT-style configuration: a script's hyperparameters are plain literals at its top; this turns
 them into command-line flags of the same names (``LEARNING_RATE`` -> ``--learning-rate``), keeps
-their types, and returns the final values as one dict that is saved beside the results and inside
-checkpoints."""
+their types, checks their ranges, applies a named preset to every flag the user did not type, and
+returns the final values as one namespace that is saved beside the results and inside checkpoints.
+
+A typed flag always beats the preset, in every spelling argparse accepts: ``--learning-rate 0.05``
+and ``--learning-rate=0.05``; abbreviations (``--learning 0.05``) are refused, since a preset could
+not tell them apart from an untyped flag.
+"""
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import Any, Callable
+
+# A hyperparameter is NAME: (default, help) or NAME: (default, help, check); check is a key of CHECKS.
+CHECKS: dict[str, tuple[Callable[[float], bool], str]] = {
+    "positive": (lambda v: v > 0, "> 0"),
+    "non_negative": (lambda v: v >= 0, ">= 0"),
+    "fraction": (lambda v: 0 <= v < 1, "in [0, 1)"),
+}
 
 
-def add_hyperparameters(parser: argparse.ArgumentParser, defaults: dict[str, tuple[Any, str]]) -> None:
-    """Add one flag per ``NAME: (default, help)``; booleans get --name / --no-name."""
+def new_parser(doc: str | None) -> argparse.ArgumentParser:
+    """The parser every script starts from: its docstring as help, no abbreviated flags."""
+    return argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                   allow_abbrev=False)
+
+
+def checked(kind: type, check: str) -> Callable[[str], Any]:
+    """An argparse ``type`` that converts to ``kind`` and refuses values outside ``check``."""
+    test, words = CHECKS[check]
+
+    def convert(text: str):
+        try:
+            value = kind(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a valid {kind.__name__}") from exc
+        if not test(value):
+            raise argparse.ArgumentTypeError(f"{text} is out of range: must be {words}")
+        return value
+
+    convert.__name__ = kind.__name__  # argparse names the type in its messages
+    return convert
+
+
+def add_hyperparameters(parser: argparse.ArgumentParser, defaults: dict[str, tuple]) -> None:
+    """Add one flag per ``NAME: (default, help[, check])``; booleans get --name / --no-name.
+
+    Numbers are checked (``check`` defaults to non-negative): a negative batch size is an argparse
+    error, not a silent run that takes no step.
+    """
     group = parser.add_argument_group("hyperparameters (defaults are the constants at the top of the script)")
-    for name, (default, help_text) in defaults.items():
+    for name, spec in defaults.items():
+        default, help_text = spec[0], spec[1]
         flag = "--" + name.lower().replace("_", "-")
         dest = name.lower()
         if isinstance(default, bool):
             group.add_argument(flag, dest=dest, default=default, action=argparse.BooleanOptionalAction, help=help_text)
+        elif isinstance(default, (int, float)):
+            check = spec[2] if len(spec) > 2 else "non_negative"
+            group.add_argument(flag, dest=dest, default=default, type=checked(type(default), check),
+                               help=f"{help_text} (default: {default}; {CHECKS[check][1]})")
         else:
-            kind = type(default) if default is not None else str
-            group.add_argument(flag, dest=dest, default=default, type=kind, help=f"{help_text} (default: {default})")
+            group.add_argument(flag, dest=dest, default=default, type=str, help=f"{help_text} (default: {default})")
 
 
-def apply_preset(args: argparse.Namespace, presets: dict[str, dict[str, Any]], explicit: set[str]) -> None:
-    """Overwrite ``args`` with the chosen ``args.preset`` values, except flags the user typed."""
-    chosen = presets[args.preset]
-    for key, value in chosen.items():
-        if key not in explicit:
-            setattr(args, key, value)
+def typed_destinations(parser: argparse.ArgumentParser, argv: list[str] | None) -> set[str]:
+    """Destinations of the flags on the command line, however they were spelled.
+
+    Parses ``argv`` a second time with every default suppressed: what is left in the namespace was typed.
+    """
+    saved = [(action, action.default) for action in parser._actions]
+    try:
+        for action, _ in saved:
+            action.default = argparse.SUPPRESS
+        typed = vars(parser.parse_args(argv))
+    finally:
+        for action, default in saved:
+            action.default = default
+    return set(typed)
 
 
-def explicit_flags(parser: argparse.ArgumentParser, argv: list[str] | None) -> set[str]:
-    """Destinations of the flags present on the command line (so a preset never overrides them)."""
-    import sys
+def parse_with_presets(parser: argparse.ArgumentParser, argv: list[str] | None,
+                       presets: dict[str, dict[str, Any]] | None = None) -> argparse.Namespace:
+    """Parse ``argv``; with ``presets``, overwrite every flag the user did not type with ``args.preset``'s value.
 
-    argv = sys.argv[1:] if argv is None else argv
-    typed = {a.split("=", 1)[0] for a in argv if a.startswith("--")}
-    found = set()
-    for action in parser._actions:
-        if any(opt in typed or opt.replace("--", "--no-", 1) in typed for opt in action.option_strings):
-            found.add(action.dest)
-    return found
+    ``args.typed_flags`` lists the flags that were typed (recorded in config.json).
+    """
+    args = parser.parse_args(argv)
+    typed = typed_destinations(parser, argv)
+    if presets is not None:
+        if args.preset not in presets:
+            parser.error(f"--preset must be one of {', '.join(presets)}, got {args.preset!r}")
+        for key, value in presets[args.preset].items():
+            if key not in typed:
+                setattr(args, key, value)
+    args.typed_flags = sorted(typed)
+    return args

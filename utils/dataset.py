@@ -187,6 +187,12 @@ def load_volume(case: CaseFiles, window: tuple[float, float]) -> Volume:
                 "truncated: download or extract it again."
             ) from exc
     image, label = data["image"], data["label"]
+    finite = np.isfinite(np.asarray(image))
+    if not finite.all():
+        raise DataError(
+            f"{case.image}: {int((~finite).sum())} of {finite.size} voxels are not finite (NaN or inf). A CT volume "
+            "holds HU values only: re-export or repair the file, or move it out of the data folder."
+        )
     if tuple(image.shape) != tuple(label.shape):
         raise DataError(
             f"{case.label}: label shape {tuple(label.shape[1:])} does not match image {case.image} shape "
@@ -229,6 +235,11 @@ def _load_one(path: Path):
     if not path.is_file():
         raise DataError(f"{path}: file does not exist")
     volume = LoadImage(image_only=True, reader="NibabelReader")(path)
+    if volume.ndim != 3:
+        raise DataError(
+            f"{path}: a {volume.ndim}-D image of shape {tuple(volume.shape)}; BTCV volumes are 3-D (X, Y, Z). "
+            "Pass the whole CT volume (not a single slice or a 4-D series)."
+        )
     volume = EnsureChannelFirst()(volume)
     # Force the lazy nibabel read now, so a truncated gzip fails here with the file's name.
     np.asarray(volume)

@@ -56,14 +56,14 @@ def gather_embeddings(cache: EmbeddingCache, samples: Sequence[tuple[int, int]])
 
 def predict_logits(cache: EmbeddingCache, samples: Sequence[tuple[int, int]], prompts: Sequence[Prompt],
                    sizes: Sequence[tuple[int, int]], multimask_output: bool = False,
-                   prompt_encoder=None, mask_decoder=None) -> torch.Tensor:
+                   prompt_encoder=None, mask_decoder=None, precision: str = "fp32") -> torch.Tensor:
     """(N, H, W) float32 mask logits on the slice for N samples (all of one slice size).
 
-    Decoding runs at the cache's ``decoder_precision`` (``--precision``: fp32, or the bf16/fp16 fast path).
+    Decoding runs at ``precision`` (``--precision``: fp32, or the bf16/fp16 fast path).
     """
     model = cache.model
     embeddings = gather_embeddings(cache, samples)
-    with autocast(model.device, cache.decoder_precision):
+    with autocast(model.device, precision):
         low_res, _ = decode(model, embeddings, prompts, sizes, multimask_output, prompt_encoder, mask_decoder)
     return model.postprocess(low_res.float(), sizes[0])[:, 0]
 
@@ -72,22 +72,13 @@ def group_by_size(cache: EmbeddingCache, samples: Sequence[tuple[int, int]], bat
     """Batches of at most ``batch_size`` samples, each batch of one slice size, in sample order."""
     batches: dict[tuple[int, int], list] = {}
     for sample in samples:
-        size = cache.label(sample[0]).shape if cache.kind == "aug" else _store_shape(cache, sample[0])
-        bucket = batches.setdefault(size, [])
+        bucket = batches.setdefault(cache.index.shape(sample[0]), [])
         bucket.append(sample)
         if len(bucket) == batch_size:
-            yield batches.pop(size)
+            yield batches.pop(cache.index.shape(sample[0]))
     for bucket in batches.values():
         if bucket:
             yield bucket
-
-
-def _store_shape(cache: EmbeddingCache, row: int) -> tuple[int, int]:
-    shapes = cache.__dict__.setdefault("_shapes", {})
-    index = cache.store_index(row)
-    if index not in shapes:
-        shapes[index] = cache.store.label(index).shape
-    return shapes[index]
 
 
 @torch.inference_mode()
@@ -101,6 +92,7 @@ def evaluate_prompt(
     prompt_encoder=None,
     mask_decoder=None,
     progress: bool = False,
+    precision: str = "fp32",
 ) -> tuple[dict, list[dict]]:
     """Dice of every (cache row, organ) sample with ``prompt_type`` prompts, thresholded at logit 0.
 
@@ -112,7 +104,8 @@ def evaluate_prompt(
     bar = tqdm(total=len(samples), desc=f"decoding {prompt_type}", unit="prompt", disable=not progress)
     for batch in group_by_size(cache, samples, batch_size):
         masks, prompts, sizes = build_batch(cache, batch, prompt_type, seed)
-        logits = predict_logits(cache, batch, prompts, sizes, multimask_output, prompt_encoder, mask_decoder)
+        logits = predict_logits(cache, batch, prompts, sizes, multimask_output, prompt_encoder, mask_decoder,
+                                precision)
         dice = batch_dice(logits.cpu() > 0, masks)
         for (row, organ), d in zip(batch, dice.tolist()):
             record = cache.store.records[cache.store_index(row)]

@@ -220,19 +220,27 @@ def load_model(
     return SamModel(name=name, sam=sam, checkpoint=str(path), checkpoint_sha256=digest, input_size=input_size)
 
 
-def load_decoder_checkpoint(model: SamModel, path: str | Path) -> dict:
-    """Load a Task 2 checkpoint's prompt encoder + mask decoder into ``model.sam``; return the checkpoint.
+def load_decoder_checkpoint(model: SamModel, path: str | Path) -> tuple[torch.nn.Module, torch.nn.Module, dict]:
+    """Copies of ``model``'s prompt encoder and mask decoder with a Task 2 checkpoint's weights, on the model's
+    device, in eval mode; ``model`` itself is untouched. Returns (prompt_encoder, mask_decoder, checkpoint).
 
-    Raises CheckpointError when the file is missing or was fine-tuned from another --model.
+    Raises CheckpointError when the file is missing or was fine-tuned from another --model. Whether it was
+    trained on the same data is the caller's check (utils.runs.find_handoff).
     """
+    import copy
+
+    from .runs import load_checkpoint
+
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no fine-tuned checkpoint here; run finetune_task2.py first")
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    trained_from = state.get("config", {}).get("model")
+    state = load_checkpoint(path)
+    trained_from = state.get("run", {}).get("identity", {}).get("model")
     if trained_from != model.name:
         raise CheckpointError(f"{path}: fine-tuned from --model {trained_from}, not --model {model.name}")
+    parts = []
     for part in ("prompt_encoder", "mask_decoder"):
-        sub = {k[len(part) + 1:]: v for k, v in state["model"].items() if k.startswith(part + ".")}
-        getattr(model.sam, part).load_state_dict(sub)
-    return state
+        module = copy.deepcopy(getattr(model.sam, part))
+        module.load_state_dict({k[len(part) + 1:]: v for k, v in state["model"].items() if k.startswith(part + ".")})
+        parts.append(module.eval())
+    return parts[0], parts[1], state

@@ -48,6 +48,22 @@ def provenance_line(meta: dict) -> str:
     )
 
 
+def config_record(args) -> dict:
+    """A script's final settings (argparse namespace) as plain JSON values, for config.json and checkpoints."""
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+
+
+def write_results(out: Path, metrics: dict | None = None, tables: dict[str, str] | None = None,
+                  config: dict | None = None, metrics_name: str = "metrics.json") -> None:
+    """Write a task's metrics JSON, its Markdown tables and config.json into ``out`` (each atomically)."""
+    if metrics is not None:
+        write_json(out / metrics_name, metrics)
+    for name, text in (tables or {}).items():
+        write_text(out / name, text)
+    if config is not None:
+        write_json(out / "config.json", config)
+
+
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     def cell(v: Any) -> str:
         return f"{v:.4f}" if isinstance(v, float) else str(v)
@@ -68,4 +84,5 @@ def write_csv(path: str | Path, headers: Sequence[str], rows: Sequence[Sequence[
     write_text(path, buffer.getvalue())
 
 
-__all__ = ["markdown_table", "provenance", "provenance_line", "write_csv", "write_json", "write_text"]
+__all__ = ["config_record", "markdown_table", "provenance", "provenance_line", "write_csv", "write_json",
+           "write_results", "write_text"]

@@ -123,7 +123,13 @@ class SliceStore:
             raise DataError(f"{path}: unreadable slice file ({exc}); rebuild the store with preprocess_slices.py") from exc
 
     def label(self, index: int) -> np.ndarray:
-        return self.load(index)[1]
+        """uint8 (H, W) label of store row ``index`` (decompresses the label only, not the image)."""
+        path = self.path / "slices" / self.records[index].file
+        try:
+            with np.load(path) as data:
+                return data["label"]
+        except (OSError, ValueError, KeyError) as exc:
+            raise DataError(f"{path}: unreadable slice file ({exc}); rebuild the store with preprocess_slices.py") from exc
 
     @cached_property
     def organ_samples(self) -> list[tuple[int, int]]:

@@ -4,7 +4,8 @@ per epoch, best and last checkpoints, resume, and a stop on a non-finite or expl
 A task supplies ``step(samples, epoch) -> StepResult`` (forward + loss on one batch) and
 ``validate(epoch) -> dict`` (its metrics). Sample order and prompts depend only on (seed, epoch), and
 the decoder has no dropout, so a run resumed from its last checkpoint draws exactly what an
-uninterrupted run would have drawn and gives the same curves.
+uninterrupted run would have drawn and gives the same curves. Checkpoints live in the run's keyed
+folder (:mod:`utils.runs`), and a resume continues only a checkpoint of that very run.
 """
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from .io import atomic_path
+from .io import atomic_path, write_json
+from .runs import Run, RunMismatch, load_checkpoint
 
 
 class TrainingDiverged(RuntimeError):
@@ -37,7 +39,7 @@ class LoopConfig:
     samples_per_epoch: int  # 0 = every sample every epoch
     seed: int
     monitor: str  # validation key to maximise for the best checkpoint
-    checkpoint_dir: Path
+    run: Run
     explode_factor: float = 1e3  # a batch loss this many times the first epoch's mean loss stops the run
     progress: bool = True
     extra: dict = field(default_factory=dict)  # the run's full config, saved in every checkpoint
@@ -47,13 +49,6 @@ def save_checkpoint(path: Path, state: dict) -> None:
     """Write a checkpoint atomically (tensors as CPU tensors)."""
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
-
-
-def load_checkpoint(path: str | Path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no checkpoint here")
-    return torch.load(path, map_location="cpu", weights_only=False)
 
 
 def cpu_state(module: torch.nn.Module) -> dict:
@@ -75,26 +70,32 @@ def run_training(
     config: LoopConfig,
     resume: bool = False,
     on_epoch_end: Callable[[dict], None] | None = None,
-) -> dict:
-    """Train ``module`` (whose parameters ``optimizer`` holds); return the history.
+) -> tuple[dict, int]:
+    """Train ``module`` (whose parameters ``optimizer`` holds); return (history, epochs trained by this call).
 
     history: {"epoch": [...], "train_loss": [...], "train_metric": [...], "val": [per-epoch dicts],
-    "best_epoch": int, "best": float}. Checkpoints ``last.pt`` and ``best.pt`` in config.checkpoint_dir
-    hold {"model", "optimizer", "epoch", "history", "config"}.
+    "best_epoch": int, "best": float}. Checkpoints ``last.pt`` and ``best.pt`` in the run folder hold
+    {"model", "optimizer", "epoch", "history", "config", "run": {"key", "identity"}}.
     """
     from tqdm import tqdm
 
-    last_path = config.checkpoint_dir / "last.pt"
-    best_path = config.checkpoint_dir / "best.pt"
+    last_path, best_path = config.run.last, config.run.best
+    run_info = {"key": config.run.key, "identity": config.run.identity}
     history: dict = {"epoch": [], "train_loss": [], "train_metric": [], "val": [], "best_epoch": None, "best": -math.inf}
     start = 0
     if resume and last_path.is_file():
         state = load_checkpoint(last_path)
+        if state.get("run", {}).get("key") != config.run.key:
+            raise RunMismatch(f"{last_path}: belongs to run {state.get('run', {}).get('key')}, not {config.run.key}; "
+                              "delete the folder")
+        start = state["epoch"] + 1
+        if start > config.epochs:
+            raise RunMismatch(f"--epochs {config.epochs}: the run in {config.run.path} already has {start} epochs; "
+                              f"pass --epochs {start} or more to continue it")
         module.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         history = state["history"]
-        start = state["epoch"] + 1
-        print(f"resumed from {last_path} after epoch {state['epoch'] + 1}")
+        print(f"resumed from {last_path} after epoch {start}")
     reference_loss = history["train_loss"][0] if history["train_loss"] else None
 
     for epoch in range(start, config.epochs):
@@ -136,7 +137,7 @@ def run_training(
             history["best"] = float(val[config.monitor])
             history["best_epoch"] = epoch + 1
         state = {"model": cpu_state(module), "optimizer": optimizer.state_dict(), "epoch": epoch,
-                 "history": history, "config": config.extra}
+                 "history": history, "config": config.extra, "run": run_info}
         if improved:
             save_checkpoint(best_path, state)
         save_checkpoint(last_path, state)
@@ -145,4 +146,5 @@ def run_training(
               f"{config.monitor} {val[config.monitor]:.4f}{' (best)' if improved else ''}")
         if on_epoch_end:
             on_epoch_end(history)
-    return history
+    write_json(config.run.path / "history.json", history)
+    return history, config.epochs - start

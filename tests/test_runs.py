@@ -1,0 +1,184 @@
+"""Runs that cannot lie: flags that do what they say, keyed run folders, checked resume and hand-offs."""
+import json
+import pathlib
+
+import pytest
+import torch
+
+import classify_train_task3
+import finetune_task2
+import segmentation_task1
+from conftest import script_args
+from utils.runs import (Run, RunMismatch, find_handoff, load_checkpoint, open_run, run_key)
+from utils.training import LoopConfig, StepResult, run_training
+
+# ------------------------------------------------------------------------------------------ flags
+
+
+@pytest.mark.parametrize("spelling", [["--learning-rate", "0.05"], ["--learning-rate=0.05"]])
+def test_typed_flag_beats_the_preset_in_every_spelling(spelling):
+    args = finetune_task2.parse_args(["--preset", "quick", *spelling])
+    assert args.learning_rate == 0.05
+    assert args.epochs == finetune_task2.PRESETS["quick"]["epochs"]  # untyped: the preset's
+    assert "learning_rate" in args.typed_flags
+
+
+def test_typed_boolean_and_epochs_beat_the_preset():
+    args = finetune_task2.parse_args(["--preset", "quick", "--epochs=7"])
+    assert args.epochs == 7
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--learning", "0.05"], "unrecognized arguments: --learning"),
+    (["--learning=0.05"], "unrecognized arguments: --learning=0.05"),
+    (["--epoch", "7"], "unrecognized arguments: --epoch"),
+    (["--epochs", "0"], "--epochs: 0 is out of range: must be > 0"),
+    (["--epochs", "-1"], "--epochs: -1 is out of range: must be > 0"),
+    (["--batch-size", "-4"], "--batch-size: -4 is out of range: must be > 0"),
+    (["--batch-size", "0"], "--batch-size: 0 is out of range: must be > 0"),
+    (["--learning-rate", "0"], "--learning-rate: 0 is out of range: must be > 0"),
+    (["--momentum", "1.5"], "--momentum: 1.5 is out of range: must be in [0, 1)"),
+    (["--samples-per-epoch", "-3"], "--samples-per-epoch: -3 is out of range: must be >= 0"),
+    (["--seed", "-1"], "--seed: -1 is out of range: must be >= 0"),
+    (["--split", "train"], "unrecognized arguments: --split"),  # training scripts choose their own splits
+    (["--preset", "fast"], "--preset must be one of paper, quick"),
+])
+@pytest.mark.parametrize("script", [finetune_task2, classify_train_task3])
+def test_bad_flags_are_argparse_errors(script, argv, message, capsys):
+    if script is classify_train_task3 and argv[0] == "--momentum":
+        argv, message = ["--decode-batch", "-2"], "--decode-batch: -2 is out of range: must be >= 0"
+    with pytest.raises(SystemExit) as exit_info:
+        script.parse_args(["--preset", "quick", *argv] if argv[0] != "--preset" else argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_task1_multimask_help_says_the_study_uses_the_single_mask(capsys):
+    with pytest.raises(SystemExit):
+        segmentation_task1.parse_args(["--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "--multimask" in help_text and "the study uses the single mask" in help_text
+
+
+# ------------------------------------------------------------------------------------------ run folders
+
+
+def identity(**changes):
+    base = {"task": "task2", "model": "lite_medsam", "checkpoint_sha256": "abc", "store_key": "S1",
+            "prompt": "bound_box", "seed": 0, "precision": "fp32", "encoder_precision": "fp32",
+            "learning_rate": 0.01, "batch_size": 16}
+    return dict(base, **changes)
+
+
+def test_different_settings_get_different_folders_and_same_settings_the_same(tmp_path):
+    a, _ = open_run(tmp_path, identity(), resume=False)
+    b, _ = open_run(tmp_path, identity(learning_rate=0.05), resume=False)
+    assert a.path != b.path and a.key == run_key(identity())
+    assert (tmp_path / "latest").read_text().strip() == b.path.name
+    assert json.loads((a.path / "run.json").read_text())["identity"] == identity()
+
+
+@pytest.mark.parametrize("field, value", [("learning_rate", 0.05), ("store_key", "S2")])
+def test_resume_with_other_settings_refuses_and_names_the_field(tmp_path, field, value):
+    run, _ = open_run(tmp_path, identity(), resume=False)
+    torch.save({"epoch": 0}, run.last)
+    with pytest.raises(RunMismatch, match=rf"differs in: {field}: {identity()[field]!r} \(that run\) vs {value!r} \(now\)"):
+        open_run(tmp_path, identity(**{field: value}), resume=True)
+    again, note = open_run(tmp_path, identity(), resume=True)
+    assert again == run and note.startswith("resuming")
+
+
+def test_a_new_run_never_reports_an_old_runs_checkpoints(tmp_path):
+    run, _ = open_run(tmp_path, identity(), resume=False)
+    torch.save({"epoch": 9}, run.best)
+    fresh, note = open_run(tmp_path, identity(), resume=False)
+    assert fresh.path == run.path and not fresh.best.exists() and "starting over" in note
+
+
+def _tiny_loop(run: Run, epochs: int, resume: bool):
+    torch.manual_seed(0)
+    module = torch.nn.Linear(2, 1)
+    optimizer = torch.optim.SGD(module.parameters(), lr=0.05)
+    data = [torch.tensor([i / 8, 1.0]) for i in range(8)]
+
+    def step(batch, epoch):
+        x = torch.stack(batch)
+        loss = ((module(x)[:, 0] - x[:, 0] * 0.5) ** 2).mean()
+        return StepResult(loss=loss, metric_sum=0.0, count=len(batch))
+
+    config = LoopConfig(epochs=epochs, batch_size=4, samples_per_epoch=0, seed=0, monitor="score", run=run,
+                        progress=False)
+    return run_training(module, optimizer, data, step, lambda epoch: {"score": -float(epoch)}, config, resume)
+
+
+def test_resume_trains_only_the_missing_epochs_and_refuses_fewer(tmp_path):
+    run, _ = open_run(tmp_path, identity(), resume=False)
+    history, trained = _tiny_loop(run, 1, resume=False)
+    assert trained == 1
+    history, trained = _tiny_loop(run, 3, resume=True)
+    assert trained == 2 and history["epoch"] == [1, 2, 3]  # seconds per epoch divide by these 2
+    full_run, _ = open_run(tmp_path / "full", identity(), resume=False)
+    full, _ = _tiny_loop(full_run, 3, resume=False)
+    assert full["train_loss"] == history["train_loss"]
+    with pytest.raises(RunMismatch, match="already has 3 epochs"):
+        _tiny_loop(run, 2, resume=True)
+
+
+def test_checkpoints_load_with_weights_only(tmp_path):
+    good = tmp_path / "good.pt"
+    torch.save({"model": {"w": torch.ones(2)}, "epoch": 0, "config": {"lr": 0.1, "name": "x", "none": None}}, good)
+    assert load_checkpoint(good)["epoch"] == 0
+    bad = tmp_path / "bad.pt"
+    torch.save({"model": {}, "path": pathlib.Path("x")}, bad)  # arbitrary objects: refused, not unpickled
+    with pytest.raises(RunMismatch, match=r"bad\.pt: not a readable suite checkpoint"):
+        load_checkpoint(bad)
+
+
+# ------------------------------------------------------------------------------------------ hand-offs
+
+
+def fake_task2_run(root, **changes):
+    ident = identity(prompt="one_central_point", **changes)
+    run, _ = open_run(root / ident["model"] / ident["prompt"], ident, resume=False)
+    torch.save({"model": {}, "epoch": 2, "run": {"key": run.key, "identity": ident}}, run.best)
+    return run
+
+
+def test_auto_handoff_takes_only_a_run_for_the_same_model_and_data(tmp_path):
+    wanted = {"model": "lite_medsam", "checkpoint_sha256": "abc", "store_key": "S1"}
+    other = fake_task2_run(tmp_path, store_key="S2")
+    handoff, why = find_handoff("auto", tmp_path, "one_central_point", wanted)
+    assert handoff is None and "1 run(s) there were made for other data" in why
+    same = fake_task2_run(tmp_path, learning_rate=0.02)
+    handoff, why = find_handoff("auto", tmp_path, "one_central_point", wanted)
+    assert handoff.run_key == same.key and same.key in why and handoff.epoch == 3
+    with pytest.raises(RunMismatch, match=r"store_key: 'S2' \(that run\) vs 'S1' \(now\).*--allow-other-data"):
+        find_handoff(str(other.path), tmp_path, "one_central_point", wanted)
+    handoff, why = find_handoff(str(other.best), tmp_path, "one_central_point", wanted, allow_other_data=True)
+    assert handoff.other_data and handoff.record["other_data"] and "OTHER data" in why
+
+
+def test_task3_refuses_a_task2_checkpoint_from_another_store(tiny_study, tmp_path, capsys):
+    other = fake_task2_run(tmp_path, store_key="another-store", checkpoint_sha256="x")
+    argv = script_args(tiny_study, tmp_path / "results", "--preset", "quick", "--finetuned", other.path)
+    with pytest.raises(SystemExit) as exit_info:
+        classify_train_task3.main(argv)
+    assert exit_info.value.code == 1
+    assert "trained for other data or weights" in capsys.readouterr().err
+
+
+def test_task2_resume_with_a_changed_learning_rate_refuses(tiny_study, tmp_path, capsys):
+    common = script_args(tiny_study, tmp_path / "results", "--preset", "quick", "--prompts", "bound_box",
+                         "--samples-per-epoch", "8", "--batch-size", "8", "--val-samples", "8",
+                         "--checkpoint-dir", tmp_path / "ckpt")
+    assert finetune_task2.main(common + ["--epochs", "1", "--learning-rate", "0.01"]) == 0
+    with pytest.raises(SystemExit) as exit_info:
+        finetune_task2.main(common + ["--epochs", "2", "--learning-rate", "0.05", "--resume"])
+    assert exit_info.value.code == 1
+    assert "learning_rate: 0.01 (that run) vs 0.05 (now)" in capsys.readouterr().err
+    metrics = json.loads((tmp_path / "results" / "task2" / "metrics.json").read_text())
+    run = metrics["prompts"]["bound_box"]["run"]
+    assert metrics["settings"]["learning_rate"] == 0.01 and run["key"] in run["folder"]
+    state = load_checkpoint(metrics["prompts"]["bound_box"]["checkpoint"])
+    assert state["run"]["identity"]["learning_rate"] == 0.01
+    assert state["optimizer"]["param_groups"][0]["lr"] == 0.01

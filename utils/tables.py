@@ -1,0 +1,98 @@
+"""Every table of the study, rendered from the metrics dicts the scripts write (metrics.json).
+
+The scripts write their table*.md files with these functions, and make_report.py renders the report's
+tables with the same functions from the same metrics.json: one rendering of each table, no splicing.
+Each function returns Markdown without a title line (the caller adds '# ...' or '### ...').
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+from .organs import ORGAN_TITLES, ORGANS, organ_title
+from .prompts import PROMPT_TITLES
+from .reporting import markdown_table, provenance_line
+
+
+def prompt_title(prompt: str) -> str:
+    return PROMPT_TITLES.get(prompt, prompt)
+
+
+def organ_table(summaries: dict[str, dict], with_n: bool = True) -> str:
+    """Dice per organ (rows) and prompt type (columns) from {prompt: {"organs": {name: {"dice", "n"}}}}."""
+    prompts = list(summaries)
+    rows = []
+    for name in ORGANS:
+        cells = [summaries[p]["organs"].get(name) for p in prompts]
+        if any(cells):
+            n = next(c["n"] for c in cells if c)
+            rows.append([name] + ([n] if with_n else []) + [c["dice"] if c else "-" for c in cells])
+    return markdown_table(["organ"] + (["n"] if with_n else []) + [prompt_title(p) for p in prompts], rows)
+
+
+def mdice_table(summaries: dict[str, dict]) -> str:
+    """Prompt Type | mDice (the study's Table 1 shape)."""
+    return markdown_table(["Prompt Type", "mDice"], [[prompt_title(p), s["mDice"]] for p, s in summaries.items()])
+
+
+def table1(metrics: dict) -> str:
+    """Table 1 and Dice per organ from Task 1's metrics.json."""
+    return (f"{provenance_line(metrics['provenance'])}\n\n{mdice_table(metrics['prompts'])}\n"
+            f"#### Dice per organ\n\n{organ_table(metrics['prompts'])}")
+
+
+def table2(metrics: dict) -> str:
+    """Table 2 (original vs fine-tuned mDice) and fine-tuned Dice per organ from Task 2's metrics.json."""
+    s = metrics["settings"]
+    rows = []
+    for p, tuned in metrics["prompts"].items():
+        before, after = metrics["original"][p]["mDice"], tuned["mDice"]
+        gain = f"{100 * (after - before) / before:.2f}" if before > 0 else "n/a (original 0)"
+        rows.append([prompt_title(p), before, after, gain])
+    runs = ", ".join(f"{p} `{tuned['run']['key']}`" for p, tuned in metrics["prompts"].items())
+    chosen_on = (f"{s['val_samples_per_epoch']} validation samples" if s["val_samples_per_epoch"] < s["val_samples"]
+                 else "the validation split")
+    note = (f"Preset `{metrics['preset']}` ({s['epochs']} epochs, lr {s['learning_rate']}, batch {s['batch_size']}, "
+            f"{s['samples_per_epoch'] or 'all'} samples/epoch, {s['aug_views']} augmented views). Fine-tuned = the "
+            f"checkpoint with the best validation mDice, chosen on {chosen_on} and scored on the whole validation "
+            f"split ({s['val_samples']} samples); choosing and scoring on one split follows the study and flatters "
+            f"the fine-tuned column slightly. Original column {metrics['original_source']}. "
+            f"Runs: {runs}.")
+    table = markdown_table(["Prompt Type", "mDice(original)", "mDice(finetuned)", "improved(%)"], rows)
+    return (f"{provenance_line(metrics['provenance'])}\n\n{note}\n\n{table}\n"
+            f"#### Fine-tuned Dice per organ\n\n{organ_table(metrics['prompts'], with_n=False)}")
+
+
+def table3(metrics: dict) -> str | None:
+    """Table 3 (published baselines beside the suite's fine-tuned bound box), or None without that prompt."""
+    if "bound_box" not in metrics["prompts"]:
+        return None
+    ours = 100 * metrics["prompts"]["bound_box"]["mDice"]
+    table = markdown_table(
+        ["Model", "U-Net[7]", "ResU-Net[8]", "DeepLabV3[9]", "PIPO-FAN[10]", f"Fine-tuned {metrics['model']} (bound box)"],
+        [["Avg mDice(%)", "92.1", "92.4", "89.2", "93.6", f"{ours:.1f}"],
+         ["Measured on", "real BTCV (published)", "real BTCV (published)", "real BTCV (published)",
+          "real BTCV (published)", f"{metrics['data']}, val split, measured by this suite"]])
+    return ("The four baselines are published figures on real BTCV, cited from the study report, not measured "
+            "here. The last column is this suite's own measurement; compare across columns only when it was "
+            f"measured on real BTCV.\n\n{table}")
+
+
+def table4(metrics: dict) -> str:
+    """Table 4 (classification accuracy per organ, weighted average, baselines) from Task 3's metrics.json."""
+    meta = metrics["provenance"]
+    rows = [[ORGAN_TITLES[ORGANS.index(name)], v["accuracy"], v["n"], f"{100 * v['share']:.2f}"]
+            for name, v in metrics["organs"].items()]
+    rows += [["**Weighted Average**", metrics["weighted_average"], metrics["n"], "100.00"],
+             ["Mean over organs (unweighted)", metrics["mean"], "", ""],
+             [f"Majority-class baseline (always {organ_title(ORGANS.index(metrics['majority_organ']) + 1)})",
+              metrics["majority_baseline"], "", ""]]
+    table = markdown_table(["Organ Type", "Accuracy", "n", "share (%)"], rows)
+    return (f"{provenance_line(meta)} Preset `{meta['preset']}`; classifier run `{meta['classifier_run']}`, "
+            f"epoch {meta['classifier_epoch']}; starting weights: {meta['starting_weights']}.\n\n{table}")
+
+
+def titled(title: str, body: str | None, level: str = "#") -> str:
+    return f"{level} {title}\n\n{body}" if body else ""
+
+
+__all__: Sequence[str] = ["mdice_table", "organ_table", "table1", "table2", "table3", "table4", "titled"]
