@@ -40,8 +40,10 @@ ARCHS = ("unet", "resunet")
 # Residual units per encoder/decoder block: 0 is MONAI's plain U-Net, 2 its residual "ResU-Net"
 # (the setting of MONAI's BTCV/Spleen UNet tutorials).
 RES_UNITS = {"unet": 0, "resunet": 2}
-# Channel widths per resolution level. QUICK fits the CPU quick preset (3 poolings, 160 px phantom
-# slices); PAPER is MONAI's tutorial U-Net (4 poolings), sized for a GPU.
+# Channel widths per resolution level. QUICK fits the CPU quick preset (3 poolings): measured on this
+# 2-core machine, one training step on 160 x 160 phantom slices, batch 8, costs 0.019 s a slice for
+# the U-Net (166 k parameters) and 0.034 s for the ResU-Net (407 k); (8, 16, 32, 64) was only ~20 %
+# faster. PAPER is MONAI's tutorial U-Net (4 poolings, as in its spleen/BTCV UNet examples), for a GPU.
 QUICK_CHANNELS = (16, 32, 64, 128)
 PAPER_CHANNELS = (16, 32, 64, 128, 256)
 # The two scored rows of Table 3 per architecture: the plain prediction, and the prediction kept only
