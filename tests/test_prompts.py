@@ -3,7 +3,9 @@ import numpy as np
 import pytest
 
 from utils.prompts import (
-    PROMPT_TYPES, bound_box, central_point, larger_box, make_prompt, parse_prompt_types, random_points,
+    ALL_PROMPT_TYPES, DEFAULT_BOX_JITTER_PX, DEFAULT_NEGATIVE_MARGIN_PX, EXTRA_PROMPTS, PROMPT_TITLES,
+    PROMPT_TYPES, STUDY_PROMPTS, bound_box, central_point, is_box_prompt, jittered_box, larger_box,
+    make_prompt, parse_prompt_types, prompt_type_id, random_points,
 )
 from utils.seeding import child_rng
 
@@ -66,3 +68,100 @@ def test_parse_prompt_types():
     assert parse_prompt_types("bound_box,one_central_point") == ["bound_box", "one_central_point"]
     with pytest.raises(ValueError, match="unknown prompt"):
         parse_prompt_types("two_points")
+
+
+def test_parse_prompt_types_extras_by_name_only():
+    assert parse_prompt_types("all") == list(STUDY_PROMPTS) == list(PROMPT_TYPES)
+    assert len(STUDY_PROMPTS) == 5 and not set(EXTRA_PROMPTS) & set(STUDY_PROMPTS)
+    assert parse_prompt_types("jittered_box,center_and_negatives,bound_box") == [
+        "jittered_box", "center_and_negatives", "bound_box"]
+    assert all(t in PROMPT_TITLES for t in ALL_PROMPT_TYPES)
+    # the five keep their seeding ids
+    assert [prompt_type_id(t) for t in PROMPT_TYPES] == [0, 1, 2, 3, 4]
+    assert is_box_prompt("jittered_box") and not is_box_prompt("center_and_negatives")
+
+
+def check_jittered(mask, box, jitter):
+    h, w = mask.shape
+    tight = np.array([np.nonzero(mask.any(0))[0].min(), np.nonzero(mask.any(1))[0].min(),
+                      np.nonzero(mask.any(0))[0].max(), np.nonzero(mask.any(1))[0].max()], float)
+    x0, y0, x1, y1 = box
+    assert x1 > x0 and y1 > y0
+    assert 0 <= x0 and x1 <= w - 1 and 0 <= y0 and y1 <= h - 1
+    assert np.all(np.abs(box - tight) <= jitter)
+    assert np.array_equal(box, np.round(box))  # whole-pixel shifts
+
+
+@pytest.mark.parametrize("case", ["blob", "one_pixel", "corner", "right_edge"])
+def test_jittered_box_seeded_within_jitter_inside_never_empty(case):
+    mask = np.zeros((30, 40), bool)
+    if case == "blob":
+        mask = blob()
+    elif case == "one_pixel":
+        mask[12, 17] = True
+    elif case == "corner":
+        mask[0:4, 0:3] = True
+    else:
+        mask[10:20, 39] = True  # a one-pixel-wide organ on the last column
+    for jitter in (1, 3, DEFAULT_BOX_JITTER_PX, 20):
+        boxes = [jittered_box(mask, child_rng(seed, 7), jitter) for seed in range(40)]
+        for box in boxes:
+            check_jittered(mask, box, jitter)
+        assert np.array_equal(boxes[0], jittered_box(mask, child_rng(0, 7), jitter))
+        assert len({tuple(b) for b in boxes}) > 1  # it does move
+    assert np.array_equal(make_prompt(mask, "jittered_box", child_rng(3)).box,
+                          jittered_box(mask, child_rng(3), DEFAULT_BOX_JITTER_PX))
+    assert make_prompt(mask, "jittered_box", child_rng(3), box_jitter=0).box.tolist() == \
+        jittered_box(mask, child_rng(3), 0).tolist()
+
+
+def test_jittered_box_zero_jitter_is_tight_box_or_one_pixel_wider():
+    mask = blob()
+    assert jittered_box(mask, child_rng(0), 0).tolist() == bound_box(mask).tolist()
+    dot = np.zeros((10, 10), bool)
+    dot[9, 9] = True  # nowhere to grow but inwards
+    assert jittered_box(dot, child_rng(0), 0).tolist() == [8, 8, 9, 9]
+    dot = np.zeros((10, 10), bool)
+    dot[4, 2] = True
+    assert jittered_box(dot, child_rng(0), 0).tolist() == [2, 4, 3, 5]
+    with pytest.raises(ValueError, match="whole number"):
+        jittered_box(mask, child_rng(0), -1)
+
+
+def test_jittered_box_sides_cover_the_whole_range():
+    mask = np.zeros((60, 60), bool)
+    mask[20:40, 15:45] = True
+    boxes = np.array([jittered_box(mask, child_rng(s), 2) for s in range(300)])
+    shifts = boxes - np.array([15, 20, 44, 39])
+    for side in range(4):
+        assert set(shifts[:, side].tolist()) == {-2, -1, 0, 1, 2}
+
+
+@pytest.mark.parametrize("where", ["middle", "corner"])
+def test_center_and_negatives(where):
+    mask = np.zeros((50, 60), bool)
+    if where == "middle":
+        mask = np.zeros((50, 60), bool)
+        cv2.circle(mask.view(np.uint8), (30, 25), 8, 1, -1)
+    else:
+        mask[0:12, 0:15] = True  # fills its own tight box: negatives must come from the margin
+    x0, y0, x1, y1 = bound_box(mask)
+    m = DEFAULT_NEGATIVE_MARGIN_PX
+    for seed in range(20):
+        prompt = make_prompt(mask, "center_and_negatives", child_rng(seed, 1))
+        assert prompt.box is None and prompt.points.shape == (3, 2) and prompt.points.dtype == np.float32
+        assert prompt.labels.tolist() == [1, 0, 0]
+        assert prompt.points[0].tolist() == central_point(mask)[0].tolist()
+        (cx, cy), *negatives = prompt.points
+        assert mask[int(cy), int(cx)]
+        assert negatives[0].tolist() != negatives[1].tolist()
+        for x, y in negatives:
+            assert not mask[int(y), int(x)]
+            assert max(x0 - m, 0) <= x <= min(x1 + m, 59) and max(y0 - m, 0) <= y <= min(y1 + m, 49)
+    a = make_prompt(mask, "center_and_negatives", child_rng(5))
+    b = make_prompt(mask, "center_and_negatives", child_rng(5))
+    assert np.array_equal(a.points, b.points)
+    # the margin is a keyword: margin 1 around the corner block keeps negatives on its rim
+    rim = make_prompt(mask, "center_and_negatives", child_rng(5), negative_margin=1)
+    for x, y in rim.points[1:]:
+        assert x <= x1 + 1 and y <= y1 + 1

@@ -23,15 +23,29 @@ def prompt_inputs(
     """Stack N prompts of one kind into the prompt encoder's inputs, in encoder-input pixels.
 
     Returns (points, boxes): points = (coords float32 (N, P, 2), labels int64 (N, P)) or None;
-    boxes = float32 (N, 4) XYXY or None.
+    boxes = float32 (N, 4) XYXY or None. A prompt with a box and points (a box start plus correction
+    clicks) gives both, as ``SamPredictor.predict(point_coords=..., box=...)`` does. All N prompts must
+    be of one kind: all with a box or none, and all with the same number of points (P may be 0: no points).
     """
     device = model.device
-    if prompts[0].box is not None:
-        boxes = np.stack([model.transform_boxes(p.box[None], s)[0] for p, s in zip(prompts, original_sizes)])
-        return None, torch.as_tensor(boxes, device=device)
-    coords = np.stack([model.transform_coords(p.points, s) for p, s in zip(prompts, original_sizes)])
-    labels = np.stack([p.labels for p in prompts])
-    return (torch.as_tensor(coords, device=device), torch.as_tensor(labels, device=device)), None
+    has_box = prompts[0].box is not None
+    n_points = 0 if prompts[0].points is None else len(prompts[0].points)
+    for p in prompts:
+        if (p.box is not None) != has_box or (0 if p.points is None else len(p.points)) != n_points:
+            raise ValueError("prompts decoded together must be of one kind: all with a box or none, and all "
+                             "with the same number of points; decode the others in a separate batch")
+    boxes = points = None
+    if has_box:
+        boxes = torch.as_tensor(
+            np.stack([model.transform_boxes(p.box[None], s)[0] for p, s in zip(prompts, original_sizes)]),
+            device=device)
+    if n_points:
+        coords = np.stack([model.transform_coords(p.points, s) for p, s in zip(prompts, original_sizes)])
+        labels = np.stack([p.labels for p in prompts])
+        points = (torch.as_tensor(coords, device=device), torch.as_tensor(labels, device=device))
+    if boxes is None and points is None:
+        raise ValueError("a prompt needs points or a box")
+    return points, boxes
 
 
 def predict_masks_paired(
@@ -73,19 +87,29 @@ def decode(
     multimask_output: bool = False,
     prompt_encoder: torch.nn.Module | None = None,
     mask_decoder: torch.nn.Module | None = None,
+    mask_input: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Low-res mask logits for N prompts, each paired with its own embedding.
 
     embeddings: float32 (N, 256, 64, 64) (or (1, ...) shared by all N prompts). All prompts must be
-    of one kind (boxes, or the same number of points). ``multimask_output`` picks, per prompt, the
+    of one kind (see :func:`prompt_inputs`). ``multimask_output`` picks, per prompt, the
     best of SAM's three masks by predicted IoU (as SAM's automatic mode does); otherwise the single
     mask output. ``prompt_encoder`` / ``mask_decoder`` default to the model's (pass fine-tuned copies).
+    ``mask_input``: optional float (N, 1, 256, 256) low-res logits, typically a previous call's output
+    for the same prompts (SAM's iterative refinement), given to the prompt encoder as ``masks=``; as
+    ``SamPredictor.predict(mask_input=...)`` with its (1, 256, 256) array.
     Returns (low-res logits (N, 1, 256, 256), predicted IoU (N,)).
     """
     prompt_encoder = prompt_encoder or model.sam.prompt_encoder
     mask_decoder = mask_decoder or model.sam.mask_decoder
     points, boxes = prompt_inputs(model, prompts, original_sizes)
-    sparse, dense = prompt_encoder(points=points, boxes=boxes, masks=None)
+    if mask_input is not None:
+        expected = (len(prompts), 1, *prompt_encoder.mask_input_size)
+        if tuple(mask_input.shape) != expected:
+            raise ValueError(f"mask_input must be low-res logits of shape {expected} (one per prompt), "
+                             f"got {tuple(mask_input.shape)}")
+        mask_input = mask_input.to(device=embeddings.device, dtype=torch.float32)
+    sparse, dense = prompt_encoder(points=points, boxes=boxes, masks=mask_input)
     n = sparse.size(0)
     if embeddings.size(0) not in (1, n):
         raise ValueError(f"{embeddings.size(0)} embeddings for {n} prompts: pass one, or one per prompt")

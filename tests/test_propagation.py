@@ -1,0 +1,175 @@
+"""Propagation with stand-in decoders: one that answers with the ground truth (only where the prompt
+touches the organ), one that answers nothing; the min-area stop; batching; the key-slice rule."""
+import numpy as np
+import pytest
+
+from utils.prompts import Prompt, bound_box, central_point, make_prompt
+from utils.propagation import (
+    STOP_BELOW_MIN_AREA, STOP_EMPTY, STOP_VOLUME_END, key_slice, next_prompt, propagate, propagate_batch,
+)
+
+LIVER = 6
+
+
+def drifting_organ(n_slices=12, z_first=3, z_last=8, h=24, w=28, radii=None):
+    """(Z, H, W) labels: a square organ on slices z_first..z_last that moves 1 px right per slice."""
+    labels = np.zeros((n_slices, h, w), np.uint8)
+    for i, z in enumerate(range(z_first, z_last + 1)):
+        r = 3 if radii is None else radii[i]
+        labels[z, 10 - r : 10 + r + 1, 6 + i - r + 4 : 6 + i + r + 5] = LIVER
+    return labels
+
+
+class GroundTruthDecoder:
+    """Returns the organ's ground truth on slice z as logits (+8 / -8), but only when the prompt
+    touches it (its point lies inside, or its box overlaps); otherwise nothing. Records its calls."""
+
+    def __init__(self, labels, organ=LIVER):
+        self.masks = labels == organ
+        self.calls: list[tuple[int, Prompt]] = []
+
+    def __call__(self, z, prompt):
+        self.calls.append((z, prompt))
+        mask = self.masks[z]
+        if prompt.box is not None:
+            x0, y0, x1, y1 = np.round(prompt.box).astype(int)
+            touches = mask[y0 : y1 + 1, x0 : x1 + 1].any()
+        else:
+            touches = all(mask[int(y), int(x)] for x, y in prompt.points)
+        return np.where(mask & touches, 8.0, -8.0).astype(np.float32)
+
+
+@pytest.mark.parametrize("prompt_type", ["bound_box", "one_central_point", "larger_box", "three_random_points"])
+def test_ground_truth_decoder_recovers_whole_organ_and_stops_where_it_ends(prompt_type):
+    labels = drifting_organ()
+    key = key_slice(labels, LIVER)
+    first = make_prompt(labels[key] == LIVER, prompt_type, np.random.default_rng(0))
+    decoder = GroundTruthDecoder(labels)
+    result = propagate(len(labels), key, first, decoder, prompt_type)
+    assert result.z_range == (3, 8)
+    assert np.array_equal(result.stack() > 0, labels == LIVER)  # the whole organ, nothing else
+    assert result.stops == {"decreasing": STOP_EMPTY, "increasing": STOP_EMPTY}
+    assert result.stopped_at == {"decreasing": 2, "increasing": 9}
+    assert result.n_decoded == len(decoder.calls) == 6 + 2  # each organ slice once, one empty slice each way
+    assert sorted(z for z, _ in decoder.calls) == list(range(2, 10))
+    # Each later prompt comes from the previous slice's predicted mask, not from the ground truth there.
+    for z, prompt in decoder.calls[1:]:
+        previous = labels[z - 1 if z > key else z + 1] == LIVER
+        assert _same_prompt(prompt, next_prompt(previous, prompt_type))
+
+
+def _same_prompt(a, b):
+    same = lambda u, v: (u is None and v is None) or (u is not None and v is not None and np.array_equal(u, v))
+    return same(a.points, b.points) and same(a.labels, b.labels) and same(a.box, b.box)
+
+
+def test_propagated_prompts_by_type():
+    mask = np.zeros((20, 20), bool)
+    mask[4:9, 5:15] = True
+    assert np.array_equal(next_prompt(mask, "bound_box").box, bound_box(mask))
+    point = next_prompt(mask, "one_random_point")
+    assert np.array_equal(point.points, central_point(mask)) and point.labels.tolist() == [1]
+    assert next_prompt(mask, "larger_box").box.tolist() == [2.5, 1.5, 16.5, 10.5]
+
+
+def test_organ_reaching_the_volume_end_stops_there():
+    labels = drifting_organ(n_slices=7, z_first=0, z_last=6)
+    result = propagate(7, 2, Prompt(box=bound_box(labels[2] == LIVER)), GroundTruthDecoder(labels), "bound_box")
+    assert result.z_range == (0, 6)
+    assert result.stops == {"decreasing": STOP_VOLUME_END, "increasing": STOP_VOLUME_END}
+    assert result.stopped_at == {"decreasing": None, "increasing": None}
+    assert result.n_decoded == 7
+
+
+def test_decoder_that_returns_nothing_stops_at_once():
+    calls = []
+
+    def nothing(z, prompt):
+        calls.append(z)
+        return np.full((16, 16), -5.0, np.float32)
+
+    result = propagate(10, 4, Prompt(box=np.array([2, 2, 8, 8], np.float32)), nothing, "bound_box")
+    assert calls == [4]
+    assert result.z_range == (4, 4)
+    assert result.stops == {"decreasing": STOP_EMPTY, "increasing": STOP_EMPTY}
+    assert result.stopped_at == {"decreasing": 4, "increasing": 4}
+    stack = result.stack()
+    assert stack.shape == (10, 16, 16) and not (stack > 0).any()
+    assert np.all(stack[4] == -5.0) and np.all(np.isneginf(stack[:4]))
+
+
+def test_min_area_stops_where_ground_truth_gets_smaller_than_the_minimum():
+    # Half-widths per organ slice 1..9: areas (2r+1)^2 = 9, 25, 49, 81, 49, 9, 1, 49, 81.
+    radii = [1, 2, 3, 4, 3, 1, 0, 3, 4]
+    labels = drifting_organ(n_slices=12, z_first=1, z_last=9, radii=radii)
+    areas = (labels == LIVER).sum(axis=(1, 2)).tolist()
+    assert areas == [0, 9, 25, 49, 81, 49, 9, 1, 49, 81, 0, 0]
+    key = key_slice(labels, LIVER)
+    assert key == 4  # area 81 on z=4 and z=9; z=4 is nearer the middle (5) of the extent 1..9
+    decoder = GroundTruthDecoder(labels)
+    result = propagate(12, key, Prompt(box=bound_box(labels[key] == LIVER)), decoder, "bound_box", min_area_px=20)
+    assert result.z_range == (2, 5)  # 25, 49, 81, 49 accepted; 9 (z=1, z=6) < 20 rejected
+    assert result.stops == {"decreasing": STOP_BELOW_MIN_AREA, "increasing": STOP_BELOW_MIN_AREA}
+    assert result.stopped_at == {"decreasing": 1, "increasing": 6}
+    assert 8 not in [z for z, _ in decoder.calls]  # the organ grows again at z=8, but propagation has stopped
+    assert np.array_equal(result.stack()[2:6] > 0, labels[2:6] == LIVER)
+    assert not (result.stack()[[0, 1, 6, 7, 8, 9, 10, 11]] > 0).any()  # rejected slices keep no logits
+
+
+def test_key_slice_below_min_area_is_kept_but_not_propagated():
+    labels = drifting_organ()
+    decoder = GroundTruthDecoder(labels)
+    result = propagate(12, 5, Prompt(box=bound_box(labels[5] == LIVER)), decoder, "bound_box", min_area_px=100)
+    assert [z for z, _ in decoder.calls] == [5]
+    assert list(result.logits) == [5] and (result.logits[5] > 0).sum() == 49
+    assert result.stops == {"decreasing": STOP_BELOW_MIN_AREA, "increasing": STOP_BELOW_MIN_AREA}
+
+
+def test_batch_equals_one_by_one_and_asks_once_per_round():
+    labels = drifting_organ()
+    other = np.roll(drifting_organ(z_first=6, z_last=11), 10, axis=1)  # rows 17..23, reaches the last slice
+    assert not ((labels > 0) & (other > 0)).any()
+    decoders = [GroundTruthDecoder(labels), GroundTruthDecoder(other)]
+    seeds = [(4, Prompt(box=bound_box(labels[4] == LIVER))), (9, Prompt(box=bound_box(other[9] == LIVER)))]
+    rounds = []
+    owner = {}
+
+    def decode_batch(requests):
+        rounds.append(len(requests))
+        # Both organs' fronts are mixed in one round; tell them apart by which ground truth the box touches.
+        out = []
+        for z, prompt in requests:
+            answers = [d(z, prompt) for d in decoders]
+            out.append(max(answers, key=lambda a: (a > 0).sum()))
+        return out
+
+    batched = propagate_batch(12, seeds, decode_batch, "bound_box")
+    single = [propagate(12, z, p, GroundTruthDecoder(l), "bound_box") for (z, p), l in zip(seeds, (labels, other))]
+    for b, s in zip(batched, single):
+        assert b.z_range == s.z_range and b.stops == s.stops and b.stopped_at == s.stopped_at
+        assert np.array_equal(b.stack(), s.stack())
+    assert batched[1].z_range == (6, 11) and batched[1].stops["increasing"] == STOP_VOLUME_END
+    assert rounds[0] == 2 and max(rounds) <= 4 and sum(rounds) == sum(s.n_decoded for s in single)
+
+
+def test_key_slice_largest_area_ties_to_the_middle():
+    labels = np.zeros((9, 6, 6), np.uint8)
+    labels[1:8, 1:5, 1:5] = 3  # equal areas on 1..7: the middle is 4
+    assert key_slice(labels, 3) == 4
+    labels[2, :, :] = 3  # now slice 2 is largest
+    assert key_slice(labels, 3) == 2
+    with pytest.raises(ValueError, match="no slice"):
+        key_slice(labels, 7)
+
+
+def test_bad_arguments_are_refused():
+    box = Prompt(box=np.array([0, 0, 1, 1], np.float32))
+    decode = lambda z, p: np.zeros((4, 4))
+    with pytest.raises(ValueError, match="outside"):
+        propagate(5, 5, box, decode, "bound_box")
+    with pytest.raises(ValueError, match="min_area_px"):
+        propagate(5, 1, box, decode, "bound_box", min_area_px=0)
+    with pytest.raises(ValueError, match="unknown prompt type"):
+        propagate(5, 1, box, decode, "scribble")
+    with pytest.raises(ValueError, match=r"expected \(H, W\)"):
+        propagate(5, 1, box, lambda z, p: np.ones((1, 4, 4)), "bound_box")
