@@ -21,10 +21,11 @@ from utils.baselines import (
     restrict_to_box,
     training_slices,
 )
-from utils.embedding_cache import AugmentSpec, augment_view
+from utils.augmentation import AugmentSpec, augment_view
 from utils.metrics import summarise_dice
 from utils.prompts import bound_box
 from utils.slice_store import SliceStore
+from utils.runs import Run
 from utils.training import LoopConfig, run_training
 
 TINY = (4, 8, 16)  # channel widths: 2 poolings, multiple 4
@@ -114,9 +115,10 @@ def test_step_runs_in_the_shared_loop(store, tmp_path):
     refs = training_slices(store)
     step = make_baseline_step(net, SliceLoader(store))
     val = store.samples("val")
-    config = LoopConfig(epochs=3, batch_size=2, samples_per_epoch=0, seed=0, monitor="mDice",
-                        checkpoint_dir=tmp_path, progress=False)
-    history = run_training(net, torch.optim.Adam(net.parameters(), lr=0.02), refs, step,
+    run = Run(tmp_path, "test", {"task": "baseline"})
+    config = LoopConfig(epochs=3, batch_size=2, samples_per_epoch=0, seed=0, monitor="mDice", run=run,
+                        progress=False)
+    history, _ = run_training(net, torch.optim.Adam(net.parameters(), lr=0.02), refs, step,
                            lambda epoch: evaluate_baseline(net, store, val, False)[0], config)
     assert history["train_loss"][-1] < history["train_loss"][0]
     assert all(0.0 <= m <= 1.0 for m in history["train_metric"])

@@ -28,7 +28,7 @@ from typing import Callable, Iterable, Iterator, Literal, Sequence
 import numpy as np
 import torch
 
-from .embedding_cache import AugmentSpec, augment_view
+from .augmentation import AugmentSpec, augment_view
 from .metrics import batch_dice, summarise_dice
 from .organs import NUM_ORGANS
 from .prompts import bound_box

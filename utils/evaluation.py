@@ -11,7 +11,7 @@ from .decoding import decode
 from .embedding_cache import EmbeddingCache
 from .metrics import batch_dice, summarise_dice
 from .precision import autocast
-from .prompts import PROMPT_TYPES, Prompt, make_prompt
+from .prompts import Prompt, make_prompt, prompt_type_id
 from .seeding import child_rng
 
 
@@ -27,7 +27,7 @@ def sample_prompt(cache: EmbeddingCache, row: int, organ: int, mask: np.ndarray,
 def prompt_for(mask: np.ndarray, prompt_type: str, seed: int, store_index: int, organ: int, view: int = 0,
                epoch: int = -1) -> Prompt:
     """The prompt of (store slice, view, organ, type, epoch) for ``seed``: the one every path draws."""
-    rng = child_rng(seed, epoch + 1, store_index, view, organ, PROMPT_TYPES.index(prompt_type))
+    rng = child_rng(seed, epoch + 1, store_index, view, organ, prompt_type_id(prompt_type))
     return make_prompt(mask, prompt_type, rng)
 
 
