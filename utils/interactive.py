@@ -282,11 +282,11 @@ def make_decoder(model, embeddings: torch.Tensor, size: tuple[int, int], multima
 
 def cache_decoder(cache, samples: Sequence[tuple[int, int]], size: tuple[int, int],
                   multimask_output: bool = False, prompt_encoder: torch.nn.Module | None = None,
-                  mask_decoder: torch.nn.Module | None = None) -> DecodeRound:
+                  mask_decoder: torch.nn.Module | None = None, precision: str = "fp32") -> DecodeRound:
     """:func:`make_decoder` for (cache row, organ) ``samples`` of one slice ``size``, from the embedding
-    cache at its ``decoder_precision``. Each slice is read once; its embedding is kept for every round
+    cache, decoding at ``precision`` (``--precision``). Each slice is read once; its embedding is kept for every round
     (float32 (S, 256, 64, 64): 4 MiB per sample, so keep batches to tens of samples)."""
     from .evaluation import gather_embeddings
 
     return make_decoder(cache.model, gather_embeddings(cache, samples), size, multimask_output,
-                        prompt_encoder, mask_decoder, cache.decoder_precision)
+                        prompt_encoder, mask_decoder, precision)
