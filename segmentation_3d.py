@@ -178,7 +178,8 @@ def resolve_decoders(args, exp, prompt_types: list[str]) -> tuple[dict, dict | N
         if args.finetuned_store:
             raise fail("--finetuned-store goes with --finetuned auto")
         return {p: DecoderChoice(None, None, None, "pre-trained decoder (--finetuned none)") for p in prompt_types}, None
-    trained_on = {"slice_store": str(exp.store.path), "store_key": exp.store.key, "data": exp.store.description}
+    known = {exp.store.key: {"slice_store": str(exp.store.path), "store_key": exp.store.key,
+                             "data": exp.store.description}}
     if args.finetuned_store:
         if args.finetuned != "auto":
             raise fail("--finetuned-store goes with --finetuned auto (a PATH names its run already)")
@@ -186,8 +187,8 @@ def resolve_decoders(args, exp, prompt_types: list[str]) -> tuple[dict, dict | N
             train_store = SliceStore(args.finetuned_store)
         except DataError as exc:
             raise fail(f"--finetuned-store: {exc}") from exc
-        trained_on = {"slice_store": str(train_store.path), "store_key": train_store.key,
-                      "data": train_store.description}
+        known[train_store.key] = {"slice_store": str(train_store.path), "store_key": train_store.key,
+                                  "data": train_store.description}
         wanted = {"model": exp.model.name, "checkpoint_sha256": exp.model.checkpoint_sha256,
                   "store_key": train_store.key}
         choices = {}
@@ -210,6 +211,8 @@ def resolve_decoders(args, exp, prompt_types: list[str]) -> tuple[dict, dict | N
         if trained_for != prompt:
             raise fail(f"{choice.handoff.checkpoint}: a Task 2 decoder for {trained_for} prompts, not {prompt}; "
                        "pass one prompt type with a PATH, or use --finetuned auto")
+        key = choice.handoff.identity.get("store_key")
+        trained_on = known.get(key, {"slice_store": None, "store_key": key, "data": "another slice store"})
         record[prompt] = dict(choice.record, source=choice.source, trained_on=trained_on,
                               task2_identity=choice.handoff.identity)
     return choices, record

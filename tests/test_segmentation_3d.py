@@ -172,3 +172,41 @@ def test_real_btcv_layout_with_one_volume_in_lps_orientation(tmp_path):
     dice = 2 * ((pred == liver) & (label == liver)).sum() / ((pred == liver).sum() + (label == liver).sum())
     assert dice > 0.8  # a flipped or transposed write would put the off-centre disk elsewhere
     assert metrics["modes"]["per_slice"]["bound_box"]["volumes"]["0001"]["liver"]["dice"] == pytest.approx(dice)
+
+
+def test_task2_handoff_from_the_main_store_is_used_and_recorded(smoke, dense, tmp_path):
+    """A Task 2 run for another store (the organ-slice store) whose weights ARE the pre-trained ones: through
+    --finetuned auto --finetuned-store it must give exactly the zero-shot numbers, in task3d_finetuned/, with
+    the run, its store and 'other data' recorded."""
+    import torch
+
+    from utils.models import load_model
+    from utils.runs import identity_of, open_run
+    from utils.slice_store import SliceStore
+
+    build_store(dense / "phantom", tmp_path / "organ_only", progress=False)
+    main_store = SliceStore(tmp_path / "organ_only")
+    model = load_model("lite_medsam")
+
+    class Exp:  # what identity_of reads
+        pass
+
+    exp = Exp()
+    exp.model, exp.store = model, main_store
+    identity = identity_of("task2", exp, "bound_box", 0, "fp32", "fp32", learning_rate=0.01)
+    task2, _ = open_run(tmp_path / "runs" / "lite_medsam" / "bound_box", identity, resume=False)
+    weights = {f"{part}.{k}": v for part in ("prompt_encoder", "mask_decoder")
+               for k, v in getattr(model.sam, part).state_dict().items()}
+    torch.save({"model": weights, "epoch": 2, "run": {"key": task2.key, "identity": identity}}, task2.best)
+
+    results = tmp_path / "results"
+    assert run(dense, results, "--finetuned", "auto", "--finetuned-store", tmp_path / "organ_only",
+               "--finetuned-dir", tmp_path / "runs") == 0
+    tuned = json.loads((results / "task3d_finetuned" / "metrics.json").read_text())
+    record = tuned["finetuned"]["bound_box"]
+    assert record["run_key"] == task2.key and record["epoch"] == 3 and record["other_data"] is True
+    assert record["trained_on"]["store_key"] == main_store.key != tuned["provenance"]["store_key"]
+    assert task2.key in (results / "task3d_finetuned" / "table3d.md").read_text()
+    _, zero_shot = smoke
+    for mode in ("per_slice", "propagate"):
+        assert tuned["modes"][mode]["bound_box"]["volumes"] == zero_shot["modes"][mode]["bound_box"]["volumes"]
