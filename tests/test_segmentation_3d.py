@@ -210,3 +210,29 @@ def test_task2_handoff_from_the_main_store_is_used_and_recorded(smoke, dense, tm
     _, zero_shot = smoke
     for mode in ("per_slice", "propagate"):
         assert tuned["modes"][mode]["bound_box"]["volumes"] == zero_shot["modes"][mode]["bound_box"]["volumes"]
+
+
+def test_slice_margin_keeps_slices_without_organ_and_gets_its_own_key(tmp_path):
+    from synthetic import write_rawdata
+    from utils.slice_store import SliceStore
+
+    root = write_rawdata(tmp_path / "btcv", case_ids=(1,), shape=(48, 40, 7))  # organs on z = 1..5
+    stores = {}
+    for margin in (None, 0, 1, 5):
+        path, summary = build_store(root, tmp_path / f"slices_{margin}", progress=False, slice_margin=margin)
+        stores[margin] = SliceStore(path)
+    zs = {m: [r.z for r in s.records] for m, s in stores.items()}
+    assert zs[None] == zs[0] == [1, 2, 3, 4, 5]
+    assert zs[1] == zs[5] == list(range(7))  # clipped to the volume
+    assert [r.organs for r in stores[1].records if r.z in (0, 6)] == [{}, {}]  # stored though organ-free
+    assert "slice_margin" not in stores[None].manifest["settings"]  # Tasks 1-3's stores keep their keys
+    assert len({s.key for s in stores.values()}) == 4
+
+
+def test_phantom_cases_pick_validation_volumes():
+    from utils.phantom import PhantomConfig
+
+    assert PhantomConfig(cases=(36, 35)).case_ids == (35, 36)
+    assert PhantomConfig(n_volumes=2).case_ids == (1, 2)
+    with pytest.raises(ValueError, match="case ids"):
+        PhantomConfig(cases=(11,))
