@@ -349,7 +349,8 @@ def summarise(scores: dict, slice_dice: dict, traces: dict, unscored: dict) -> d
     return summary
 
 
-def draw_figures(out: Path, results: dict, views: dict, store, vol: VolumeSlices, title: str) -> list[Path]:
+def draw_figures(out: Path, results: dict, views: dict, store, vol: VolumeSlices, title: str,
+                 view_prompt: str) -> list[Path]:
     from utils.plots import save_dice_scatter, save_volume_views
 
     paths = [save_dice_scatter(results["modes"], out / "slice_vs_3d.png", f"Slice-mean Dice vs 3-D Dice ({title})")]
@@ -363,7 +364,7 @@ def draw_figures(out: Path, results: dict, views: dict, store, vol: VolumeSlices
         z_mm = float(abs(np.linalg.det(np.asarray(vol.affine)[:3, :3])) / (sx * sy))  # voxel volume / pixel area
         panels = [("ground truth", vol.gt_display)] + list(views.items())
         paths.append(save_volume_views(image, panels, (z_mm, sy, sx), out / f"views_{vol.case}.png",
-                                       f"case {vol.case}: coronal and sagittal ({title})"))
+                                       f"case {vol.case}: coronal and sagittal ({title}, {view_prompt})"))
     return paths
 
 
@@ -434,7 +435,7 @@ def main(argv: list[str] | None = None) -> int:
     kind = "Task 2's fine-tuned decoders" if finetuned else "zero-shot"
     write_results(out, results, {"table3d.md": titled(f"3-D results ({kind})", table3d(results))}, config_record(args))
     figures = draw_figures(out, results, figure_views, exp.store, volumes[0],
-                           f"{exp.model.name}, {kind}, {PROMPT_TITLES[prompt_types[0]]}")
+                           f"{exp.model.name}, {kind}", PROMPT_TITLES[prompt_types[0]])
     print(f"wrote {out / 'metrics.json'}, {out / 'table3d.md'}, {', '.join(p.name for p in figures)} and "
           f"{out / 'predictions'}")
     return 0
