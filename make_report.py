@@ -19,7 +19,7 @@ sys.path.insert(0, str(ROOT))
 
 from utils.io import write_text  # noqa: E402
 from utils.prompts import PROMPT_TITLES, PROMPT_TYPES  # noqa: E402
-from utils.tables import table1, table2, table3, table4  # noqa: E402
+from utils.tables import table1, table2, table3, table3d, table4  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -62,6 +62,10 @@ def build_report(results: Path) -> str:
         out.append(_provenance_rows("Tables 2-3 (Task 2)", t2["provenance"], t2.get("preset")))
     if t3:
         out.append(_provenance_rows("Table 4 (Task 3)", t3["provenance"], t3["provenance"].get("preset")))
+    for folder, name in (("task3d", "3-D (zero-shot)"), ("task3d_finetuned", "3-D (Task 2's decoders)")):
+        m3d = _load(results / folder / "metrics.json")
+        if m3d:
+            out.append(_provenance_rows(name, m3d["provenance"], None))
     out.append("")
     if pre:
         s = pre["summary"]
@@ -114,6 +118,8 @@ def build_report(results: Path) -> str:
         out += ["_Task 3 has not been run: run `python classify_train_task3.py --preset quick`, then "
                 "`python classify_val_task3.py`._", ""]
 
+    out += section_3d(results)
+
     if study:
         out += ["## Wall time of the run that produced these results", "",
                 "| stage | seconds | command |", "|---|---|---|"]
@@ -121,6 +127,31 @@ def build_report(results: Path) -> str:
             out.append(f"| {stage} | {seconds} | `{study['commands'].get(stage, '')}` |")
         out.append("")
     return "\n".join(out).rstrip() + "\n"
+
+
+def section_3d(results: Path) -> list[str]:
+    """The 3-D section: the dense store, then zero-shot and fine-tuned tables and figures (segmentation_3d.py)."""
+    out = ["## 3-D: volumes from slice prompts, and whole organs from one prompt", ""]
+    store = _load(results / "task3d" / "store" / "preprocess" / "summary.json")
+    if store:
+        s = store["summary"]
+        out += [f"3-D store: {store['data']}, {s['volumes']} volume(s), {s['slices']} slices (every slice through "
+                f"the organs, {s.get('slices_without_organ', 0)} of them without any organ).", ""]
+    found = False
+    for folder, title in (("task3d", "zero-shot"), ("task3d_finetuned", "Task 2's fine-tuned decoders")):
+        metrics = _load(results / folder / "metrics.json")
+        if not metrics:
+            continue
+        found = True
+        out += [f"### 3-D results ({title})", "", table3d(metrics)]
+        for figure in ["slice_vs_3d.png"] + [f"views_{c}.png" for c in metrics["cases"][:1]]:
+            if (results / folder / figure).is_file():
+                out += [f"![{title}: {figure[:-4]}]({folder}/{figure})", ""]
+    if not found:
+        out += ["_The 3-D stage has not been run: run `python preprocess_slices.py --phantom --data-root "
+                "data/phantom_3d --phantom-cases 35 --phantom-slices 18 --slice-margin 2 --out data/slices_3d`, "
+                "then `python segmentation_3d.py --slices data/slices_3d`._", ""]
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

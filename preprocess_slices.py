@@ -6,6 +6,11 @@
 Only axial slices with at least one organ are kept (the study's "data separation"). Each volume goes
 through MONAI (LoadImage, EnsureChannelFirst, Orientation to RAS, ScaleIntensityRange with a CT
 window). Re-running with the same inputs and settings reuses the store; other settings make a new one.
+
+The 3-D stage (segmentation_3d.py) needs every slice through the organs, not only organ-bearing ones:
+
+    python preprocess_slices.py --phantom --data-root data/phantom_3d --phantom-cases 35 \
+        --phantom-slices 18 --slice-margin 2 --out data/slices_3d --results results/task3d/store
 """
 from __future__ import annotations
 
@@ -35,6 +40,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--phantom", action="store_true", help="generate the synthetic BTCV-format phantom first")
     parser.add_argument("--phantom-volumes", type=int, default=PHANTOM_VOLUMES, help=f"phantom volumes (default {PHANTOM_VOLUMES})")
     parser.add_argument("--phantom-slices", type=int, default=PHANTOM_SLICES, help=f"axial slices per phantom volume (default {PHANTOM_SLICES})")
+    parser.add_argument("--phantom-cases", default="",
+                        help="comma-separated phantom case ids to write instead of the first --phantom-volumes "
+                             "(e.g. 35: one validation volume; BTCV's validation cases are 35-40)")
+    parser.add_argument("--slice-margin", type=int, default=None, metavar="N",
+                        help="keep every slice from N below each volume's lowest organ slice to N above its "
+                             "highest, slices without any organ included (what the 3-D stage needs; a store "
+                             "setting, so it gets its own key). Default: only slices with an organ (Tasks 1-3)")
     parser.add_argument("--phantom-size", type=int, default=PHANTOM_SIZE, help=f"phantom in-plane size in voxels (default {PHANTOM_SIZE})")
     parser.add_argument("--window", type=float, nargs=2, default=WINDOW_HU, metavar=("LO", "HI"),
                         help=f"CT window in HU scaled to [0, 1] (default {WINDOW_HU[0]:g} {WINDOW_HU[1]:g})")
@@ -89,18 +101,24 @@ def main(argv: list[str] | None = None) -> int:
         from utils.phantom import PhantomConfig, write_phantom_dataset
 
         data_root = data_root or ROOT / "data" / "phantom"
-        config = PhantomConfig(shape=(args.phantom_size, args.phantom_size, args.phantom_slices),
-                               spacing=(2.4, 2.4, 90.0 / args.phantom_slices), seed=args.seed,
-                               n_volumes=args.phantom_volumes)
+        try:
+            cases = tuple(int(c) for c in args.phantom_cases.split(",") if c.strip())
+            config = PhantomConfig(shape=(args.phantom_size, args.phantom_size, args.phantom_slices),
+                                   spacing=(2.4, 2.4, 90.0 / args.phantom_slices), seed=args.seed,
+                                   n_volumes=args.phantom_volumes, cases=cases)
+        except ValueError as exc:
+            print(f"error: --phantom-cases {args.phantom_cases!r}: {exc}", file=sys.stderr)
+            return 2
         write_phantom_dataset(data_root, config, progress=not args.no_progress)
-        print(f"phantom: {args.phantom_volumes} volumes of {config.shape} voxels in {data_root}")
+        print(f"phantom: {len(config.case_ids)} volumes of {config.shape} voxels in {data_root}")
     elif data_root is None:
         print("error: pass --data-root BTCV_DIR, or --phantom for the suite's synthetic dataset", file=sys.stderr)
         return 2
     phantom_seconds = time.perf_counter() - started
     try:
-        store_path, summary = build_store(data_root, args.out, window=tuple(args.window), progress=not args.no_progress)
-    except DataError as exc:
+        store_path, summary = build_store(data_root, args.out, window=tuple(args.window), progress=not args.no_progress,
+                                          slice_margin=args.slice_margin)
+    except (DataError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     store = SliceStore(store_path)
@@ -116,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     write_json(out_dir / "config.json", {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()})
     state = "reused" if summary["reused"] else "built"
     print(f"slice store {state}: {store_path}")
-    print(f"  {summary['volumes']} volumes ({summary['layout']}), {summary['slices']} slices "
+    without = f", {summary['slices_without_organ']} without any organ" if summary.get("slices_without_organ") else ""
+    print(f"  {summary['volumes']} volumes ({summary['layout']}), {summary['slices']} slices{without} "
           f"(train {summary['slices_per_split']['train']}, val {summary['slices_per_split']['val']}), "
           f"{summary['organ_samples']} organ samples, {size_mb:.1f} MB, {seconds:.1f} s")
     if summary["skipped_empty_volumes"]:

@@ -80,12 +80,15 @@ class PhantomConfig:
     spacing: (x, y, z) voxel size in mm.
     seed: global seed; volume ``case_id`` is drawn from ``np.random.default_rng([seed, case_id])``.
     n_volumes: how many of :data:`PHANTOM_CASE_IDS` (the first ones) ``write_phantom_dataset`` writes.
+    cases: explicit case ids to write instead (each one of :data:`PHANTOM_CASE_IDS`); empty = the
+        first ``n_volumes``. E.g. ``(35,)``: one validation volume (BTCV's validation cases are 35-40).
     """
 
     shape: tuple[int, int, int] = (160, 160, 16)
     spacing: tuple[float, float, float] = (2.4, 2.4, 6.0)
     seed: int = 0
     n_volumes: int = 30
+    cases: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         shape = tuple(int(s) for s in self.shape)
@@ -100,11 +103,16 @@ class PhantomConfig:
         object.__setattr__(self, "spacing", spacing)
         object.__setattr__(self, "seed", int(self.seed))
         object.__setattr__(self, "n_volumes", int(self.n_volumes))
+        cases = tuple(int(c) for c in self.cases)
+        unknown = sorted(set(cases) - set(PHANTOM_CASE_IDS))
+        if unknown or len(set(cases)) != len(cases):
+            raise ValueError(f"cases must be distinct phantom case ids (1-10, 21-40), got {self.cases}")
+        object.__setattr__(self, "cases", cases)
 
     @property
     def case_ids(self) -> tuple[int, ...]:
-        """The BTCV case ids this config's dataset holds: the first ``n_volumes`` phantom ids."""
-        return PHANTOM_CASE_IDS[: self.n_volumes]
+        """The BTCV case ids this config's dataset holds: ``cases``, or the first ``n_volumes`` phantom ids."""
+        return tuple(sorted(self.cases)) if self.cases else PHANTOM_CASE_IDS[: self.n_volumes]
 
 
 def phantom_affine(config: PhantomConfig) -> np.ndarray:

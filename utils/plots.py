@@ -141,3 +141,64 @@ def save_class_examples(examples: Sequence[dict], path: str | Path, title: str) 
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def save_dice_scatter(modes: dict, path: str | Path, title: str) -> Path:
+    """Per organ, slice-mean Dice (x) against 3-D Dice (y), one panel per prompt type, one marker per mode.
+
+    modes: {mode: {prompt: {"organs": {name: {"dice", "slice_dice"}}}}} (segmentation_3d.py's metrics.json).
+    Points below the diagonal: the volume scores worse than the mean of its slices (small, badly segmented
+    end slices weigh little in a slice mean, but their voxels and surfaces count in 3-D).
+    """
+    from .organs import ORGANS
+
+    prompts = list(next(iter(modes.values())))
+    fig, axes = plt.subplots(1, len(prompts), figsize=(4.4 * len(prompts), 4.2), squeeze=False)
+    markers = {"per_slice": "o", "propagate": "^"}
+    for ax, prompt in zip(axes[0], prompts):
+        ax.plot([0, 1], [0, 1], color="grey", linewidth=0.8, linestyle="--")
+        for mode, by_prompt in modes.items():
+            organs = by_prompt[prompt]["organs"]
+            for name, o in organs.items():
+                label = ORGANS.index(name) + 1
+                ax.scatter(o["slice_dice"], o["dice"], marker=markers.get(mode, "s"), color=_CMAP(label), s=36,
+                           edgecolors="black", linewidths=0.4)
+                ax.annotate(str(label), (o["slice_dice"], o["dice"]), fontsize=6, xytext=(3, 2),
+                            textcoords="offset points")
+        ax.set_xlim(-0.02, 1.02)
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_xlabel("slice-mean Dice")
+        ax.set_ylabel("3-D Dice")
+        ax.set_title(prompt.replace("_", " "), fontsize=9)
+        ax.grid(alpha=0.3)
+    handles = [plt.Line2D([], [], marker=markers.get(m, "s"), linestyle="", color="black", label=m.replace("_", " "))
+               for m in modes]
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8)
+    fig.suptitle(title + "\n(numbers: BTCV labels 1-13)", fontsize=10)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    return _save(fig, path)
+
+
+def save_volume_views(image: np.ndarray, panels: Sequence[tuple[str, np.ndarray]], spacing: Sequence[float],
+                      path: str | Path, title: str) -> Path:
+    """Coronal (top row) and sagittal (bottom row) planes through one volume: one column per label map.
+
+    image: float (Z, H, W) in [0, 1], the slice store's display stack (row 0 anterior, column 0 the
+    patient's right, z inferior -> superior); panels: (caption, uint8 (Z, H, W) labels) in the same layout;
+    spacing: (z, row, column) in mm, for the aspect ratio. The planes pass through the centre of the
+    first panel's labels; superior is up, the patient's right on the left (radiological).
+    """
+    truth = panels[0][1] > 0
+    zs, hs, ws = np.nonzero(truth) if truth.any() else np.indices(truth.shape).reshape(3, -1)
+    h, w = int(np.median(hs)), int(np.median(ws))
+    fig, axes = plt.subplots(2, len(panels), figsize=(3.0 * len(panels), 5.6), squeeze=False)
+    for col, (caption, label) in enumerate(panels):
+        for row, (plane, cut, aspect) in enumerate((("coronal", np.s_[:, h, :], spacing[0] / spacing[2]),
+                                                    ("sagittal", np.s_[:, :, w], spacing[0] / spacing[1]))):
+            ax = axes[row, col]
+            label_overlay(ax, image[cut][::-1], label[cut][::-1])
+            ax.set_aspect(aspect)
+            ax.set_title(f"{caption}, {plane}", fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)

@@ -1,5 +1,8 @@
 """The 2-D slice store: every axial slice that holds at least one organ, written once.
 
+(With ``slice_margin=N``, for the 3-D stage: every slice from N below a volume's lowest organ slice
+to N above its highest, slices without any organ included, so a volume's stored slices have no gap.)
+
 Layout of ``SLICE_DIR`` (what ``preprocess_slices.py --out SLICE_DIR`` writes)::
 
     SLICE_DIR/current                 name of the store the last preprocessing run made
@@ -173,9 +176,14 @@ def build_store(
     window: tuple[float, float] = DEFAULT_WINDOW,
     data_description: str | None = None,
     progress: bool = True,
+    slice_margin: int | None = None,
 ) -> tuple[Path, dict]:
     """Preprocess every volume under ``data_root`` into a store under ``out_dir``.
 
+    slice_margin: None (Tasks 1-3): only slices with an organ. N >= 0 (the 3-D stage): every slice z
+        with ``first - N <= z <= last + N`` (clipped to the volume), ``first``/``last`` the volume's
+        lowest/highest organ slice, slices without any organ included. Part of the store's settings,
+        hence of its key (and of its embedding cache's).
     Returns (store path, summary). A store with the same key is reused as is.
     """
     from tqdm import tqdm
@@ -191,6 +199,11 @@ def build_store(
         "orientation": "RAS volume -> display (row 0 anterior, column 0 patient right)",
         "slice_filter": "at least one organ label > 0",
     }
+    if slice_margin is not None:  # absent for Tasks 1-3's stores, so their keys stay as they were
+        if int(slice_margin) != slice_margin or slice_margin < 0:
+            raise ValueError(f"slice_margin must be an integer >= 0, got {slice_margin}")
+        settings["slice_filter"] = "every slice from the lowest organ slice - margin to the highest + margin"
+        settings["slice_margin"] = int(slice_margin)
     key = store_key(cases, digests, settings)
     out_dir = Path(out_dir)
     final = out_dir / f"store-{key}"
@@ -219,6 +232,9 @@ def build_store(
                 warnings.warn(f"{case.label}: no organ label in this volume; skipped")
                 skipped_empty.append(str(case.label))
                 continue
+            if slice_margin is not None:
+                first = max(int(organ_slices[0]) - slice_margin, 0)
+                organ_slices = np.arange(first, min(int(organ_slices[-1]) + slice_margin + 1, volume.label.shape[2]))
             # Display rows run along RAS axis 1 (y), columns along axis 0 (x).
             spacing = (volume.spacing[1], volume.spacing[0])
             for z in organ_slices:
@@ -243,6 +259,7 @@ def build_store(
             "volumes": len(cases) - len(skipped_empty),
             "skipped_empty_volumes": skipped_empty,
             "slices": len(rows),
+            "slices_without_organ": sum(not r["organs"] for r in rows),
             "slices_per_split": {s: sum(r["split"] == s for r in rows) for s in ("train", "val")},
             "organ_samples": len(organ_rows),
             "organ_samples_per_label": {str(o): sum(r[4] == o for r in organ_rows) for o in range(1, NUM_ORGANS + 1)},

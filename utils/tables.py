@@ -91,8 +91,43 @@ def table4(metrics: dict) -> str:
             f"epoch {meta['classifier_epoch']}; starting weights: {meta['starting_weights']}.\n\n{table}")
 
 
+def table3d(metrics: dict) -> str:
+    """The 3-D table (per mode and prompt: 3-D Dice, slice-mean Dice, HD95, NSD, misses) and 3-D Dice per
+    organ, from segmentation_3d.py's metrics.json."""
+    meta = metrics["provenance"]
+    if metrics.get("finetuned"):
+        runs = "; ".join(f"{prompt_title(p)}: Task 2 run `{r['run_key']}` (epoch {r['epoch']}, {r['checkpoint']}), "
+                         f"trained on {r['trained_on']['data']} (store `{r['trained_on']['store_key']}`"
+                         f"{', not this store' if r['other_data'] else ''})" for p, r in metrics["finetuned"].items())
+        decoders = f"Decoders: Task 2's fine-tuned prompt encoder + mask decoder per prompt type. {runs}."
+    else:
+        decoders = "Decoders: the model's pre-trained prompt encoder + mask decoder (zero-shot)."
+    cells = [(m, p, s) for m, by_prompt in metrics["modes"].items() for p, s in by_prompt.items()]
+    rows = [[m.replace("_", " "), prompt_title(p), s["dice"], s["slice_dice"], f"{s['hd95_mm']:.1f}", s["nsd"],
+             f"{s['n_missed']} / {sum(o['n_volumes'] for o in s['organs'].values())}", s["decoded_prompts"]]
+            for m, p, s in cells]
+    table = markdown_table(["mode", "prompt", "3-D Dice", "slice-mean Dice", "HD95 (mm)", "NSD", "missed organs",
+                            "prompts decoded"], rows)
+    organ_rows = []
+    for name in ORGANS:
+        values = [s["organs"].get(name) for _, _, s in cells]
+        if any(values):
+            organ_rows.append([name] + [f"{v['dice']:.3f} / {v['nsd']:.3f}" if v else "-" for v in values])
+    organs = markdown_table(["organ"] + [f"{m.replace('_', ' ')}, {prompt_title(p)}" for m, p, _ in cells], organ_rows)
+    note = (f"{len(metrics['cases'])} volume(s) ({', '.join(metrics['cases'])}), every stored slice from each "
+            f"volume's lowest organ slice - {meta['slice_margin']} to its highest + {meta['slice_margin']}. "
+            f"{decoders} Per volume and organ, on the NIfTI label map written (source grid and spacing), then "
+            "means over volumes per organ and over organs: Dice, HD95 in mm and NSD (FLARE22 tolerances: liver, "
+            "stomach, pancreas 5 mm; spleen, kidneys, esophagus 3 mm; aorta, IVC, portal/splenic veins, adrenals, "
+            "gallbladder 2 mm). An organ absent from a volume's ground truth is not scored there; a missed organ "
+            "scores Dice 0, NSD 0 and HD95 = the volume's diagonal. Slice-mean Dice: the study's 2-D Dice of "
+            "the same label map on each ground-truth slice of the organ, averaged. Propagation: one prompt on the "
+            f"slice of largest area, stops below {metrics['settings']['min_area_mm2']:g} mm^2.")
+    return (f"{provenance_line(meta)}\n\n{note}\n\n{table}\n#### 3-D Dice / NSD per organ\n\n{organs}")
+
+
 def titled(title: str, body: str | None, level: str = "#") -> str:
     return f"{level} {title}\n\n{body}" if body else ""
 
 
-__all__: Sequence[str] = ["mdice_table", "organ_table", "table1", "table2", "table3", "table4", "titled"]
+__all__: Sequence[str] = ["mdice_table", "organ_table", "table1", "table2", "table3", "table3d", "table4", "titled"]

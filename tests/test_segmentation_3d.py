@@ -1,0 +1,238 @@
+"""segmentation_3d.py end to end on a tiny dense phantom store (one validation volume, every slice):
+the metrics.json schema, predictions on the source grid, metrics equal to a re-score of the written
+files (and to Dice counted by hand), and the clear errors for stores the 3-D stage cannot use."""
+import json
+import shutil
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+import preprocess_slices
+import segmentation_3d
+from synthetic import blob_volume, write_pair
+from utils.organs import ORGANS, organ_name
+from utils.slice_store import build_store
+from utils.volume_metrics import score_volume
+
+CASE = "0035"  # a BTCV validation case id: the phantom's val split
+
+
+@pytest.fixture(scope="module")
+def dense(tmp_path_factory):
+    base = tmp_path_factory.mktemp("dense3d")
+    code = preprocess_slices.main(["--phantom", "--data-root", str(base / "phantom"), "--phantom-cases", "35",
+                                   "--phantom-size", "64", "--phantom-slices", "6", "--slice-margin", "1",
+                                   "--out", str(base / "slices"), "--results", str(base / "pre"), "--no-progress"])
+    assert code == 0
+    return base
+
+
+def run(base, results, *extra, slices=None):
+    return segmentation_3d.main(["--slices", str(slices or base / "slices"), "--cache-dir", str(base / "cache"),
+                                 "--results", str(results), "--no-progress", "--prompts", "bound_box", *map(str, extra)])
+
+
+@pytest.fixture(scope="module")
+def smoke(dense):
+    results = dense / "results"
+    assert run(dense, results) == 0
+    return results / "task3d", json.loads((results / "task3d" / "metrics.json").read_text())
+
+
+def test_metrics_schema_and_provenance(smoke):
+    _, metrics = smoke
+    assert {"model", "checkpoint", "data", "split", "finetuned", "modes"} <= set(metrics)
+    assert metrics["finetuned"] is None and metrics["split"] == "val" and "phantom" in metrics["data"]
+    assert metrics["provenance"]["checkpoint_sha256"] and metrics["provenance"]["seed"] == 0
+    assert set(metrics["modes"]) == {"per_slice", "propagate"}
+    for by_prompt in metrics["modes"].values():
+        s = by_prompt["bound_box"]
+        assert all(isinstance(s[k], float) for k in ("dice", "hd95_mm", "nsd"))
+        assert set(s["volumes"]) == {CASE}
+        for name, o in s["organs"].items():
+            assert {"dice", "hd95_mm", "nsd", "n_volumes"} <= set(o) and o["n_volumes"] == 1
+            assert {"dice", "hd95_mm", "nsd"} <= set(s["volumes"][CASE][name])
+    assert metrics["timing"]["encoded_slices"] == 6  # every slice, once
+
+
+def source_label(dense):
+    return nib.load(dense / "phantom" / "RawData" / "Training" / "label" / f"label{CASE}.nii.gz")
+
+
+@pytest.mark.parametrize("mode", ["per_slice", "propagate"])
+def test_predictions_on_source_grid_and_metrics_are_those_of_the_written_file(smoke, dense, mode):
+    out, metrics = smoke
+    source = source_label(dense)
+    written = nib.load(out / "predictions" / mode / "bound_box" / f"{CASE}.nii.gz")
+    assert written.shape == source.shape
+    assert np.array_equal(written.affine, source.affine)
+    pred, truth = np.asarray(written.dataobj), np.asarray(source.dataobj).astype(np.uint8)
+    assert pred.dtype == np.uint8 and pred.max() <= 13 and (pred > 0).any()
+    rescored = score_volume(pred, truth, written.header.get_zooms()[:3]).to_dict()
+    reported = metrics["modes"][mode]["bound_box"]["volumes"][CASE]
+    assert set(reported) == set(rescored) == {organ_name(int(o)) for o in np.unique(truth) if o > 0}
+    for name, values in rescored.items():
+        for key in ("dice", "hd95_mm", "nsd"):
+            assert reported[name][key] == pytest.approx(values[key], abs=1e-9), (name, key)
+        label = ORGANS.index(name) + 1
+        p, t = pred == label, truth == label
+        by_hand = 2 * (p & t).sum() / (p.sum() + t.sum())  # 3-D Dice counted voxel by voxel
+        assert reported[name]["dice"] == pytest.approx(by_hand, abs=1e-6)
+
+
+def test_per_slice_decodes_one_prompt_per_organ_slice_and_propagation_fewer_or_equal(smoke, dense):
+    _, metrics = smoke
+    truth = np.asarray(source_label(dense).dataobj)
+    pairs = sum(len(np.setdiff1d(np.unique(truth[:, :, z]), [0])) for z in range(truth.shape[2]))
+    assert metrics["modes"]["per_slice"]["bound_box"]["decoded_prompts"] == pairs
+    organs = len(np.setdiff1d(np.unique(truth), [0]))
+    propagated = metrics["modes"]["propagate"]["bound_box"]["decoded_prompts"]
+    assert organs <= propagated <= pairs + 2 * organs  # each organ slice at most once, plus one stop each way
+
+
+def test_tables_and_figures_written(smoke):
+    out, _ = smoke
+    table = (out / "table3d.md").read_text()
+    assert "| per slice | bound box |" in table and "zero-shot" in table
+    for name in ("slice_vs_3d.png", f"views_{CASE}.png", "config.json"):
+        assert (out / name).stat().st_size > 0
+
+
+def test_second_run_encodes_nothing(smoke, dense, tmp_path):
+    assert run(dense, tmp_path, "--modes", "per_slice") == 0
+    metrics = json.loads((tmp_path / "task3d" / "metrics.json").read_text())
+    assert metrics["timing"]["encoded_slices"] == 0
+
+
+def store_copy(dense, tmp_path):
+    store = next((dense / "slices").glob("store-*"))
+    copy = tmp_path / "slices" / store.name
+    shutil.copytree(store, copy)
+    return copy
+
+
+def test_missing_slice_names_the_volume(dense, tmp_path, capsys):
+    copy = store_copy(dense, tmp_path)
+    index = json.loads((copy / "index.json").read_text())
+    index["slices"] = [r for r in index["slices"] if not (r["case"] == CASE and r["z"] == 3)]
+    (copy / "index.json").write_text(json.dumps(index))
+    with pytest.raises(SystemExit):
+        run(dense, tmp_path / "results", slices=copy)
+    err = capsys.readouterr().err
+    assert f"volume {CASE}" in err and "missing from the store" in err and "z = 3" in err
+
+
+def test_missing_source_label_names_the_volume_and_file(dense, tmp_path, capsys):
+    copy = store_copy(dense, tmp_path)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    gone = tmp_path / "moved" / "label0035.nii.gz"
+    manifest["inputs"][0]["label"] = str(gone)
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(SystemExit):
+        run(dense, tmp_path / "results", slices=copy)
+    err = capsys.readouterr().err
+    assert f"volume {CASE}" in err and str(gone) in err and "missing" in err
+
+
+def test_store_of_organ_slices_only_is_refused_with_the_fix(dense, tmp_path, capsys):
+    build_store(dense / "phantom", tmp_path / "organ_only", progress=False)
+    with pytest.raises(SystemExit):
+        run(dense, tmp_path / "results", slices=tmp_path / "organ_only")
+    assert "--slice-margin" in capsys.readouterr().err
+
+
+def test_finetuned_store_without_task2_run_says_what_to_run(dense, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        run(dense, tmp_path / "results", "--finetuned", "auto", "--finetuned-store", dense / "slices",
+            "--finetuned-dir", tmp_path / "no_runs")
+    assert "finetune_task2.py" in capsys.readouterr().err
+
+
+def test_real_btcv_layout_with_one_volume_in_lps_orientation(tmp_path):
+    """A Synapse RawData folder with one volume whose affine is LPS (not the phantom's RAS): --split all
+    works, the prediction lands on the source grid, and the big bright organ is found where it is."""
+    image, label = blob_volume((48, 40, 5), seed=3)
+    affine = np.diag([-1.5, -1.5, 5.0, 1.0])  # voxel axes i, j run to the patient's left and posterior: LPS
+    affine[:3, 3] = [30.0, 25.0, 10.0]
+    root = tmp_path / "btcv"
+    write_pair(root / "RawData/Training/img/img0001.nii.gz", root / "RawData/Training/label/label0001.nii.gz",
+               image, label, affine)
+    build_store(root, tmp_path / "slices", progress=False, slice_margin=1)
+    code = segmentation_3d.main(["--slices", str(tmp_path / "slices"), "--cache-dir", str(tmp_path / "cache"),
+                                 "--results", str(tmp_path / "results"), "--no-progress", "--split", "all",
+                                 "--prompts", "bound_box"])
+    assert code == 0
+    metrics = json.loads((tmp_path / "results" / "task3d" / "metrics.json").read_text())
+    assert metrics["data"] == "BTCV" and metrics["split"] == "all"
+    written = nib.load(tmp_path / "results" / "task3d" / "predictions" / "per_slice" / "bound_box" / "0001.nii.gz")
+    assert np.array_equal(written.affine, affine) and written.shape == label.shape
+    pred = np.asarray(written.dataobj)
+    liver = 6
+    dice = 2 * ((pred == liver) & (label == liver)).sum() / ((pred == liver).sum() + (label == liver).sum())
+    assert dice > 0.8  # a flipped or transposed write would put the off-centre disk elsewhere
+    assert metrics["modes"]["per_slice"]["bound_box"]["volumes"]["0001"]["liver"]["dice"] == pytest.approx(dice)
+
+
+def test_task2_handoff_from_the_main_store_is_used_and_recorded(smoke, dense, tmp_path):
+    """A Task 2 run for another store (the organ-slice store) whose weights ARE the pre-trained ones: through
+    --finetuned auto --finetuned-store it must give exactly the zero-shot numbers, in task3d_finetuned/, with
+    the run, its store and 'other data' recorded."""
+    import torch
+
+    from utils.models import load_model
+    from utils.runs import identity_of, open_run
+    from utils.slice_store import SliceStore
+
+    build_store(dense / "phantom", tmp_path / "organ_only", progress=False)
+    main_store = SliceStore(tmp_path / "organ_only")
+    model = load_model("lite_medsam")
+
+    class Exp:  # what identity_of reads
+        pass
+
+    exp = Exp()
+    exp.model, exp.store = model, main_store
+    identity = identity_of("task2", exp, "bound_box", 0, "fp32", "fp32", learning_rate=0.01)
+    task2, _ = open_run(tmp_path / "runs" / "lite_medsam" / "bound_box", identity, resume=False)
+    weights = {f"{part}.{k}": v for part in ("prompt_encoder", "mask_decoder")
+               for k, v in getattr(model.sam, part).state_dict().items()}
+    torch.save({"model": weights, "epoch": 2, "run": {"key": task2.key, "identity": identity}}, task2.best)
+
+    results = tmp_path / "results"
+    assert run(dense, results, "--finetuned", "auto", "--finetuned-store", tmp_path / "organ_only",
+               "--finetuned-dir", tmp_path / "runs") == 0
+    tuned = json.loads((results / "task3d_finetuned" / "metrics.json").read_text())
+    record = tuned["finetuned"]["bound_box"]
+    assert record["run_key"] == task2.key and record["epoch"] == 3 and record["other_data"] is True
+    assert record["trained_on"]["store_key"] == main_store.key != tuned["provenance"]["store_key"]
+    assert task2.key in (results / "task3d_finetuned" / "table3d.md").read_text()
+    _, zero_shot = smoke
+    for mode in ("per_slice", "propagate"):
+        assert tuned["modes"][mode]["bound_box"]["volumes"] == zero_shot["modes"][mode]["bound_box"]["volumes"]
+
+
+def test_slice_margin_keeps_slices_without_organ_and_gets_its_own_key(tmp_path):
+    from synthetic import write_rawdata
+    from utils.slice_store import SliceStore
+
+    root = write_rawdata(tmp_path / "btcv", case_ids=(1,), shape=(48, 40, 7))  # organs on z = 1..5
+    stores = {}
+    for margin in (None, 0, 1, 5):
+        path, summary = build_store(root, tmp_path / f"slices_{margin}", progress=False, slice_margin=margin)
+        stores[margin] = SliceStore(path)
+    zs = {m: [r.z for r in s.records] for m, s in stores.items()}
+    assert zs[None] == zs[0] == [1, 2, 3, 4, 5]
+    assert zs[1] == zs[5] == list(range(7))  # clipped to the volume
+    assert [r.organs for r in stores[1].records if r.z in (0, 6)] == [{}, {}]  # stored though organ-free
+    assert "slice_margin" not in stores[None].manifest["settings"]  # Tasks 1-3's stores keep their keys
+    assert len({s.key for s in stores.values()}) == 4
+
+
+def test_phantom_cases_pick_validation_volumes():
+    from utils.phantom import PhantomConfig
+
+    assert PhantomConfig(cases=(36, 35)).case_ids == (35, 36)
+    assert PhantomConfig(n_volumes=2).case_ids == (1, 2)
+    with pytest.raises(ValueError, match="case ids"):
+        PhantomConfig(cases=(11,))
