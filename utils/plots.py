@@ -175,6 +175,7 @@ def save_dice_vs_clicks(curves: dict[str, dict], path: str | Path, title: str,
         ax.grid(alpha=0.3)
         ax.tick_params(labelsize=7)
     axes[0, 0].legend(fontsize=7, loc="lower right")
+    axes[0, 0].xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     for ax in axes[-1]:
         ax.set_xlabel("clicks", fontsize=8)
     axes[0, 0].set_ylabel("Dice", fontsize=8)
@@ -190,13 +191,21 @@ def save_rounds(image: np.ndarray, truth: np.ndarray, masks: np.ndarray, start_p
     image: (H, W) [0, 1]; truth: bool (H, W); masks: bool (N + 1, H, W) (``Rounds.masks`` of the sample);
     start_prompt: a ``utils.prompts.Prompt`` (drawn yellow); clicks: ``utils.interactive.Click`` (x, y,
     label) in order, positive green, negative red, each drawn from the round it was added; dice: (N + 1,).
-    Panels are cropped to the truth and every mask, plus ``margin`` px.
+    Panels are cropped to the organ, the start prompt and the clicks, plus ``margin`` px (a leak far
+    away is cut off; the Dice in each title counts it).
     """
-    union = truth | masks.any(axis=0)
-    ys, xs = np.nonzero(union)
+    ys, xs = np.nonzero(truth)
+    px = [xs.min(), xs.max()] + [c.x for c in clicks]
+    py = [ys.min(), ys.max()] + [c.y for c in clicks]
+    if start_prompt.box is not None:
+        px += [start_prompt.box[0], start_prompt.box[2]]
+        py += [start_prompt.box[1], start_prompt.box[3]]
+    if start_prompt.points is not None:
+        px += start_prompt.points[:, 0].tolist()
+        py += start_prompt.points[:, 1].tolist()
     h, w = truth.shape
-    y0, y1 = max(int(ys.min()) - margin, 0), min(int(ys.max()) + margin + 1, h)
-    x0, x1 = max(int(xs.min()) - margin, 0), min(int(xs.max()) + margin + 1, w)
+    y0, y1 = max(int(min(py)) - margin, 0), min(int(max(py)) + margin + 1, h)
+    x0, x1 = max(int(min(px)) - margin, 0), min(int(max(px)) + margin + 1, w)
     extent = (x0 - 0.5, x1 - 0.5, y1 - 0.5, y0 - 0.5)  # imshow in slice pixel coordinates
     n = len(masks)
     fig, axes = plt.subplots(1, n + 1, figsize=(2.2 * (n + 1), 2.6), squeeze=False)
