@@ -40,4 +40,5 @@ bench: $(VENV)/.installed
 	$(PY) benchmarks/run.py
 
 clean-results:
-	rm -rf results/preprocess results/task1 results/task2 results/task3 results/task3d results/task3d_finetuned results/REPORT.md results/study.json
+	rm -rf results/preprocess results/task1 results/task2 results/task3 results/task3d results/task3d_finetuned \
+		results/interactive results/interactive_finetuned results/REPORT.md results/study.json

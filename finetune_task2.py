@@ -27,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from utils.cli import new_task_parser  # noqa: E402
 from utils.config import parse_with_presets  # noqa: E402
+from utils.prompts import DEFAULT_BOX_JITTER_PX  # noqa: E402
 
 # ---------------------------------------------------------------------------------------------
 # Hyperparameters: the study's settings are the `paper` preset. Edit here, or override any of them
@@ -43,6 +44,8 @@ HYPERPARAMETERS = {
     "VAL_SAMPLES": (0, "validation samples per epoch (fixed subset); 0 = the whole split"),
     "AUG_VIEWS": (2, "augmented views materialised per training slice (flip, rotation, intensity shift)"),
     "DECODE_BATCH": (0, "prompts per decoder call in validation; 0 = auto (8 on a CPU, 64 on a GPU)"),
+    "BOX_JITTER": (DEFAULT_BOX_JITTER_PX, "jittered_box only: each side of the tight box moves by a seeded shift of "
+                                          "up to this many slice pixels (part of a jittered_box run's key)"),
 }
 PRESETS = {
     "paper": {},  # exactly the constants above
@@ -125,15 +128,17 @@ def original_results(args, exp, prompt_types, val_samples) -> tuple[dict, str]:
         if (meta.get("store_key") == exp.store.key and meta.get("checkpoint_sha256") == exp.model.checkpoint_sha256
                 and meta.get("split") == "val" and meta.get("seed") == args.seed and not meta.get("multimask_output")
                 and meta.get("precision") == args.precision and meta.get("encoder_precision") == args.encoder_precision
-                and not meta.get("finetuned") and all(p in task1["prompts"] for p in prompt_types)):
+                and not meta.get("finetuned") and all(p in task1["prompts"] for p in prompt_types)
+                and ("jittered_box" not in prompt_types
+                     or meta.get("box_jitter", DEFAULT_BOX_JITTER_PX) == args.box_jitter)):
             return {p: task1["prompts"][p] for p in prompt_types}, f"read from {path}"
     print("zero-shot results for this model/data/split not found in results/task1: computing them")
     return ({p: evaluate_prompt(exp.cache, val_samples, p, seed=args.seed, batch_size=args.decode_batch,
-                                precision=args.precision)[0] for p in prompt_types},
+                                precision=args.precision, box_jitter=args.box_jitter)[0] for p in prompt_types},
             "computed by finetune_task2.py (same evaluation code as Task 1)")
 
 
-def make_step(caches, prompt_type: str, seed: int, trainable, precision: str):
+def make_step(caches, prompt_type: str, seed: int, trainable, precision: str, box_jitter: int = DEFAULT_BOX_JITTER_PX):
     """Forward + Dice loss for a batch of (cache id, row, organ) samples."""
     import torch
     from monai.losses import DiceLoss
@@ -150,7 +155,7 @@ def make_step(caches, prompt_type: str, seed: int, trainable, precision: str):
         for cache_id, row, organ in batch:
             groups.setdefault((cache_id, caches[cache_id].index.shape(row)), []).append((row, organ))
         for (cache_id, _), samples in groups.items():
-            masks, prompts, sizes = build_batch(caches[cache_id], samples, prompt_type, seed, epoch)
+            masks, prompts, sizes = build_batch(caches[cache_id], samples, prompt_type, seed, epoch, box_jitter)
             logits.append(predict_logits(caches[cache_id], samples, prompts, sizes, False, trainable["prompt_encoder"],
                                          trainable["mask_decoder"], precision).flatten(1))
             targets.append(masks.flatten(1).to(logits[-1].device))
@@ -174,7 +179,9 @@ def finetune_prompt(args, exp, data: TrainingData, prompt_type: str, config: dic
 
     model = exp.model
     identity = identity_of("task2", exp, prompt_type, args.seed, args.precision, args.encoder_precision,
-                           **{k: getattr(args, k) for k in RUN_SETTINGS})
+                           **{k: getattr(args, k) for k in RUN_SETTINGS},
+                           # only a jittered_box run depends on the jitter (other runs' keys stay as they were)
+                           **({"box_jitter": args.box_jitter} if prompt_type == "jittered_box" else {}))
     try:
         run, note = open_run(args.checkpoint_dir / model.name / prompt_type, identity, args.resume)
     except RunMismatch as exc:
@@ -191,7 +198,7 @@ def finetune_prompt(args, exp, data: TrainingData, prompt_type: str, config: dic
     def score(samples):
         return evaluate_prompt(exp.cache, samples, prompt_type, seed=args.seed, batch_size=args.decode_batch,
                                prompt_encoder=trainable["prompt_encoder"], mask_decoder=trainable["mask_decoder"],
-                               precision=args.precision)[0]
+                               precision=args.precision, box_jitter=args.box_jitter)[0]
 
     def validate(epoch):
         summary = score(data.val_epoch)
@@ -203,7 +210,8 @@ def finetune_prompt(args, exp, data: TrainingData, prompt_type: str, config: dic
     started = time.perf_counter()
     try:
         history, trained = run_training(trainable, optimizer, data.train,
-                                        make_step(data.caches, prompt_type, args.seed, trainable, args.precision),
+                                        make_step(data.caches, prompt_type, args.seed, trainable, args.precision,
+                                                  args.box_jitter),
                                         validate, loop, resume=args.resume)
     except (TrainingDiverged, RunMismatch) as exc:
         raise fail(f"{prompt_type}: {exc}") from exc
@@ -261,7 +269,8 @@ def main(argv: list[str] | None = None) -> int:
 
     meta = provenance(exp.store, exp.model, exp.device, args.seed, "val", precision=args.precision,
                       encoder_precision=args.encoder_precision, n_slices=len(exp.cache.rows_for("val")),
-                      preset=args.preset, runs={p: o["run"].record for p, o in outcomes.items()})
+                      preset=args.preset, runs={p: o["run"].record for p, o in outcomes.items()},
+                      box_jitter=args.box_jitter)
     results = {k: meta[k] for k in ("model", "checkpoint", "data", "split")}
     results.update({
         "n_slices": meta["n_slices"], "preset": args.preset,

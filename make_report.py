@@ -19,7 +19,7 @@ sys.path.insert(0, str(ROOT))
 
 from utils.io import write_text  # noqa: E402
 from utils.prompts import PROMPT_TITLES, PROMPT_TYPES  # noqa: E402
-from utils.tables import table1, table2, table3, table3d, table4  # noqa: E402
+from utils.tables import table1, table2, table3, table3d, table4, table_box_robustness, table_interactive  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -100,6 +100,8 @@ def build_report(results: Path) -> str:
     else:
         out += ["_Task 2 has not been run: run `python finetune_task2.py --preset quick`._", ""]
 
+    out += interactive_section(results)
+
     out += ["## Task 3: naming the organ", ""]
     if t3:
         out += ["### Table 4: classification accuracy per organ", "", table4(t3)]
@@ -151,6 +153,28 @@ def section_3d(results: Path) -> list[str]:
         out += ["_The 3-D stage has not been run: run `python preprocess_slices.py --phantom --data-root "
                 "data/phantom_3d --phantom-cases 35 --phantom-slices 18 --slice-margin 2 --out data/slices_3d`, "
                 "then `python segmentation_3d.py --slices data/slices_3d`._", ""]
+def interactive_section(results: Path) -> list[str]:
+    """Interactive segmentation (interactive_task1.py): NoC tables, Dice-vs-clicks curves, box robustness."""
+    runs = {"zero-shot": _load(results / "interactive" / "metrics.json"),
+            "fine-tuned": _load(results / "interactive_finetuned" / "metrics.json")}
+    out = ["## Interactive segmentation: correction clicks and imprecise boxes", ""]
+    if not any(runs.values()):
+        return out + ["_Not run: run `python interactive_task1.py --preset quick` (and again with "
+                      "`--finetuned auto` after Task 2)._", ""]
+    folders = {"zero-shot": "interactive", "fine-tuned": "interactive_finetuned"}
+    for kind, metrics in runs.items():
+        if not metrics:
+            continue
+        out += [f"### Dice after each click and NoC ({kind})", "", table_interactive(metrics)]
+        for start in metrics["starts"]:
+            for name, what in ((f"dice_vs_clicks_{start}.png", "Dice vs clicks"), (f"rounds_{start}.png", "rounds")):
+                if (results / folders[kind] / name).is_file():
+                    out += [f"![{what}, {PROMPT_TITLES.get(start, start)} start, {kind}]({folders[kind]}/{name})", ""]
+    tuned = runs["fine-tuned"]
+    if tuned and tuned.get("box_robustness") and not tuned["box_robustness"]["fine_tuned"]:
+        runs["fine-tuned (no Task 2 box decoder found: pre-trained)"] = runs.pop("fine-tuned")
+    if sum(1 for m in runs.values() if m and m.get("box_robustness")) > 1:
+        out += ["### Box robustness: bound-box mDice with jittered boxes", "", table_box_robustness(runs)]
     return out
 
 

@@ -3,9 +3,11 @@
     python run_study.py --phantom                                   # embedded default, quick preset
     python run_study.py --data-root ~/BTCV --model vit_h --preset paper --device cuda
 
-Stages: slice store (phantom first with --phantom) -> Task 1 -> Task 2 -> Task 3 training -> Task 3
-validation -> 3-D store (every slice; with --phantom a dense phantom of validation case 35, 18 slices
-5 mm apart) -> 3-D zero-shot -> 3-D with Task 2's decoders (handed over from the main store) -> report. Each stage is the same script a user runs by hand; its command line is printed
+Stages: slice store (phantom first with --phantom) -> Task 1 -> Task 2 -> interactive (zero-shot, then
+with Task 2's decoders) -> Task 3 training -> Task 3 validation -> 3-D store (every slice; with --phantom
+a dense phantom of validation case 35, 18 slices 5 mm apart) -> 3-D zero-shot -> 3-D with Task 2's
+decoders (handed over from the main store) -> report. Each stage is the same script a user runs by hand;
+its command line is printed
 and its wall time recorded in results/study.json.
 """
 from __future__ import annotations
@@ -46,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     import classify_train_task3
     import classify_val_task3
     import finetune_task2
+    import interactive_task1
     import make_report
     import preprocess_slices
     import segmentation_3d
@@ -66,6 +69,10 @@ def main(argv: list[str] | None = None) -> int:
          + (["--no-progress"] if args.no_progress else [])),
         ("task 1", segmentation_task1, common),
         ("task 2", finetune_task2, common + ["--preset", args.preset]),
+        # Correction clicks (issue 13): quick = 5 clicks on 3 samples per organ; paper = every sample, 10 clicks.
+        ("interactive", interactive_task1, common + ["--preset", "quick" if args.preset == "quick" else "full"]),
+        ("interactive (fine-tuned)", interactive_task1,
+         common + ["--preset", "quick" if args.preset == "quick" else "full", "--finetuned", "auto"]),
         ("task 3 train", classify_train_task3, common + ["--preset", args.preset]),
         ("task 3 val", classify_val_task3, common),
     ]

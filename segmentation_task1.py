@@ -21,6 +21,7 @@ sys.path.insert(0, str(ROOT))
 
 from utils.cli import add_finetuned_args, new_task_parser  # noqa: E402
 from utils.config import parse_with_presets  # noqa: E402
+from utils.prompts import DEFAULT_BOX_JITTER_PX  # noqa: E402
 
 # ---------------------------------------------------------------------------------------------
 # Hyperparameters: edit here, or override with the flag of the same name (--decode-batch 64).
@@ -30,6 +31,8 @@ HYPERPARAMETERS = {
                          "the study uses the single mask)"),
     "DECODE_BATCH": (0, "prompts per mask-decoder call; 0 = auto (8 on a CPU, 64 on a GPU)"),
     "OVERLAYS": (4, "example slices drawn per prompt type"),
+    "BOX_JITTER": (DEFAULT_BOX_JITTER_PX, "jittered_box only (--prompts jittered_box): each side of the tight box "
+                                          "moves by a seeded shift of up to this many slice pixels"),
 }
 # ---------------------------------------------------------------------------------------------
 
@@ -57,7 +60,7 @@ def draw_overlays(cache, samples, prompt_type: str, args, decoder, path: Path, t
     from utils.organs import organ_title
     from utils.plots import save_prompt_overlays
 
-    masks, prompts, sizes = build_batch(cache, samples, prompt_type, args.seed)
+    masks, prompts, sizes = build_batch(cache, samples, prompt_type, args.seed, box_jitter=args.box_jitter)
     with torch.inference_mode():
         logits = predict_logits(cache, samples, prompts, sizes, args.multimask, decoder.prompt_encoder,
                                 decoder.mask_decoder, args.precision)
@@ -101,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     out = args.results / ("task1_finetuned" if finetuned else "task1")
     meta = provenance(exp.store, exp.model, exp.device, args.seed, args.split, precision=args.precision,
                       encoder_precision=args.encoder_precision, n_slices=len(rows), n_samples=len(samples),
-                      multimask_output=args.multimask,
+                      multimask_output=args.multimask, box_jitter=args.box_jitter,
                       finetuned={p: d.record for p, d in decoders.items()} if finetuned else None)
     results = {k: meta[k] for k in ("model", "checkpoint", "data", "split")}
     results.update({"n_slices": len(rows), "prompts": {}, "provenance": meta, "timing": {}})
@@ -113,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         summary, records = evaluate_prompt(cache, samples, prompt_type, seed=args.seed, batch_size=args.decode_batch,
                                            multimask_output=args.multimask, prompt_encoder=decoder.prompt_encoder,
                                            mask_decoder=decoder.mask_decoder, progress=not args.no_progress,
-                                           precision=args.precision)
+                                           precision=args.precision, box_jitter=args.box_jitter)
         decode_seconds += time.perf_counter() - t0
         results["prompts"][prompt_type] = dict(summary, decoder=decoder.source)
         per_slice += [[prompt_type, r["case"], r["z"], organ_name(r["organ"]), f"{r['dice']:.6f}"] for r in records]

@@ -130,7 +130,9 @@ def test_summarise_rounds_means():
     assert spleen["noc"] == {"85": 1.5, "90": 1.5}
     assert liver["noc"] == {"85": 2.0, "90": 2.0}
     assert out["dice_per_click"] == pytest.approx([0.4, 0.625, 0.7625])  # mean over organs
-    assert out["noc"]["85"] == pytest.approx((1 + 2 + 2) / 3)  # mean over samples
+    assert out["noc"]["85"] == pytest.approx((1.5 + 2) / 2)  # mean over organs, like mDice
+    balanced = summarise_rounds([1, 1, 6, 6], np.vstack([dice, dice[2:]]))  # two samples per organ:
+    assert balanced["noc"]["85"] == pytest.approx(mean_noc(np.vstack([dice, dice[2:]]), 0.85))  # = per sample
 
 
 # ---- the rounds protocol with a stand-in decoder ------------------------------------------------------

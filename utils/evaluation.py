@@ -11,29 +11,36 @@ from .decoding import decode
 from .embedding_cache import EmbeddingCache
 from .metrics import batch_dice, summarise_dice
 from .precision import autocast
-from .prompts import Prompt, make_prompt, prompt_type_id
+from .prompts import DEFAULT_BOX_JITTER_PX, Prompt, make_prompt, prompt_type_id
 from .seeding import child_rng
 
 
 def sample_prompt(cache: EmbeddingCache, row: int, organ: int, mask: np.ndarray, prompt_type: str, seed: int,
-                  epoch: int = -1) -> Prompt:
+                  epoch: int = -1, box_jitter: int = DEFAULT_BOX_JITTER_PX) -> Prompt:
     """The prompt for one (cache row, organ) sample; random draws depend only on these keys and seed.
 
     ``epoch`` >= 0 gives training a fresh draw per epoch; evaluation uses -1 (one fixed draw).
+    ``box_jitter`` (slice px) is used by ``jittered_box`` only.
     """
-    return prompt_for(mask, prompt_type, seed, cache.store_index(row), organ, cache.view_id(row), epoch)
+    return prompt_for(mask, prompt_type, seed, cache.store_index(row), organ, cache.view_id(row), epoch, box_jitter)
 
 
 def prompt_for(mask: np.ndarray, prompt_type: str, seed: int, store_index: int, organ: int, view: int = 0,
-               epoch: int = -1) -> Prompt:
-    """The prompt of (store slice, view, organ, type, epoch) for ``seed``: the one every path draws."""
+               epoch: int = -1, box_jitter: int = DEFAULT_BOX_JITTER_PX) -> Prompt:
+    """The prompt of (store slice, view, organ, type, epoch) for ``seed``: the one every path draws.
+
+    ``box_jitter`` (``--box-jitter``, slice px) reaches ``jittered_box`` only: the other types' draws
+    do not depend on it.
+    """
     rng = child_rng(seed, epoch + 1, store_index, view, organ, prompt_type_id(prompt_type))
-    return make_prompt(mask, prompt_type, rng)
+    return make_prompt(mask, prompt_type, rng, box_jitter=box_jitter)
 
 
 def build_batch(cache: EmbeddingCache, samples: Sequence[tuple[int, int]], prompt_type: str, seed: int,
-                epoch: int = -1):
-    """(masks bool (N, H, W) tensor, prompts, original sizes) for N samples of one slice size."""
+                epoch: int = -1, box_jitter: int = DEFAULT_BOX_JITTER_PX):
+    """(masks bool (N, H, W) tensor, prompts, original sizes) for N samples of one slice size.
+
+    ``box_jitter``: slice px for ``jittered_box`` prompts (ignored by the other types)."""
     masks, prompts, sizes = [], [], []
     labels: dict[int, np.ndarray] = {}
     for row, organ in samples:
@@ -41,7 +48,7 @@ def build_batch(cache: EmbeddingCache, samples: Sequence[tuple[int, int]], promp
             labels[row] = cache.label(row)
         mask = labels[row] == organ
         masks.append(mask)
-        prompts.append(sample_prompt(cache, row, organ, mask, prompt_type, seed, epoch))
+        prompts.append(sample_prompt(cache, row, organ, mask, prompt_type, seed, epoch, box_jitter))
         sizes.append(mask.shape)
     return torch.from_numpy(np.stack(masks)), prompts, sizes
 
@@ -93,8 +100,11 @@ def evaluate_prompt(
     mask_decoder=None,
     progress: bool = False,
     precision: str = "fp32",
+    box_jitter: int = DEFAULT_BOX_JITTER_PX,
 ) -> tuple[dict, list[dict]]:
     """Dice of every (cache row, organ) sample with ``prompt_type`` prompts, thresholded at logit 0.
+
+    ``box_jitter`` (slice px) is passed to ``jittered_box`` prompts (``--box-jitter``).
 
     Returns (summary {"mDice", "organs": {name: {"dice", "n"}}}, per-sample records).
     """
@@ -103,7 +113,7 @@ def evaluate_prompt(
     records = []
     bar = tqdm(total=len(samples), desc=f"decoding {prompt_type}", unit="prompt", disable=not progress)
     for batch in group_by_size(cache, samples, batch_size):
-        masks, prompts, sizes = build_batch(cache, batch, prompt_type, seed)
+        masks, prompts, sizes = build_batch(cache, batch, prompt_type, seed, box_jitter=box_jitter)
         logits = predict_logits(cache, batch, prompts, sizes, multimask_output, prompt_encoder, mask_decoder,
                                 precision)
         dice = batch_dice(logits.cpu() > 0, masks)

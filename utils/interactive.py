@@ -222,9 +222,11 @@ def summarise_rounds(organs: Sequence[int], dice: np.ndarray,
     """Per-sample curves -> {"dice_per_click", "noc", "n", "organs": {name: {...same}}}.
 
     ``organs``: (S,) organ label per sample; ``dice``: (S, N + 1) (``Rounds.dice``, rows of many batches
-    stacked). Per organ: the mean curve and mean NoC over its samples. Top level: ``dice_per_click`` is
-    mDice after each click (mean over organs, as everywhere in the suite); ``noc`` is the mean over ALL
-    samples (the interactive convention, "mean clicks per sample"). NoC keys are "85", "90".
+    stacked). Per organ: the mean curve and mean NoC over its samples. Top level: both are means over
+    ORGANS of the per-organ values (one convention for both, as mDice everywhere in the suite): a small
+    organ counts as much as the liver, whose many slices would otherwise dominate NoC while mDice
+    ignored them. With the same number of samples per organ this equals the mean over samples (the
+    usual interactive-segmentation reading, "mean clicks per sample"). NoC keys are "85", "90".
     """
     from .organs import organ_name
 
@@ -247,7 +249,8 @@ def summarise_rounds(organs: Sequence[int], dice: np.ndarray,
     curves = np.array([v["dice_per_click"] for v in per_organ.values()])
     return {
         "dice_per_click": curves.mean(axis=0).tolist() if len(curves) else [],
-        "noc": {key(t): mean_noc(dice, t) for t in thresholds} if len(dice) else {},
+        "noc": {key(t): float(np.mean([v["noc"][key(t)] for v in per_organ.values()])) for t in thresholds}
+        if per_organ else {},
         "n": int(len(dice)),
         "organs": per_organ,
     }

@@ -200,5 +200,90 @@ def save_volume_views(image: np.ndarray, panels: Sequence[tuple[str, np.ndarray]
             ax.set_aspect(aspect)
             ax.set_title(f"{caption}, {plane}", fontsize=8)
     fig.suptitle(title, fontsize=10)
+def save_dice_vs_clicks(curves: dict[str, dict], path: str | Path, title: str,
+                        thresholds: Sequence[float] = (0.85, 0.90)) -> Path:
+    """Dice after 0..N clicks: mDice in the first panel, then one small panel per organ.
+
+    ``curves``: {label: one start prompt's summary from ``utils.interactive.summarise_rounds``}
+    ({"dice_per_click": [...], "organs": {name: {"dice_per_click", "n"}}}); each label is one line, so
+    zero-shot and fine-tuned can share a figure. Dashed lines mark the NoC thresholds.
+    """
+    from .organs import ORGANS
+
+    organs = [o for o in ORGANS if any(o in c["organs"] for c in curves.values())]
+    panels = [("mDice (mean over organs)", {k: c["dice_per_click"] for k, c in curves.items()})]
+    for name in organs:
+        panels.append((f"{ORGAN_TITLES[ORGANS.index(name)]} (n={next(c['organs'][name]['n'] for c in curves.values() if name in c['organs'])})",
+                       {k: c["organs"][name]["dice_per_click"] for k, c in curves.items() if name in c["organs"]}))
+    cols = min(5, len(panels))
+    rows = (len(panels) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(2.7 * cols, 2.3 * rows + 0.6), squeeze=False, sharex=True,
+                             sharey=True)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for ax, (name, lines) in zip(axes.flat, panels):
+        ax.set_axis_on()
+        for label, values in lines.items():
+            ax.plot(range(len(values)), values, marker="o", markersize=2.5, label=label)
+        for t in thresholds:
+            ax.axhline(t, color="grey", linestyle="--", linewidth=0.7)
+        ax.set_ylim(0, 1)
+        ax.set_title(name, fontsize=8)
+        ax.grid(alpha=0.3)
+        ax.tick_params(labelsize=7)
+    axes[0, 0].legend(fontsize=7, loc="lower right")
+    axes[0, 0].xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    for ax in axes[-1]:
+        ax.set_xlabel("clicks", fontsize=8)
+    axes[0, 0].set_ylabel("Dice", fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def save_rounds(image: np.ndarray, truth: np.ndarray, masks: np.ndarray, start_prompt, clicks: Sequence,
+                dice: Sequence[float], path: str | Path, title: str, margin: int = 12) -> Path:
+    """One sample's rounds: the slice with its ground truth, then the mask after 0..N clicks.
+
+    image: (H, W) [0, 1]; truth: bool (H, W); masks: bool (N + 1, H, W) (``Rounds.masks`` of the sample);
+    start_prompt: a ``utils.prompts.Prompt`` (drawn yellow); clicks: ``utils.interactive.Click`` (x, y,
+    label) in order, positive green, negative red, each drawn from the round it was added; dice: (N + 1,).
+    Panels are cropped to the organ, the start prompt and the clicks, plus ``margin`` px (a leak far
+    away is cut off; the Dice in each title counts it).
+    """
+    ys, xs = np.nonzero(truth)
+    px = [xs.min(), xs.max()] + [c.x for c in clicks]
+    py = [ys.min(), ys.max()] + [c.y for c in clicks]
+    if start_prompt.box is not None:
+        px += [start_prompt.box[0], start_prompt.box[2]]
+        py += [start_prompt.box[1], start_prompt.box[3]]
+    if start_prompt.points is not None:
+        px += start_prompt.points[:, 0].tolist()
+        py += start_prompt.points[:, 1].tolist()
+    h, w = truth.shape
+    y0, y1 = max(int(min(py)) - margin, 0), min(int(max(py)) + margin + 1, h)
+    x0, x1 = max(int(min(px)) - margin, 0), min(int(max(px)) + margin + 1, w)
+    extent = (x0 - 0.5, x1 - 0.5, y1 - 0.5, y0 - 0.5)  # imshow in slice pixel coordinates
+    n = len(masks)
+    fig, axes = plt.subplots(1, n + 1, figsize=(2.2 * (n + 1), 2.6), squeeze=False)
+    axes = axes[0]
+    for ax in axes:
+        ax.imshow(image[y0:y1, x0:x1], cmap="gray", vmin=0, vmax=1, extent=extent)
+        ax.set_xlim(x0 - 0.5, x1 - 0.5)
+        ax.set_ylim(y1 - 0.5, y0 - 0.5)
+        ax.set_axis_off()
+    crop = truth[y0:y1, x0:x1]
+    axes[0].imshow(np.ma.masked_where(~crop, crop), cmap="autumn", alpha=0.5, extent=extent)
+    axes[0].set_title("ground truth", fontsize=8)
+    for r, ax in enumerate(axes[1:]):
+        pred = masks[r][y0:y1, x0:x1]
+        ax.imshow(np.ma.masked_where(~pred, pred), cmap="winter", alpha=0.5, extent=extent)
+        ax.contour(np.arange(x0, x1), np.arange(y0, y1), crop, levels=[0.5], colors="orange", linewidths=0.6)
+        draw_prompt(ax, start_prompt)
+        for c in clicks[:r]:
+            ax.scatter([c.x], [c.y], s=28, c="lime" if c.label else "red", edgecolors="black", linewidths=0.5,
+                       marker="o")
+        ax.set_title(f"{r} click{'s' if r != 1 else ''}: Dice {dice[r]:.3f}", fontsize=8)
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return _save(fig, path)

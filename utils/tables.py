@@ -124,10 +124,54 @@ def table3d(metrics: dict) -> str:
             "the same label map on each ground-truth slice of the organ, averaged. Propagation: one prompt on the "
             f"slice of largest area, stops below {metrics['settings']['min_area_mm2']:g} mm^2.")
     return (f"{provenance_line(meta)}\n\n{note}\n\n{table}\n#### 3-D Dice / NSD per organ\n\n{organs}")
+def table_interactive(metrics: dict) -> str:
+    """Dice after 0..N clicks and NoC@85/@90 per start prompt, NoC per organ, and this run's box-robustness
+    rows, from interactive_task1.py's metrics.json."""
+    n = metrics["clicks"]
+    starts = metrics["starts"]
+    rows = [[prompt_title(p), s["n"], *s["dice_per_click"], s["noc"]["85"], s["noc"]["90"]] for p, s in starts.items()]
+    curve = markdown_table(["Start prompt", "n", *[f"mDice@{k}" for k in range(n + 1)], "NoC@85", "NoC@90"], rows)
+    organ_rows = []
+    for name in ORGANS:
+        cells = [starts[p]["organs"].get(name) for p in starts]
+        if any(cells):
+            organ_rows.append([name, next(c["n"] for c in cells if c)]
+                              + [x for c in cells for x in ((c["dice_per_click"][0], c["dice_per_click"][-1],
+                                                             c["noc"]["85"], c["noc"]["90"]) if c else ("-",) * 4)])
+    organs = markdown_table(["organ", "n"] + [f"{prompt_title(p)} {h}" for p in starts
+                                              for h in ("Dice@0", f"Dice@{n}", "NoC@85", "NoC@90")], organ_rows)
+    decoders = "; ".join(f"{prompt_title(p)}: {s['decoder']}" for p, s in starts.items())
+    note = (f"{metrics['samples']['n']} of {metrics['samples']['of']} {metrics['split']} samples "
+            f"({metrics['samples']['selection']}); {n} correction clicks, rule `{metrics['click_rule']}`, previous "
+            f"logits as mask input {'on' if metrics['mask_input'] else 'off'}, single-mask output. "
+            f"{metrics['noc_convention']}. Decoders: {decoders}.")
+    text = (f"{provenance_line(metrics['provenance'])}\n\n{note}\n\n{curve}\n"
+            f"#### Per organ (Dice after 0 and {n} clicks, NoC)\n\n{organs}")
+    if metrics.get("box_robustness"):
+        text += f"\n#### Box robustness\n\n{table_box_robustness({robustness_label(metrics): metrics})}"
+    return text
+
+
+def robustness_label(metrics: dict) -> str:
+    """The column name of a run's box-robustness numbers: which bound-box decoder made them."""
+    return "fine-tuned box decoder" if metrics["box_robustness"]["fine_tuned"] else "zero-shot"
+
+
+def table_box_robustness(runs: dict[str, dict]) -> str:
+    """Bound-box mDice per box jitter (rows) for each run (columns) from interactive metrics.json files,
+    e.g. {"zero-shot": m0, "fine-tuned box decoder": m1}; runs without a box-robustness table are left out."""
+    runs = {label: m["box_robustness"] for label, m in runs.items() if m and m.get("box_robustness")}
+    jitters = sorted({int(j) for r in runs.values() for j in r["jitters"]})
+    rows = [[j] + [r["jitters"].get(str(j), {}).get("mDice", "-") for r in runs.values()] for j in jitters]
+    table = markdown_table(["box jitter (slice px, each side)"] + list(runs), rows)
+    decoders = "; ".join(f"{label}: {r['decoder']}" for label, r in runs.items())
+    return (f"{table}\nEach side of the tight box moved by a seeded integer shift in [-j, +j] px, clipped to the "
+            f"slice (`jittered_box`); jitter 0 is the tight box. Decoders: {decoders}.\n")
 
 
 def titled(title: str, body: str | None, level: str = "#") -> str:
     return f"{level} {title}\n\n{body}" if body else ""
 
 
-__all__: Sequence[str] = ["mdice_table", "organ_table", "table1", "table2", "table3", "table3d", "table4", "titled"]
+__all__: Sequence[str] = ["mdice_table", "organ_table", "table1", "table2", "table3", "table3d", "table4", "table_box_robustness",
+                          "table_interactive", "titled"]

@@ -1,0 +1,262 @@
+"""Interactive segmentation: a start prompt, then correction clicks, scored after every click (issue 13).
+
+    python interactive_task1.py                                  # LiteMedSAM, phantom store, val split, 10 clicks
+    python interactive_task1.py --preset quick                   # make reproduce's version (5 clicks, 3 samples/organ)
+    python interactive_task1.py --preset quick --finetuned auto  # the same with Task 2's decoder per start prompt
+    python interactive_task1.py --start jittered_box --box-jitter 10 --click-rule random --no-mask-input
+
+For every (slice, organ) sample of the split (or a fixed, seeded subset of --samples-per-organ per
+organ), round 0 decodes the start prompt (SAM's single mask, as in the study and Task 1: the same
+draw, so round 0 is Task 1's Dice for that sample). Each of --clicks rounds then adds ONE correction
+click where the mask is wrong (``center``: the deepest pixel of the largest missed or leaked region,
+positive or negative; ``random``: a seeded uniform error pixel) and decodes the start prompt plus
+all clicks so far, with the previous round's low-res logits as SAM's mask input (unless
+--no-mask-input). A perfect sample gets no more clicks. Everything decodes from the embedding cache,
+batched across samples (utils/interactive.py holds the protocol).
+
+Scores: Dice after 0..N clicks (per organ: mean over its samples; mDice: mean over organs) and
+NoC@85/@90, the clicks needed to reach Dice 0.85/0.90 (0 if the start prompt does, N if never);
+per organ the mean over its samples, at the top the mean over organs, like mDice. Then the
+box-robustness table: bound-box mDice with each side of the box moved by up to 0/5/10/20 slice px
+(``jittered_box``), with the same decoder as the bound-box start (the fine-tuned one with --finetuned).
+
+Writes results/interactive/ (results/interactive_finetuned/ with --finetuned auto|PATH): metrics.json,
+table_interactive.md, per_sample.csv, dice_vs_clicks_<start>.png, rounds_<start>.png, config.json.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT))
+
+from utils.cli import add_finetuned_args, new_task_parser  # noqa: E402
+from utils.config import parse_with_presets  # noqa: E402
+from utils.interactive import CLICK_RULES  # noqa: E402
+from utils.prompts import DEFAULT_BOX_JITTER_PX  # noqa: E402
+
+# ---------------------------------------------------------------------------------------------
+# Hyperparameters: edit here, or override with the flag of the same name (--clicks 20).
+HYPERPARAMETERS = {
+    "PRESET": ("full", "full (the constants here: every sample of the split) or quick (make reproduce)"),
+    "START": ("bound_box,one_central_point", "comma-separated start prompt types (any of Task 1's, or 'all')"),
+    "CLICKS": (10, "correction-click rounds after the start prompt (SAM-Med2D reports 1/3/5/10)", "positive"),
+    "MASK_INPUT": (True, "give each round the previous round's low-res logits as SAM's mask input "
+                         "(SAM's own iterative protocol); --no-mask-input decodes prompts only"),
+    "SAMPLES_PER_ORGAN": (0, "at most this many (slice, organ) samples per organ, a fixed subset drawn with --seed; "
+                             "0 = every sample of the split"),
+    "JITTERS": ("0,5,10,20", "box-robustness table: bound-box mDice at these box jitters (slice px); 'none' = no table"),
+    "BOX_JITTER": (DEFAULT_BOX_JITTER_PX, "for a jittered_box START: each side moves by up to this many slice px"),
+    "DECODE_BATCH": (0, "samples decoded together in every round; 0 = auto (8 on a CPU, 64 on a GPU)"),
+}
+PRESETS = {
+    "full": {},
+    # make reproduce: both starts, 5 clicks (the issue's quick protocol), zero-shot and fine-tuned, and
+    # the jitter table, in <= 90 s on 2 CPU cores. Decoding runs ~20 prompts/s there; each sample costs
+    # 2 starts x 6 rounds + 4 jitters = 16 decodes per decoder, so 3 samples per organ (39 samples on
+    # the phantom's validation split) is ~620 decodes per invocation (README, "Interactive segmentation").
+    "quick": {"clicks": 5, "samples_per_organ": 3},
+}
+# A click stream for the random rule, apart from every prompt draw (those use keys epoch + 1 >= 0 < 10**6).
+CLICK_STREAM = 10**6
+# ---------------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None = None):
+    parser = new_task_parser(__doc__, HYPERPARAMETERS, split="val")
+    parser.add_argument("--click-rule", choices=CLICK_RULES, default="center",
+                        help="center (default): deepest pixel of the largest error region; random: a seeded "
+                             "uniform error pixel (SAM-Med2D)")
+    add_finetuned_args(parser, default="none")
+    return parse_with_presets(parser, argv, PRESETS)
+
+
+def parse_jitters(text: str) -> list[int]:
+    """'0,5,10,20' -> [0, 5, 10, 20]; 'none' or '' -> []."""
+    if text.strip() in ("", "none"):
+        return []
+    try:
+        values = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        values = [-1]
+    if any(v < 0 for v in values):
+        raise ValueError(f"--jitters {text!r}: expected comma-separated whole pixel counts >= 0 (e.g. 0,5,10,20) "
+                         "or 'none'")
+    return values
+
+
+def pick_samples(samples: list[tuple[int, int]], per_organ: int, seed: int) -> list[tuple[int, int]]:
+    """At most ``per_organ`` samples of each organ (0 = all), drawn with ``seed``; in the store's order."""
+    import numpy as np
+
+    from utils.seeding import child_rng
+
+    if per_organ <= 0:
+        return list(samples)
+    chosen = []
+    for organ in sorted({o for _, o in samples}):
+        mine = [s for s in samples if s[1] == organ]
+        if len(mine) > per_organ:
+            pick = child_rng(seed, CLICK_STREAM + 1, organ).choice(len(mine), size=per_organ, replace=False)
+            mine = [mine[i] for i in sorted(pick.tolist())]
+        chosen += mine
+    order = {s: i for i, s in enumerate(samples)}
+    return sorted(chosen, key=order.__getitem__)
+
+
+def pick_example(cache, samples: list[tuple[int, int]]) -> tuple[int, int]:
+    """The sample of median organ area: a typical organ for the rounds figure, neither liver nor a speck."""
+    by_area = sorted(samples, key=lambda s: (cache.organs(s[0])[s[1]], s))
+    return by_area[len(by_area) // 2]
+
+
+def run_start(cache, samples, start: str, args, decoder, example) -> tuple[dict, dict]:
+    """Rounds for every sample with one start prompt, batched; returns ({sample: Rounds row}, example's rounds)."""
+    from tqdm import tqdm
+
+    from utils.evaluation import build_batch, group_by_size
+    from utils.interactive import cache_decoder, run_rounds
+    from utils.prompts import prompt_type_id
+    from utils.seeding import child_rng
+
+    per_sample, shown = {}, {}
+    bar = tqdm(total=len(samples), desc=f"{start}: {args.clicks} clicks", unit="sample", disable=args.no_progress)
+    for batch in group_by_size(cache, samples, args.decode_batch):
+        truths, prompts, sizes = build_batch(cache, batch, start, args.seed, box_jitter=args.box_jitter)
+        rngs = [child_rng(args.seed, CLICK_STREAM, cache.store_index(r), cache.view_id(r), o, prompt_type_id(start))
+                for r, o in batch]
+        decode_round = cache_decoder(cache, batch, sizes[0], False, decoder.prompt_encoder, decoder.mask_decoder,
+                                     args.precision)
+        keep = example in batch
+        rounds = run_rounds(truths.numpy(), prompts, decode_round, args.clicks, args.click_rule, rngs,
+                            args.mask_input, keep_masks=keep)
+        for i, sample in enumerate(batch):
+            per_sample[sample] = {"dice": rounds.dice[i], "clicks": rounds.clicks[i]}
+        if keep:
+            i = batch.index(example)
+            shown = {"start_prompt": prompts[i], "clicks": rounds.clicks[i], "masks": rounds.masks[i],
+                     "truth": truths[i].numpy(), "dice": rounds.dice[i]}
+        bar.update(len(batch))
+    bar.close()
+    return per_sample, shown
+
+
+def main(argv: list[str] | None = None) -> int:
+    started, cpu_started = time.perf_counter(), time.process_time()
+    args = parse_args(argv)
+    import numpy as np
+
+    from utils.cli import fail, open_decoders, open_experiment
+    from utils.evaluation import evaluate_prompt
+    from utils.interactive import NOC_THRESHOLDS, summarise_rounds
+    from utils.organs import organ_name, organ_title
+    from utils.plots import save_dice_vs_clicks, save_rounds
+    from utils.prompts import PROMPT_TITLES, parse_prompt_types
+    from utils.reporting import config_record, provenance, write_csv, write_results
+    from utils.tables import table_interactive, titled
+
+    try:
+        starts = parse_prompt_types(args.start)
+        jitters = parse_jitters(args.jitters)
+    except ValueError as exc:
+        raise fail(str(exc)) from exc
+    exp = open_experiment(args)
+    cache = exp.cache
+    finetuned = args.finetuned != "none"
+    # The box-robustness table uses the bound-box decoder (Task 2's, with --finetuned), whatever the starts.
+    decoders = open_decoders(args, exp, list(dict.fromkeys(starts + (["bound_box"] if jitters else []))))
+    rows = cache.rows_for(args.split)
+    if not rows:
+        raise fail(f"{exp.store.path}: the store has no {args.split} slices; try --split all")
+    encoded = cache.ensure(rows, batch_size=args.encode_batch, progress=not args.no_progress)
+    everything = cache.samples(rows)
+    samples = pick_samples(everything, args.samples_per_organ, args.seed)
+    example = pick_example(cache, samples)
+    subset = (f"{args.samples_per_organ} per organ (fewer where an organ has fewer), drawn with seed {args.seed}"
+              if args.samples_per_organ else "every sample of the split")
+    print(f"{exp.store.description}: {len(rows)} {args.split} slices, {len(samples)} of {len(everything)} organ "
+          f"samples ({subset}); model {exp.model.name} on {exp.device}; {args.clicks} clicks, rule "
+          f"{args.click_rule}, mask input {'on' if args.mask_input else 'off'}")
+
+    out = args.results / ("interactive_finetuned" if finetuned else "interactive")
+    records = {p: d.record for p, d in decoders.items()}
+    meta = provenance(exp.store, exp.model, exp.device, args.seed, args.split, precision=args.precision,
+                      encoder_precision=args.encoder_precision, n_slices=len(rows), n_samples=len(samples),
+                      preset=args.preset, multimask_output=False, box_jitter=args.box_jitter,
+                      finetuned=records if finetuned else None)
+    results = {k: meta[k] for k in ("model", "checkpoint", "data", "split")}
+    results.update({
+        "finetuned": {"choice": args.finetuned, "decoders": records} if finetuned else None,
+        "click_rule": args.click_rule, "mask_input": args.mask_input, "clicks": args.clicks,
+        "multimask_output": False, "box_jitter": args.box_jitter,
+        "samples": {"n": len(samples), "of": len(everything), "per_organ": args.samples_per_organ,
+                    "selection": subset},
+        "noc_convention": (f"NoC@t: clicks to reach Dice >= t, counted as {args.clicks} (the clicks available) when "
+                           "never reached; per organ the mean over its samples, at the top the mean over organs "
+                           "(as mDice)"),
+        "starts": {}, "box_robustness": None, "provenance": meta,
+    })
+    per_sample_rows = []
+    decoded = 0
+    t_rounds = time.perf_counter()
+    for start in starts:
+        decoder = decoders[start]
+        per_sample, shown = run_start(cache, samples, start, args, decoder, example)
+        dice = np.stack([per_sample[s]["dice"] for s in samples])
+        decoded += len(samples) + sum(len(per_sample[s]["clicks"]) for s in samples)
+        summary = summarise_rounds([o for _, o in samples], dice, NOC_THRESHOLDS)
+        results["starts"][start] = dict(summary, decoder=decoder.source)
+        for (row, organ), curve in zip(samples, dice):
+            record = exp.store.records[cache.store_index(row)]
+            per_sample_rows.append([start, record.case_id, record.z, organ_name(organ),
+                                    len(per_sample[(row, organ)]["clicks"])] + [f"{d:.6f}" for d in curve])
+        curve = " ".join(f"{d:.3f}" for d in summary["dice_per_click"])
+        print(f"  {PROMPT_TITLES[start]:<20} mDice after 0..{args.clicks} clicks: {curve}; NoC@85 "
+              f"{summary['noc']['85']:.2f}, NoC@90 {summary['noc']['90']:.2f}  ({decoder.source})")
+        kind = "fine-tuned" if decoder.handoff else "zero-shot"
+        title = f"{PROMPT_TITLES[start]} start, {kind} ({exp.model.name}, {exp.store.description}, {args.split} split)"
+        save_dice_vs_clicks({kind: summary}, out / f"dice_vs_clicks_{start}.png", f"Dice vs clicks: {title}",
+                            NOC_THRESHOLDS)
+        row, organ = example
+        record = exp.store.records[cache.store_index(row)]
+        save_rounds(cache.view(row)[0], shown["truth"], shown["masks"], shown["start_prompt"], shown["clicks"],
+                    shown["dice"], out / f"rounds_{start}.png",
+                    f"{organ_title(organ)} (case {record.case_id}, z={record.z}): {title}")
+    rounds_seconds = time.perf_counter() - t_rounds
+
+    t_jitter = time.perf_counter()
+    if jitters:
+        box = decoders["bound_box"]
+        levels = {}
+        for jitter in jitters:
+            summary, _ = evaluate_prompt(cache, samples, "jittered_box", seed=args.seed, batch_size=args.decode_batch,
+                                         prompt_encoder=box.prompt_encoder, mask_decoder=box.mask_decoder,
+                                         precision=args.precision, box_jitter=jitter)
+            levels[str(jitter)] = summary
+            print(f"  bound box jittered by up to {jitter:>2} px: mDice {summary['mDice']:.4f}")
+        decoded += len(samples) * len(jitters)
+        results["box_robustness"] = {"decoder": box.source, "fine_tuned": box.handoff is not None, "jitters": levels}
+    jitter_seconds = time.perf_counter() - t_jitter
+
+    decode_seconds = rounds_seconds + jitter_seconds
+    results["timing"] = {"encoded_slices": encoded, "decoded_prompts": decoded,
+                         "decoded_prompts_per_second": round(decoded / decode_seconds, 2) if decode_seconds else None,
+                         "rounds_seconds": round(rounds_seconds, 2), "jitter_table_seconds": round(jitter_seconds, 2),
+                         "wall_seconds": round(time.perf_counter() - started, 2),
+                         "cpu_seconds": round(time.process_time() - cpu_started, 2), "device": meta["device"]}
+    kind = "Task 2's fine-tuned decoders" if finetuned else "zero-shot"
+    write_results(out, results, {"table_interactive.md": titled(f"Interactive segmentation ({kind})",
+                                                                table_interactive(results))}, config_record(args))
+    write_csv(out / "per_sample.csv", ["start", "case", "z", "organ", "clicks_made"]
+              + [f"dice_after_{k}" for k in range(args.clicks + 1)], per_sample_rows)
+    print(f"\n{table_interactive(results)}")
+    print(f"{decoded} prompts decoded in {decode_seconds:.1f} s; wall {results['timing']['wall_seconds']} s, "
+          f"CPU {results['timing']['cpu_seconds']} s")
+    print(f"wrote {out / 'metrics.json'} and {out / 'table_interactive.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
