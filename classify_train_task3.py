@@ -38,6 +38,10 @@ HYPERPARAMETERS = {
     "BATCH_SIZE": (32, "samples per step", "positive"),
     "SAMPLES_PER_EPOCH": (0, "(slice, organ) samples per epoch; 0 = all"),
     "DECODE_BATCH": (0, "prompts per decoder call in validation; 0 = auto (8 on a CPU, 64 on a GPU)"),
+    # The training fast path (utils/fastpath.py), as in finetune_task2.py: same/off/off/off is the exact path.
+    "TRAIN_PRECISION": ("same", "training forward autocast: same (= --precision), auto (bf16 CPU, fp16 + GradScaler GPU), fp32, bf16, fp16"),
+    "PREFETCH": ("off", "prepare the next batch (prompts, embeddings, targets) in a background thread: auto (GPU), on, off"),
+    "RESIDENT": ("off", "hold the embedding cache in GPU memory when it fits in half the free memory: auto, on, off"),
 }
 PRESETS = {
     "paper": {},
@@ -63,9 +67,10 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from modified_classifier import ClassifyingMaskDecoder
-    from utils.classification import accuracy_summary, class_logits, predict_classes
+    from utils.classification import accuracy_summary, class_forward, class_inputs, predict_classes
     from utils.cli import fail, open_decoders, open_experiment
     from utils.evaluation import evaluate_prompt
+    from utils.fastpath import ResidentEmbeddings, grad_scaler, resolve
     from utils.io import write_json
     from utils.plots import save_curves
     from utils.prompts import PROMPT_TITLES, parse_prompt_types
@@ -107,11 +112,20 @@ def main(argv: list[str] | None = None) -> int:
     mdice_before = mdice()
     print(f"validation mDice with {PROMPT_TITLES[prompt_type]} before classification training: {mdice_before['mDice']:.4f}")
 
-    def step(batch, epoch):
-        logits, targets = class_logits(cache, classifier, batch, prompt_type, args.seed, epoch, prompt_encoder,
-                                       args.precision)
+    try:
+        fast = resolve(exp.device, args.precision, args.train_precision, "off", args.prefetch, args.resident,
+                       cache_bytes=len(cache) * 256 * 64 * 64 * 2)
+    except ValueError as exc:
+        raise fail(str(exc)) from exc
+    resident = ResidentEmbeddings(cache, exp.device) if fast.resident else None
+
+    def prepare(batch, epoch):
+        return class_inputs(cache, batch, prompt_type, args.seed, epoch, resident)
+
+    def step(inputs, epoch):
+        logits, targets = class_forward(classifier, prompt_encoder, inputs, fast.train_precision)
         loss = loss_fn(logits, targets)
-        return StepResult(loss=loss, metric_sum=float((logits.argmax(1) == targets).sum()), count=len(batch))
+        return StepResult(loss=loss, metric_sum=float((logits.argmax(1) == targets).sum()), count=len(targets))
 
     def validate(epoch):
         ordered, predicted = predict_classes(cache, classifier, val_samples, prompt_type, args.seed, args.decode_batch,
@@ -120,16 +134,18 @@ def main(argv: list[str] | None = None) -> int:
 
     identity = identity_of("task3", exp, prompt_type, args.seed, args.precision, args.encoder_precision,
                            starting_weights=decoder.handoff.run_key if decoder.handoff else "pre-trained",
-                           **{k: getattr(args, k) for k in RUN_SETTINGS})
+                           **{k: getattr(args, k) for k in RUN_SETTINGS}, fast_path=fast.record())
     try:
         run, note = open_run(args.checkpoint_dir / model.name / prompt_type, identity, args.resume)
     except RunMismatch as exc:
         raise fail(str(exc)) from exc
     print(note)
-    config = dict(config_record(args), task="task3", prompt=prompt_type, starting_weights=decoder.source,
+    config = dict(config_record(args), task="task3", prompt=prompt_type, fast_path=fast.record(),
+                  starting_weights=decoder.source,
                   starting_run=decoder.record)
     loop = LoopConfig(epochs=args.epochs, batch_size=args.batch_size, samples_per_epoch=args.samples_per_epoch,
-                      seed=args.seed, monitor="val_accuracy", run=run, progress=not args.no_progress, extra=config)
+                      seed=args.seed, monitor="val_accuracy", run=run, progress=not args.no_progress, extra=config,
+                      prepare=prepare, prefetch=fast.prefetch, scaler=grad_scaler(fast, exp.device))
     started = time.perf_counter()
     try:
         history, trained = run_training(module, optimizer, train_samples, step, validate, loop, resume=args.resume)
@@ -152,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
                              ("val_accuracy", "validation accuracy")], folder / "curves.png", title)
     meta = provenance(store, model, exp.device, args.seed, "val", precision=args.precision,
                       encoder_precision=args.encoder_precision, n_slices=len(val_rows), preset=args.preset,
-                      run=run.record, starting_weights=decoder.source, starting_run=decoder.record)
+                      run=run.record, starting_weights=decoder.source, starting_run=decoder.record,
+                      training_fast_path=fast.record())
     write_results(out, {
         "model": model.name, "prompt": prompt_type, "preset": args.preset, "starting_weights": decoder.source,
         "val_mDice_before": mdice_before, "val_mDice_after": mdice_after, "best_epoch": history["best_epoch"],

@@ -46,6 +46,13 @@ HYPERPARAMETERS = {
     "DECODE_BATCH": (0, "prompts per decoder call in validation; 0 = auto (8 on a CPU, 64 on a GPU)"),
     "BOX_JITTER": (DEFAULT_BOX_JITTER_PX, "jittered_box only: each side of the tight box moves by a seeded shift of "
                                           "up to this many slice pixels (part of a jittered_box run's key)"),
+    # The training fast path (utils/fastpath.py; README "Speed"): how a step is computed, not what it sees.
+    # The study's exact path is same/off/off/off; every value is in the run key and the results.
+    "TRAIN_PRECISION": ("same", "training forward autocast: same (= --precision), auto (bf16 CPU, fp16 + GradScaler GPU), fp32, bf16, fp16"),
+    "COMPILE": ("off", "torch.compile the decoder for training: auto (GPU only), on, off; falls back to eager, saying so"),
+    "PREFETCH": ("off", "prepare the next batch (targets, prompts, embeddings) in a background thread: auto (GPU), on, off"),
+    "RESIDENT": ("off", "hold the whole embedding cache in GPU memory when it fits in half the free memory: auto, on, off"),
+    "LARGEST_BATCH": (False, "GPU: train at the largest power-of-two batch (<= 1024) a step fits, lr scaled linearly (SGD)"),
 }
 PRESETS = {
     "paper": {},  # exactly the constants above
@@ -62,6 +69,7 @@ PRESETS = {
 # and the decode batch, which change how long or how fast, not what is learned.
 RUN_SETTINGS = ("learning_rate", "momentum", "weight_decay", "batch_size", "samples_per_epoch", "val_samples",
                 "aug_views")
+FAST_FLAGS = ("train_precision", "compile", "prefetch", "resident")  # resolved into the run key by utils.fastpath
 # ---------------------------------------------------------------------------------------------
 
 
@@ -81,6 +89,8 @@ class TrainingData:
     val: list  # (row, organ): the whole validation split
     val_epoch: list  # (row, organ): the fixed subset validated every epoch
     encode_seconds: float
+    fast: "object" = None  # utils.fastpath.FastPath: how training steps are computed
+    resident: dict | None = None  # {cache id: ResidentEmbeddings} when the caches live on the GPU
 
 
 def prepare_data(args, exp) -> TrainingData:
@@ -90,6 +100,7 @@ def prepare_data(args, exp) -> TrainingData:
     from utils.augmentation import AugmentSpec
     from utils.cli import fail
     from utils.embedding_cache import EmbeddingCache
+    from utils.fastpath import ResidentEmbeddings
 
     cache = exp.cache
     train_rows, val_rows = cache.rows_for("train"), cache.rows_for("val")
@@ -113,7 +124,21 @@ def prepare_data(args, exp) -> TrainingData:
         generator = torch.Generator().manual_seed(args.seed)
         pick = sorted(torch.randperm(len(val), generator=generator)[: args.val_samples].tolist())
         val_epoch = [val[i] for i in pick]
-    return TrainingData(caches, train, val, val_epoch, time.perf_counter() - t0)
+    fast = fast_path(args, exp.device, sum(len(c) for c in caches))
+    resident = {i: ResidentEmbeddings(c, exp.device) for i, c in enumerate(caches)} if fast.resident else None
+    return TrainingData(caches, train, val, val_epoch, time.perf_counter() - t0, fast, resident)
+
+
+def fast_path(args, device, cache_rows: int):
+    """The resolved training fast path of ``args`` (its four flags) on ``device``; user errors exit."""
+    from utils.cli import fail
+    from utils.fastpath import resolve
+
+    try:
+        return resolve(device, args.precision, args.train_precision, args.compile, args.prefetch, args.resident,
+                       cache_bytes=cache_rows * 256 * 64 * 64 * 2)
+    except ValueError as exc:
+        raise fail(str(exc)) from exc
 
 
 def original_results(args, exp, prompt_types, val_samples) -> tuple[dict, str]:
@@ -138,34 +163,109 @@ def original_results(args, exp, prompt_types, val_samples) -> tuple[dict, str]:
             "computed by finetune_task2.py (same evaluation code as Task 1)")
 
 
-def make_step(caches, prompt_type: str, seed: int, trainable, precision: str, box_jitter: int = DEFAULT_BOX_JITTER_PX):
-    """Forward + Dice loss for a batch of (cache id, row, organ) samples."""
+@dataclass
+class PreparedGroup:
+    """One slice size's share of a batch, ready for the decoder: what the fast path makes ahead."""
+
+    cache_id: int
+    samples: list  # (row, organ), grouped by row
+    targets: "object"  # bool (n, H, W) masks on the model's device
+    points: "object"  # prompt-encoder inputs from utils.decoding.prompt_inputs
+    boxes: "object"
+    embeddings: "object"  # float32 (n, 256, 64, 64) on the model's device
+    size: tuple
+
+
+def make_prepare(caches, prompt_type: str, seed: int, resident: dict | None = None,
+                 box_jitter: int = DEFAULT_BOX_JITTER_PX):
+    """prepare(batch, epoch) -> [PreparedGroup]: labels, prompts and embeddings of a batch of
+    (cache id, row, organ) samples, grouped by slice (each slice's label and embedding read once).
+    No autograd: safe to run in a background thread. ``resident``: {cache id: ResidentEmbeddings}."""
+    from utils.decoding import prompt_inputs
+    from utils.evaluation import build_batch, gather_embeddings
+    from utils.fastpath import slice_grouped
+
+    def prepare(batch, epoch):
+        groups: dict = {}
+        for cache_id, row, organ in slice_grouped(batch):
+            groups.setdefault((cache_id, caches[cache_id].index.shape(row)), []).append((row, organ))
+        out = []
+        for (cache_id, size), samples in groups.items():
+            cache = caches[cache_id]
+            masks, prompts, sizes = build_batch(cache, samples, prompt_type, seed, epoch, box_jitter)
+            points, boxes = prompt_inputs(cache.model, prompts, sizes)
+            embeddings = (resident[cache_id].gather([r for r, _ in samples]) if resident
+                          else gather_embeddings(cache, samples))
+            out.append(PreparedGroup(cache_id, samples, masks.to(embeddings.device), points, boxes, embeddings, size))
+        return out
+
+    return prepare
+
+
+def make_step(caches, prompt_type: str, seed: int, trainable, precision: str, paired=None, resident=None,
+              box_jitter: int = DEFAULT_BOX_JITTER_PX):
+    """Forward + Dice loss for a batch of (cache id, row, organ) samples, or for what ``make_prepare``
+    made of one (the fast path prepares batches ahead). ``precision``: the training forward's autocast
+    (``--train-precision``); ``paired``: a compiled :func:`utils.decoding.predict_masks_paired`.
+
+    The loss is MONAI's DiceLoss (sigmoid) at the slice's resolution, averaged over the batch's samples
+    (a group of each slice size weighs by its sample count)."""
     import torch
     from monai.losses import DiceLoss
 
-    from utils.evaluation import build_batch, predict_logits
+    from utils.decoding import decode_inputs, predict_masks_paired
     from utils.metrics import batch_dice
+    from utils.precision import autocast
     from utils.training import StepResult
 
     loss_fn = DiceLoss(sigmoid=True)
+    prepare = make_prepare(caches, prompt_type, seed, resident, box_jitter)
+    paired = paired or predict_masks_paired
 
     def step(batch, epoch):
-        logits, targets = [], []
-        groups: dict = {}
-        for cache_id, row, organ in batch:
-            groups.setdefault((cache_id, caches[cache_id].index.shape(row)), []).append((row, organ))
-        for (cache_id, _), samples in groups.items():
-            masks, prompts, sizes = build_batch(caches[cache_id], samples, prompt_type, seed, epoch, box_jitter)
-            logits.append(predict_logits(caches[cache_id], samples, prompts, sizes, False, trainable["prompt_encoder"],
-                                         trainable["mask_decoder"], precision).flatten(1))
-            targets.append(masks.flatten(1).to(logits[-1].device))
-        logits_t = torch.cat(logits)
-        targets_t = torch.cat(targets).float()
-        loss = loss_fn(logits_t[:, None], targets_t[:, None])
-        dice = batch_dice(logits_t.detach() > 0, targets_t > 0.5)
-        return StepResult(loss=loss, metric_sum=float(dice.sum()), count=len(batch))
+        groups = batch if batch and isinstance(batch[0], PreparedGroup) else prepare(batch, epoch)
+        n = sum(len(g.samples) for g in groups)
+        loss = 0.0
+        dice_sum = 0.0
+        for g in groups:
+            model = caches[g.cache_id].model
+            with autocast(model.device, precision):
+                low_res, _ = decode_inputs(g.embeddings, g.points, g.boxes, False, trainable["prompt_encoder"],
+                                           trainable["mask_decoder"], paired=paired)
+            logits = model.postprocess(low_res.float(), g.size)[:, 0].flatten(1)
+            targets = g.targets.flatten(1).float()
+            loss = loss + loss_fn(logits[:, None], targets[:, None]) * (len(g.samples) / n)
+            dice_sum += float(batch_dice(logits.detach() > 0, targets > 0.5).sum())
+        return StepResult(loss=loss, metric_sum=dice_sum, count=n)
 
+    step.prepare = prepare
     return step
+
+
+def largest_batch_for(args, exp, data: TrainingData, prompt_type: str) -> tuple[int, float]:
+    """(batch, lr) for --largest-batch: on a GPU the largest power-of-two batch whose training step fits,
+    lr scaled linearly from --batch-size (utils.fastpath.scaled_lr); on a CPU (throughput flat in the
+    batch, benchmarks/run.py) --batch-size and --learning-rate unchanged, said so."""
+    import torch
+
+    from utils.fastpath import cuda_step_fits, largest_batch, scaled_lr
+
+    if exp.device.type != "cuda":
+        print("--largest-batch: a CPU gains nothing from larger batches; keeping --batch-size")
+        return args.batch_size, args.learning_rate
+    probe = torch.nn.ModuleDict({"prompt_encoder": copy.deepcopy(exp.model.sam.prompt_encoder),
+                                 "mask_decoder": copy.deepcopy(exp.model.sam.mask_decoder)}).requires_grad_(True)
+    step = make_step(data.caches, prompt_type, args.seed, probe, data.fast.train_precision, resident=data.resident)
+
+    def one_step(batch: int) -> None:
+        samples = (data.train * (1 + batch // max(len(data.train), 1)))[:batch]
+        step(samples, 0).loss.backward()
+        probe.zero_grad(set_to_none=True)
+
+    batch = largest_batch(cuda_step_fits(one_step), args.batch_size)
+    lr = scaled_lr(args.learning_rate, args.batch_size, batch, "sgd")
+    print(f"--largest-batch: batch {batch}, lr {lr:g} (linear scaling from batch {args.batch_size}, lr {args.learning_rate:g})")
+    return batch, lr
 
 
 def finetune_prompt(args, exp, data: TrainingData, prompt_type: str, config: dict) -> dict:
@@ -173,13 +273,18 @@ def finetune_prompt(args, exp, data: TrainingData, prompt_type: str, config: dic
     import torch
 
     from utils.cli import fail
+    from utils.decoding import predict_masks_paired
     from utils.evaluation import evaluate_prompt
+    from utils.fastpath import CompiledOrEager, grad_scaler
     from utils.runs import RunMismatch, identity_of, load_checkpoint, open_run
     from utils.training import LoopConfig, TrainingDiverged, run_training
 
     model = exp.model
+    settings = {k: getattr(args, k) for k in RUN_SETTINGS}
+    if args.largest_batch:
+        settings["batch_size"], settings["learning_rate"] = largest_batch_for(args, exp, data, prompt_type)
     identity = identity_of("task2", exp, prompt_type, args.seed, args.precision, args.encoder_precision,
-                           **{k: getattr(args, k) for k in RUN_SETTINGS},
+                           **settings, fast_path=data.fast.record(),
                            # only a jittered_box run depends on the jitter (other runs' keys stay as they were)
                            **({"box_jitter": args.box_jitter} if prompt_type == "jittered_box" else {}))
     try:
@@ -192,7 +297,7 @@ def finetune_prompt(args, exp, data: TrainingData, prompt_type: str, config: dic
                                      "mask_decoder": copy.deepcopy(model.sam.mask_decoder)})
     for p in trainable.parameters():
         p.requires_grad_(True)
-    optimizer = torch.optim.SGD(trainable.parameters(), lr=args.learning_rate, momentum=args.momentum,
+    optimizer = torch.optim.SGD(trainable.parameters(), lr=settings["learning_rate"], momentum=args.momentum,
                                 weight_decay=args.weight_decay)
 
     def score(samples):
@@ -204,15 +309,17 @@ def finetune_prompt(args, exp, data: TrainingData, prompt_type: str, config: dic
         summary = score(data.val_epoch)
         return {"val_mDice": summary["mDice"], "summary": summary}
 
-    loop = LoopConfig(epochs=args.epochs, batch_size=args.batch_size, samples_per_epoch=args.samples_per_epoch,
+    fast = data.fast
+    paired = CompiledOrEager(predict_masks_paired, fast.compile)
+    step = make_step(data.caches, prompt_type, args.seed, trainable, fast.train_precision, paired, data.resident,
+                     args.box_jitter)
+    loop = LoopConfig(epochs=args.epochs, batch_size=settings["batch_size"], samples_per_epoch=args.samples_per_epoch,
                       seed=args.seed, monitor="val_mDice", run=run, progress=not args.no_progress,
-                      extra=dict(config, prompt=prompt_type, task="task2"))
+                      extra=dict(config, prompt=prompt_type, task="task2", fast_path=fast.record()),
+                      prepare=step.prepare, prefetch=fast.prefetch, scaler=grad_scaler(fast, model.device))
     started = time.perf_counter()
     try:
-        history, trained = run_training(trainable, optimizer, data.train,
-                                        make_step(data.caches, prompt_type, args.seed, trainable, args.precision,
-                                                  args.box_jitter),
-                                        validate, loop, resume=args.resume)
+        history, trained = run_training(trainable, optimizer, data.train, step, validate, loop, resume=args.resume)
     except (TrainingDiverged, RunMismatch) as exc:
         raise fail(f"{prompt_type}: {exc}") from exc
     seconds = time.perf_counter() - started
@@ -221,6 +328,8 @@ def finetune_prompt(args, exp, data: TrainingData, prompt_type: str, config: dic
     else:  # chosen on the per-epoch subset, scored on the whole split
         trainable.load_state_dict(load_checkpoint(run.best)["model"])
         best = score(data.val)
+    if paired.note != "eager (compile off)":
+        print(f"{prompt_type}: decoder {paired.note}")
     return {"best": dict(best, best_epoch=history["best_epoch"], checkpoint=str(run.best), run=run.record),
             "history": history, "run": run, "seconds_per_epoch": round(seconds / trained, 2) if trained else None}
 
@@ -270,11 +379,12 @@ def main(argv: list[str] | None = None) -> int:
     meta = provenance(exp.store, exp.model, exp.device, args.seed, "val", precision=args.precision,
                       encoder_precision=args.encoder_precision, n_slices=len(exp.cache.rows_for("val")),
                       preset=args.preset, runs={p: o["run"].record for p, o in outcomes.items()},
-                      box_jitter=args.box_jitter)
+                      box_jitter=args.box_jitter, training_fast_path=data.fast.record())
     results = {k: meta[k] for k in ("model", "checkpoint", "data", "split")}
     results.update({
         "n_slices": meta["n_slices"], "preset": args.preset,
         "settings": {"epochs": args.epochs, **{k: getattr(args, k) for k in RUN_SETTINGS},
+                     "fast_path": data.fast.record(),
                      "val_samples": len(data.val), "val_samples_per_epoch": len(data.val_epoch)},
         "prompts": {p: o["best"] for p, o in outcomes.items()}, "original": originals,
         "original_source": original_source, "provenance": meta,

@@ -12,6 +12,11 @@ Sections:
   decoder  prompts/s at inference (batched prompts, each paired with its own cached embedding) and
            samples/s in Task 2 training (forward + Dice loss + backward + SGD step), fp32 and fast.
            SAM's mask decoder is the same module for lite_medsam and vit_b/l/h.
+  training Task 2 and Task 3 training steps, exact path vs fast path (utils/fastpath.py) interleaved in
+           this process, wall and CPU (user+sys) time: LiteMedSAM on the phantom (160x160) and a
+           ViT-B-shaped model (random weights) on 512x512 phantom slices with random embeddings, at
+           batch 16 and 64; torch.compile's first-call cost and steady rate; and the paper preset's
+           estimated wall time on BTCV from the measured rate (TRAINING_ESTIMATE states the sample count).
   task1    Task 1 end to end (all five prompts) on a fixed phantom store, by the suite (embedding
            cache + batched decoding) against the naive study: SamPredictor.set_image + predict once
            per (slice, organ, prompt). Both run in this process on the same store; their Dice
@@ -38,7 +43,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-SECTIONS = ("encoder", "decoder", "task1", "memory")
+SECTIONS = ("encoder", "decoder", "training", "task1", "memory")
 # (batch, warm-up calls, timed calls) per model: a CPU gets one vit_h image (about a minute each).
 ENCODER_PLAN = {
     "cpu": {"lite_medsam": (4, 1, 3), "vit_b": (1, 0, 1), "vit_h": (1, 0, 1)},
@@ -59,6 +64,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--encoders", default="lite_medsam,vit_b,vit_h", help="models for the encoder section")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "bench", help="where bench.json/bench.md go")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--compile-on-cpu", action="store_true",
+                        help="training section: also time torch.compile on a CPU (minutes of compiling)")
     return parser.parse_args(argv)
 
 
@@ -120,10 +127,191 @@ def phantom_store(name: str, volumes: int, slices: int, size: int = 160) -> Path
     from utils.phantom import PhantomConfig, write_phantom_dataset
     from utils.slice_store import build_store
 
-    config = PhantomConfig(shape=(size, size, slices), spacing=(2.4, 2.4, 90.0 / slices), n_volumes=volumes)
+    mm = 2.4 * 160 / size  # the same body in more pixels
+    config = PhantomConfig(shape=(size, size, slices), spacing=(mm, mm, 90.0 / slices), n_volumes=volumes)
     raw = write_phantom_dataset(BENCH_DATA / f"phantom-{name}", config, progress=False)
     store_path, _ = build_store(raw.parent, BENCH_DATA / f"slices-{name}", progress=False)
     return store_path
+
+
+# ------------------------------------------------------------------------------------------ training
+# The paper preset on real BTCV, for the estimate: BTCV's 30 labelled CTs hold 3,779 axial slices; the
+# training split (80 %) has ~2,400 organ-bearing slices with ~4.2 of the 13 organs each, ~10,000
+# (slice, organ) samples; Task 2 adds 2 augmented views per slice (30,000 samples per epoch) and trains
+# 5 prompt types for 50 epochs (7.5M sample-steps); Task 3 trains one prompt type on the 10,000 unaugmented
+# samples for 50 epochs (0.5M). Validation and encoding are not included.
+TRAINING_ESTIMATE = {"task2_sample_steps": 30_000 * 50 * 5, "task3_sample_steps": 10_000 * 50}
+# (steps per timed round, rounds) on a CPU / GPU; exact and fast alternate round by round.
+TRAINING_PLAN = {"cpu": (1, 3), "cuda": (10, 5)}
+
+
+class RandomEmbeddings:
+    """An embedding cache stand-in for speed: a real store's labels, seeded random embeddings (float16
+    as stored), so a ViT-B-shaped run needs no ViT-B encoder pass (11.6 s per slice on this CPU)."""
+
+    def __init__(self, model, store):
+        from utils.sample_index import SampleIndex
+
+        self.model, self.store = model, store
+        self.index = SampleIndex(store, None)
+        g = torch.Generator().manual_seed(0)
+        self.table = torch.randn(len(self.index), 256, 64, 64, generator=g).half()
+        self.storage = self  # ResidentEmbeddings reads storage.read(rows)
+
+    def read(self, rows):
+        return self.table[torch.as_tensor(np.asarray(rows))].numpy()
+
+    def __len__(self):
+        return len(self.index)
+
+    def label(self, row):
+        return self.index.label(row)
+
+    def store_index(self, row):
+        return self.index.store_index(row)
+
+    def view_id(self, row):
+        return self.index.view_id(row)
+
+    def samples(self, rows):
+        return self.index.samples(rows)
+
+    def embeddings(self, rows, device="cpu"):
+        out = self.table[torch.as_tensor(np.asarray(rows))]
+        if torch.device(device).type == "cuda":
+            out = out.pin_memory()
+        return out.to(device, non_blocking=True).float()
+
+
+def cpu_seconds() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+def training_variants(device: torch.device) -> dict:
+    """name -> fast-path flags (train_precision, compile, prefetch): the exact path and the device's fast path."""
+    from utils.fastpath import resolve
+
+    return {"exact": resolve(device, "fp32"),
+            "fast": resolve(device, "fp32", "auto", "off", "auto", "auto", cache_bytes=0),
+            "fast+compile": resolve(device, "fp32", "auto", "on", "auto", "auto", cache_bytes=0)}
+
+
+def bench_training(device: torch.device, compile_on_cpu: bool = False) -> dict:
+    """Task 2 / Task 3 training steps, exact vs fast path, interleaved; samples/s wall and per CPU second."""
+    import copy
+
+    from finetune_task2 import make_step
+    from modified_classifier import ClassifyingMaskDecoder
+    from utils.classification import class_forward, class_inputs
+    from utils.decoding import predict_masks_paired
+    from utils.embedding_cache import EmbeddingCache
+    from utils.fastpath import CompiledOrEager, ResidentEmbeddings, batches, grad_scaler
+    from utils.models import load_model
+    from utils.slice_store import SliceStore
+    from utils.training import backward_step
+
+    per_round, rounds = TRAINING_PLAN[device.type]
+    variants = training_variants(device)
+    if device.type == "cpu" and not compile_on_cpu:
+        variants.pop("fast+compile")
+    configs = []
+    lite = load_model("lite_medsam", device=device)
+    store = SliceStore(phantom_store(f"task1-{device.type}", **TASK1_PHANTOM[device.type]))
+    lite_cache = EmbeddingCache(lite, store, root=BENCH_DATA / "cache")
+    lite_cache.ensure(progress=False)
+    configs.append(("lite_medsam, phantom 160x160 (real weights)", lite_cache))
+    torch.manual_seed(0)
+    vit_b = load_model("vit_b", device=device, random_init=True)
+    store512 = SliceStore(phantom_store("train512", volumes=1, slices=2, size=512))
+    configs.append(("vit_b-shaped (random weights), 512x512 slices", RandomEmbeddings(vit_b, store512)))
+
+    rows = []
+    for label, cache in configs:
+        model = cache.model
+        for p in model.sam.parameters():
+            p.requires_grad_(False)
+        samples = [(0, r, o) for r, o in cache.samples(range(len(cache)))]
+        for batch_size in (16, 64):
+            pool = (samples * (1 + (per_round * batch_size) // len(samples)))[: per_round * batch_size]
+            order = np.arange(len(pool))
+            for task in ("task2", "task3"):
+                runners = {}
+                for name, fast in variants.items():
+                    torch.manual_seed(0)
+                    resident = {0: ResidentEmbeddings(cache, device)} if fast.resident else None
+                    if task == "task2":
+                        module = torch.nn.ModuleDict({"prompt_encoder": copy.deepcopy(model.sam.prompt_encoder),
+                                                      "mask_decoder": copy.deepcopy(model.sam.mask_decoder)})
+                        module.requires_grad_(True)
+                        optimizer = torch.optim.SGD(module.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+                        paired = CompiledOrEager(predict_masks_paired, fast.compile)
+                        step = make_step([cache], "bound_box", 0, module, fast.train_precision, paired, resident)
+                        prepare = step.prepare
+                    else:
+                        classifier = ClassifyingMaskDecoder(copy.deepcopy(model.sam.mask_decoder)).to(device)
+                        classifier.freeze_for_task3()
+                        optimizer = torch.optim.Adam(classifier.trainable_parameters(), lr=1e-4)
+                        loss_fn = torch.nn.CrossEntropyLoss()
+                        pe = model.sam.prompt_encoder
+                        res = resident[0] if resident else None
+
+                        def prepare(b, epoch, cache=cache, res=res):
+                            return class_inputs(cache, [(r, o) for _, r, o in b], "one_central_point", 0, epoch, res)
+
+                        def step(inputs, epoch, classifier=classifier, pe=pe, fast=fast, loss_fn=loss_fn):
+                            logits, targets = class_forward(classifier, pe, inputs, fast.train_precision)
+                            return type("R", (), {"loss": loss_fn(logits, targets)})
+                    scaler = grad_scaler(fast, device)
+
+                    def run_round(step=step, prepare=prepare, optimizer=optimizer, fast=fast, scaler=scaler):
+                        for inputs in batches(pool, order, batch_size, 0, prepare, fast.prefetch):
+                            optimizer.zero_grad(set_to_none=True)
+                            backward_step(step(inputs, 0).loss, optimizer, scaler)
+
+                    sync(device)
+                    t0 = time.perf_counter()
+                    run_round()  # warm-up (with compile: its compile time)
+                    sync(device)
+                    first = time.perf_counter() - t0
+                    runners[name] = {"run": run_round, "wall": 0.0, "cpu": 0.0, "first_round_s": first,
+                                     "note": paired.note if task == "task2" else "eager"}
+                for _ in range(rounds):  # interleaved: exact, fast, exact, fast ...
+                    for r in runners.values():
+                        sync(device)
+                        w, c = time.perf_counter(), cpu_seconds()
+                        r["run"]()
+                        sync(device)
+                        r["wall"] += time.perf_counter() - w
+                        r["cpu"] += cpu_seconds() - c
+                n = rounds * len(pool)
+                base = n / runners["exact"]["wall"]
+                for name, r in runners.items():
+                    row = {"config": label, "task": task, "batch": batch_size, "path": name,
+                           "flags": variants[name].record(), "samples": n,
+                           "samples_per_s": round(n / r["wall"], 2),
+                           "samples_per_cpu_s": round(n / max(r["cpu"], 1e-9), 2),
+                           "speedup": round(n / r["wall"] / base, 2), "first_round_s": round(r["first_round_s"], 1),
+                           "compile": r["note"]}
+                    rows.append(row)
+                    print(f"  training {task} {label} batch {batch_size} {name}: {row['samples_per_s']:.1f} samples/s "
+                          f"({row['samples_per_cpu_s']:.1f} per CPU s), {row['speedup']:.2f}x", flush=True)
+    return {"rows": rows, "estimate": paper_estimate(rows, device)}
+
+
+def paper_estimate(rows: list[dict], device: torch.device) -> dict:
+    """Hours of training for the paper preset on BTCV (TRAINING_ESTIMATE) at the measured ViT-B-shaped rates."""
+    out = {"assumed": TRAINING_ESTIMATE, "device": device.type}
+    for path in sorted({r["path"] for r in rows}):
+        rate = {t: max((r["samples_per_s"] for r in rows if r["path"] == path and r["task"] == t
+                        and r["config"].startswith("vit_b")), default=None) for t in ("task2", "task3")}
+        if None in rate.values():
+            continue
+        hours = (TRAINING_ESTIMATE["task2_sample_steps"] / rate["task2"]
+                 + TRAINING_ESTIMATE["task3_sample_steps"] / rate["task3"]) / 3600
+        out[path] = {"task2_samples_per_s": rate["task2"], "task3_samples_per_s": rate["task3"],
+                     "hours": round(hours, 1)}
+    return out
 
 
 # ------------------------------------------------------------------------------------------ decoder
@@ -366,6 +554,20 @@ def markdown(result: dict) -> str:
             ["precision", "inference batch", "prompts/s (inference)", "train batch", "samples/s (training)"],
             [[r["precision"], r["inference_batch"], f"{r['inference_prompts_per_s']:.1f}", r["train_batch"],
               f"{r['train_samples_per_s']:.1f}"] for r in result["decoder"]])]
+    if "training" in result:
+        tr = result["training"]
+        lines += ["## Training steps: exact path vs fast path (interleaved in one process)", "", markdown_table(
+            ["model, slices", "task", "batch", "path", "samples/s", "samples per CPU s", "speed-up", "first round s",
+             "decoder"],
+            [[r["config"], r["task"], r["batch"], r["path"], f"{r['samples_per_s']:.1f}", f"{r['samples_per_cpu_s']:.1f}",
+              f"{r['speedup']:.2f}x", f"{r['first_round_s']:.1f}", r["compile"]] for r in tr["rows"]]), ""]
+        est = tr["estimate"]
+        a = est["assumed"]
+        lines += [f"Paper preset on BTCV, training only, at the ViT-B-shaped rate (best batch) on this {est['device']}: "
+                  f"{a['task2_sample_steps']:,} Task 2 sample-steps (30,000 (slice, organ, view) samples x 50 epochs x "
+                  f"5 prompts) + {a['task3_sample_steps']:,} Task 3 sample-steps: "
+                  + "; ".join(f"{k} {v['hours']} h" for k, v in est.items() if isinstance(v, dict) and "hours" in v)
+                  + ".", ""]
     if "task1" in result:
         t = result["task1"]
         rows = [["naive: SamPredictor.set_image + predict per (slice, organ, prompt), fp32",
@@ -411,6 +613,7 @@ def main(argv=None) -> int:
     runners = {
         "encoder": lambda: bench_encoder([m.strip() for m in args.encoders.split(",") if m.strip()], device),
         "decoder": lambda: bench_decoder(device),
+        "training": lambda: bench_training(device, args.compile_on_cpu),
         "task1": lambda: bench_task1(device, progress=not args.no_progress),
         "memory": lambda: bench_memory(device),
     }

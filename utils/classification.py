@@ -13,22 +13,37 @@ from .organs import NUM_ORGANS, organ_name
 from .precision import autocast
 
 
+def class_inputs(cache: EmbeddingCache, samples: Sequence[tuple[int, int]], prompt_type: str, seed: int,
+                 epoch: int = -1, resident=None) -> tuple:
+    """(points, boxes, embeddings float32 (N, 256, 64, 64), targets int64 (N,) = organ label - 1) for N
+    samples of one slice size, on the model's device: everything before the forward pass (no autograd,
+    so the training fast path makes it ahead in a background thread). ``resident``: a
+    :class:`utils.fastpath.ResidentEmbeddings` to gather from instead of the cache."""
+    model = cache.model
+    _, prompts, sizes = build_batch(cache, samples, prompt_type, seed, epoch)
+    points, boxes = prompt_inputs(model, prompts, sizes)
+    embeddings = resident.gather([r for r, _ in samples]) if resident else gather_embeddings(cache, samples)
+    targets = torch.as_tensor([organ - 1 for _, organ in samples], device=embeddings.device)
+    return points, boxes, embeddings, targets
+
+
+def class_forward(classifier, prompt_encoder, inputs: tuple, precision: str = "fp32") -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits float32 (N, 13), targets) from :func:`class_inputs`' tuple, the forward at ``precision``."""
+    points, boxes, embeddings, targets = inputs
+    with autocast(embeddings.device, precision):
+        sparse, dense = prompt_encoder(points=points, boxes=boxes, masks=None)
+        logits = classifier.classify(embeddings, prompt_encoder.get_dense_pe(), sparse, dense).float()
+    return logits, targets
+
+
 def class_logits(cache: EmbeddingCache, classifier, samples: Sequence[tuple[int, int]], prompt_type: str, seed: int,
                  epoch: int = -1, prompt_encoder=None, precision: str = "fp32") -> tuple[torch.Tensor, torch.Tensor]:
     """(logits float32 (N, 13), targets int64 (N,) = organ label - 1) for N samples of one slice size.
 
     The forward pass runs at ``precision`` (``--precision``), like every decoder pass of the suite.
     """
-    model = cache.model
-    prompt_encoder = prompt_encoder or model.sam.prompt_encoder
-    _, prompts, sizes = build_batch(cache, samples, prompt_type, seed, epoch)
-    points, boxes = prompt_inputs(model, prompts, sizes)
-    embeddings = gather_embeddings(cache, samples)
-    with autocast(model.device, precision):
-        sparse, dense = prompt_encoder(points=points, boxes=boxes, masks=None)
-        logits = classifier.classify(embeddings, prompt_encoder.get_dense_pe(), sparse, dense).float()
-    targets = torch.as_tensor([organ - 1 for _, organ in samples], device=logits.device)
-    return logits, targets
+    return class_forward(classifier, prompt_encoder or cache.model.sam.prompt_encoder,
+                         class_inputs(cache, samples, prompt_type, seed, epoch), precision)
 
 
 @torch.inference_mode()

@@ -100,11 +100,26 @@ def decode(
     ``SamPredictor.predict(mask_input=...)`` with its (1, 256, 256) array.
     Returns (low-res logits (N, 1, 256, 256), predicted IoU (N,)).
     """
-    prompt_encoder = prompt_encoder or model.sam.prompt_encoder
-    mask_decoder = mask_decoder or model.sam.mask_decoder
     points, boxes = prompt_inputs(model, prompts, original_sizes)
+    return decode_inputs(embeddings, points, boxes, multimask_output, prompt_encoder or model.sam.prompt_encoder,
+                         mask_decoder or model.sam.mask_decoder, mask_input)
+
+
+def decode_inputs(
+    embeddings: torch.Tensor,
+    points: tuple[torch.Tensor, torch.Tensor] | None,
+    boxes: torch.Tensor | None,
+    multimask_output: bool,
+    prompt_encoder: torch.nn.Module,
+    mask_decoder: torch.nn.Module,
+    mask_input: torch.Tensor | None = None,
+    paired=predict_masks_paired,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`decode` from prompt-encoder inputs already made by :func:`prompt_inputs` (the training
+    fast path makes them ahead, in a background thread). ``paired`` may be a compiled
+    :func:`predict_masks_paired`. Same returns as :func:`decode`."""
     if mask_input is not None:
-        expected = (len(prompts), 1, *prompt_encoder.mask_input_size)
+        expected = (len(points[0]) if points is not None else len(boxes), 1, *prompt_encoder.mask_input_size)
         if tuple(mask_input.shape) != expected:
             raise ValueError(f"mask_input must be low-res logits of shape {expected} (one per prompt), "
                              f"got {tuple(mask_input.shape)}")
@@ -113,7 +128,7 @@ def decode(
     n = sparse.size(0)
     if embeddings.size(0) not in (1, n):
         raise ValueError(f"{embeddings.size(0)} embeddings for {n} prompts: pass one, or one per prompt")
-    masks, iou = predict_masks_paired(
+    masks, iou = paired(
         mask_decoder, embeddings.expand(n, -1, -1, -1), prompt_encoder.get_dense_pe(), sparse, dense
     )
     if multimask_output:

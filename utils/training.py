@@ -17,6 +17,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from .fastpath import batches
 from .io import atomic_path, write_json
 from .runs import Run, RunMismatch, load_checkpoint
 
@@ -43,6 +44,11 @@ class LoopConfig:
     explode_factor: float = 1e3  # a batch loss this many times the first epoch's mean loss stops the run
     progress: bool = True
     extra: dict = field(default_factory=dict)  # the run's full config, saved in every checkpoint
+    # Fast path (utils.fastpath): step receives prepare(batch, epoch) instead of the batch, made one batch
+    # ahead in a background thread when prefetch; scaler: a GradScaler for fp16 training on a GPU.
+    prepare: Callable[[Sequence, int], object] | None = None
+    prefetch: bool = False
+    scaler: object | None = None
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
@@ -59,6 +65,17 @@ def epoch_order(n: int, seed: int, epoch: int, samples_per_epoch: int) -> np.nda
     """Which samples epoch ``epoch`` visits, in order: a seeded permutation, cut to samples_per_epoch."""
     order = np.random.default_rng([seed, 7919, epoch]).permutation(n)
     return order[:samples_per_epoch] if 0 < samples_per_epoch < n else order
+
+
+def backward_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler=None) -> None:
+    """loss.backward() and optimizer.step(), through ``scaler`` (fp16 on a GPU) when given."""
+    if scaler is None:
+        loss.backward()
+        optimizer.step()
+    else:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
 
 
 def run_training(
@@ -104,8 +121,7 @@ def run_training(
         total_loss = total_metric = 0.0
         seen = 0
         bar = tqdm(total=len(order), desc=f"epoch {epoch + 1}/{config.epochs}", unit="sample", disable=not config.progress)
-        for start_i in range(0, len(order), config.batch_size):
-            batch = [samples[i] for i in order[start_i : start_i + config.batch_size]]
+        for batch in batches(samples, order, config.batch_size, epoch, config.prepare, config.prefetch):
             result = step(batch, epoch)
             loss_value = float(result.loss.detach())
             if not math.isfinite(loss_value) or (
@@ -116,8 +132,7 @@ def run_training(
                     f"{last_path if last_path.exists() else '(none yet)'}; lower the learning rate and rerun."
                 )
             optimizer.zero_grad(set_to_none=True)
-            result.loss.backward()
-            optimizer.step()
+            backward_step(result.loss, optimizer, config.scaler)
             total_loss += loss_value * result.count
             total_metric += result.metric_sum
             seen += result.count
