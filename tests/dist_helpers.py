@@ -21,7 +21,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def spawn(fn, args: tuple, nprocs: int = 2, timeout: float = 240.0) -> None:
+def spawn(fn, args: tuple, nprocs: int = 2, timeout: float = 480.0) -> None:
     """Run ``fn(rank, *args)`` on ``nprocs`` spawned ranks; raise if one fails or the deadline passes."""
     context = torch.multiprocessing.start_processes(fn, args=args, nprocs=nprocs, join=False, start_method="spawn")
     deadline = time.monotonic() + timeout
