@@ -130,3 +130,31 @@ def test_two_ranks_match_one_process_in_task1_and_task2_and_only_rank0_writes(st
 
     # rank 1 wrote nothing: its writes would have raised (dist_helpers.guard_writes), its folder is empty
     assert list((tmp_path / "workdirs" / "rank1").iterdir()) == []
+
+
+def test_single_process_is_a_no_op():
+    """Under plain python: rank 0 of 1, nothing sharded, the step untouched, errors raised as they are."""
+    from utils import distributed
+
+    assert not distributed.launched() or os.environ.get("WORLD_SIZE") == "1"
+    assert (distributed.rank(), distributed.world_size(), distributed.is_main()) == (0, 1, True)
+    assert distributed.shard([3, 1, 2]) == [3, 1, 2] and distributed.gather("x") == ["x"]
+    assert distributed.map_batches(lambda b: sum(b), [[1, 2], [3]]) == [3, 3]
+
+    def step(batch, epoch):
+        return batch
+
+    assert distributed.data_parallel_step(torch.nn.Linear(1, 1), step) is step
+    with pytest.raises(ValueError, match="boom"):
+        distributed.main_then_share(lambda: (_ for _ in ()).throw(ValueError("boom")))
+    with distributed.solo():
+        assert distributed.world_size() == 1
+
+
+def test_run_study_launches_task_stages_with_torchrun():
+    import run_study
+
+    command = run_study.torchrun_command(2, "finetune_task2.py", ["--preset", "quick"])
+    assert command[1:5] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    assert command[-3:] == [str(Path(run_study.__file__).parent / "finetune_task2.py"), "--preset", "quick"]
+    assert run_study.main(["--phantom", "--nproc", "0"]) == 1
