@@ -4,6 +4,7 @@
 #   make test        install into .venv, then run the tests
 # The real study: make reproduce DATA=path/to/BTCV MODEL=vit_h PRESET=paper
 # Fast paths (README, "Speed"): PRECISION=bf16 (decoder), ENCODER_PRECISION=bf16 or fp16 (GPU)
+# Several GPUs: make reproduce GPUS=4 (or NPROC=4): each task stage launched with torchrun on 4 ranks
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -17,6 +18,8 @@ SEED ?= 0
 PRECISION ?= fp32
 ENCODER_PRECISION ?= fp32
 PYTEST_ARGS ?= -q
+GPUS ?= 1
+NPROC ?= $(GPUS)
 
 .PHONY: reproduce test report bench clean-results
 
@@ -28,7 +31,8 @@ $(VENV)/.installed: requirements.txt
 reproduce: $(VENV)/.installed
 	$(PY) run_study.py --model $(MODEL) --preset $(PRESET) --device $(DEVICE) --seed $(SEED) \
 		--precision $(PRECISION) --encoder-precision $(ENCODER_PRECISION) \
-		$(if $(DATA),--data-root $(DATA),--phantom) $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT),)
+		$(if $(DATA),--data-root $(DATA),--phantom) $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT),) \
+		--nproc $(NPROC)
 
 test: $(VENV)/.installed
 	$(PY) -m pytest $(PYTEST_ARGS)

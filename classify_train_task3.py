@@ -67,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from modified_classifier import ClassifyingMaskDecoder
+    from utils import distributed
     from utils.classification import accuracy_summary, class_forward, class_inputs, predict_classes
     from utils.cli import fail, open_decoders, open_experiment
     from utils.evaluation import evaluate_prompt
@@ -136,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
                            starting_weights=decoder.handoff.run_key if decoder.handoff else "pre-trained",
                            **{k: getattr(args, k) for k in RUN_SETTINGS}, fast_path=fast.record())
     try:
-        run, note = open_run(args.checkpoint_dir / model.name / prompt_type, identity, args.resume)
+        run, note = distributed.main_then_share(open_run, args.checkpoint_dir / model.name / prompt_type, identity,
+                                                args.resume)  # torchrun: rank 0 makes the folder
     except RunMismatch as exc:
         raise fail(str(exc)) from exc
     print(note)
@@ -157,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"validation mDice after (best checkpoint, epoch {history['best_epoch']}): {mdice_after['mDice']:.4f} "
           f"(before {mdice_before['mDice']:.4f})")
 
+    if not distributed.is_main():  # torchrun: rank 0 writes the results
+        return 0
     out = args.results / "task3"
     curves = {"train_loss": history["train_loss"], "train_accuracy": history["train_metric"],
               "val_accuracy": [v["val_accuracy"] for v in history["val"]]}

@@ -53,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from modified_classifier import ClassifyingMaskDecoder
+    from utils import distributed
     from utils.classification import accuracy_summary, confusion_matrix, predict_classes
     from utils.cli import fail, open_experiment
     from utils.evaluation import sample_prompt
@@ -98,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
                       starting_weights=state["config"].get("starting_weights"))
     results = {"model": model.name, "prompt": args.prompt, "split": args.split, **summary, "provenance": meta}
     out = args.results / "task3"
+    if not distributed.is_main():  # torchrun: every rank computed the gathered results; rank 0 writes them
+        return 0
     write_results(out, results, {"table4.md": titled(f"Table 4: Classification accuracy of different organs with "
                                                      f"{PROMPT_TITLES[args.prompt]} prompts", table4(results))},
                   dict(config_record(args), classifier_run=found.record))

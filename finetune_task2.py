@@ -3,6 +3,8 @@
     python finetune_task2.py --preset quick         # LiteMedSAM on the phantom store, minutes on a CPU
     python finetune_task2.py --model vit_h --slices data/slices_btcv   # the study's settings (paper preset), GPU
     python finetune_task2.py --preset quick --resume   # continue interrupted runs with the same settings
+    torchrun --standalone --nproc_per_node=4 finetune_task2.py   # DDP: each global batch split over 4 ranks
+    torchrun --standalone --nproc_per_node=5 finetune_task2.py --parallel prompts   # one prompt type per rank
 
 Trains on the training split (and its materialised augmented views) and validates on the validation
 split; there is no --split. The image encoder is frozen and never runs in the training loop: embeddings
@@ -16,6 +18,7 @@ results/task2/{<prompt>/history.json, <prompt>/curves.png, metrics.json, table2.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import sys
 import time
@@ -79,6 +82,10 @@ def parse_args(argv: list[str] | None = None):
                         help="continue each prompt's run with today's settings from its last checkpoint")
     parser.add_argument("--checkpoint-dir", type=Path, default=ROOT / "checkpoints" / "finetuned",
                         help="root of the run folders (default checkpoints/finetuned)")
+    parser.add_argument("--parallel", choices=("data", "prompts"), default="data",
+                        help="under torchrun: data = every prompt type in turn, each global batch split across the "
+                             "ranks (DDP); prompts = the prompt types dealt to the ranks, each trained by one rank "
+                             "alone (which writes that prompt's run and history). Ignored in one process")
     return parse_with_presets(parser, argv, PRESETS)
 
 
@@ -275,6 +282,7 @@ def finetune_prompt(args, exp, data: TrainingData, prompt_type: str, config: dic
     from utils.cli import fail
     from utils.decoding import predict_masks_paired
     from utils.evaluation import evaluate_prompt
+    from utils import distributed
     from utils.fastpath import CompiledOrEager, grad_scaler
     from utils.runs import RunMismatch, identity_of, load_checkpoint, open_run
     from utils.training import LoopConfig, TrainingDiverged, run_training
@@ -288,7 +296,8 @@ def finetune_prompt(args, exp, data: TrainingData, prompt_type: str, config: dic
                            # only a jittered_box run depends on the jitter (other runs' keys stay as they were)
                            **({"box_jitter": args.box_jitter} if prompt_type == "jittered_box" else {}))
     try:
-        run, note = open_run(args.checkpoint_dir / model.name / prompt_type, identity, args.resume)
+        run, note = distributed.main_then_share(open_run, args.checkpoint_dir / model.name / prompt_type, identity,
+                                                args.resume)  # torchrun: rank 0 makes the folder
     except RunMismatch as exc:
         raise fail(str(exc)) from exc
     print(note)
@@ -351,6 +360,7 @@ def write_prompt_outputs(out: Path, prompt_type: str, outcome: dict, title: str)
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    from utils import distributed
     from utils.cli import fail, open_experiment
     from utils.prompts import PROMPT_TITLES, parse_prompt_types
     from utils.reporting import config_record, provenance, write_results
@@ -370,11 +380,19 @@ def main(argv: list[str] | None = None) -> int:
     originals, original_source = original_results(args, exp, prompt_types, data.val)
     outcomes = {}
     out = args.results / "task2"
-    for prompt_type in prompt_types:
+    by_prompt = args.parallel == "prompts" and distributed.is_distributed()
+    for prompt_type in distributed.shard(prompt_types) if by_prompt else prompt_types:
         print(f"\n== {PROMPT_TITLES[prompt_type]}: zero-shot val mDice {originals[prompt_type]['mDice']:.4f}")
-        outcomes[prompt_type] = finetune_prompt(args, exp, data, prompt_type, config)
-        write_prompt_outputs(out, prompt_type, outcomes[prompt_type], f"Task 2, {PROMPT_TITLES[prompt_type]} "
-                             f"({exp.model.name}, {exp.store.description}, preset {args.preset})")
+        with distributed.solo() if by_prompt else contextlib.nullcontext():  # prompts: this rank trains alone
+            outcomes[prompt_type] = finetune_prompt(args, exp, data, prompt_type, config)
+            if distributed.is_main():
+                write_prompt_outputs(out, prompt_type, outcomes[prompt_type], f"Task 2, {PROMPT_TITLES[prompt_type]} "
+                                     f"({exp.model.name}, {exp.store.description}, preset {args.preset})")
+    if by_prompt:  # every rank's prompt types, back in the order asked for
+        gathered = {p: o for part in distributed.gather(outcomes) for p, o in part.items()}
+        outcomes = {p: gathered[p] for p in prompt_types}
+    if not distributed.is_main():  # torchrun: rank 0 writes the results
+        return 0
 
     meta = provenance(exp.store, exp.model, exp.device, args.seed, "val", precision=args.precision,
                       encoder_precision=args.encoder_precision, n_slices=len(exp.cache.rows_for("val")),

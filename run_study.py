@@ -9,6 +9,12 @@ a dense phantom of validation case 35, 18 slices 5 mm apart) -> 3-D zero-shot ->
 decoders (handed over from the main store) -> report. Each stage is the same script a user runs by hand;
 its command line is printed
 and its wall time recorded in results/study.json.
+
+    python run_study.py --phantom --nproc 4     # Tasks 1-3 each launched with torchrun on 4 ranks (4 GPUs)
+
+With --nproc N > 1 every task stage runs as `python -m torch.distributed.run --standalone
+--nproc_per_node=N <script> ...` in a subprocess (utils/distributed.py says what is sharded); the
+slice store and the report stay single-process.
 """
 from __future__ import annotations
 
@@ -40,11 +46,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="slice store of every slice for the 3-D stage (default data/slices_3d)")
     parser.add_argument("--results", type=Path, default=ROOT / "results", help="results folder")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--nproc", type=int, default=1,
+                        help="ranks per task stage (one per GPU; on a CPU they share its cores). 1 (default): each "
+                             "stage runs in this process; N > 1: each task stage is launched with torchrun")
     return parser.parse_args(argv)
+
+
+def torchrun_command(nproc: int, script: str, stage_args: list[str]) -> list[str]:
+    """The torchrun command line that runs ``script`` on ``nproc`` ranks of this machine."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+            str(ROOT / script), *stage_args]
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.nproc < 1:
+        print(f"error: --nproc {args.nproc}: give 1 or more ranks", file=sys.stderr)
+        return 1
+    import subprocess
+
     import classify_train_task3
     import classify_val_task3
     import finetune_task2
@@ -95,10 +115,18 @@ def main(argv: list[str] | None = None) -> int:
     commands: dict[str, str] = {}
     started = time.perf_counter()
     for name, module, stage_args in stages:
-        command = f"python {Path(module.__file__).name} {shlex.join(stage_args)}"
+        script = Path(module.__file__).name
+        launch = args.nproc > 1 and module is not preprocess_slices
+        if launch:
+            command = shlex.join(torchrun_command(args.nproc, script, stage_args))
+        else:
+            command = f"python {script} {shlex.join(stage_args)}"
         print(f"\n=== {name}: {command}", flush=True)
         t0 = time.perf_counter()
-        code = module.main(stage_args)
+        if launch:
+            code = subprocess.run(torchrun_command(args.nproc, script, stage_args), cwd=ROOT).returncode
+        else:
+            code = module.main(stage_args)
         timings[name] = round(time.perf_counter() - t0, 1)
         commands[name] = command
         if code:
@@ -109,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         "preset": args.preset, "model": args.model, "seed": args.seed, "precision": args.precision,
         "encoder_precision": args.encoder_precision,
         "data": "phantom" if args.phantom else str(args.data_root), "wall_seconds": timings, "commands": commands,
-        "cpu_count": os.cpu_count(),
+        "cpu_count": os.cpu_count(), "nproc": args.nproc,
     })
     print(f"\n=== report: python make_report.py --results {args.results}")
     make_report.main(["--results", str(args.results)])

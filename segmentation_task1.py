@@ -9,6 +9,8 @@ random points, the tight box, the box grown 5 px) is decoded from the cached ima
 mask (logits > 0) is compared with the ground truth by Dice. Per organ: mean over its slices; mDice:
 mean over organs. Writes results/task1/ (results/task1_finetuned/ with --finetuned): metrics.json,
 table1.md, per_slice.csv, overlays/*.png, config.json.
+
+    torchrun --standalone --nproc_per_node=4 segmentation_task1.py   # slices and batches sharded over 4 ranks
 """
 from __future__ import annotations
 
@@ -76,6 +78,7 @@ def draw_overlays(cache, samples, prompt_type: str, args, decoder, path: Path, t
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    from utils import distributed
     from utils.cli import fail, open_decoders, open_experiment
     from utils.evaluation import evaluate_prompt
     from utils.organs import organ_name
@@ -121,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         results["prompts"][prompt_type] = dict(summary, decoder=decoder.source)
         per_slice += [[prompt_type, r["case"], r["z"], organ_name(r["organ"]), f"{r['dice']:.6f}"] for r in records]
         print(f"  {PROMPT_TITLES[prompt_type]:<20} mDice {summary['mDice']:.4f}  ({decoder.source})")
-        if args.overlays:
+        if args.overlays and distributed.is_main():
             draw_overlays(cache, pick_examples(samples, cache, args.overlays), prompt_type, args, decoder,
                           out / "overlays" / f"{prompt_type}.png",
                           f"Task 1, {PROMPT_TITLES[prompt_type]} ({exp.model.name}, {exp.store.description})")
@@ -134,9 +137,10 @@ def main(argv: list[str] | None = None) -> int:
         "device": meta["device"],
     }
     kind = "fine-tuned decoders of Task 2" if finetuned else "zero-shot"
-    write_results(out, results, {"table1.md": titled(f"Table 1: mDice of different prompts ({kind})", table1(results))},
-                  config_record(args))
-    write_csv(out / "per_slice.csv", ["prompt", "case", "z", "organ", "dice"], per_slice)
+    if distributed.is_main():  # torchrun: every rank holds the gathered results; rank 0 writes them
+        write_results(out, results, {"table1.md": titled(f"Table 1: mDice of different prompts ({kind})",
+                                                         table1(results))}, config_record(args))
+        write_csv(out / "per_slice.csv", ["prompt", "case", "z", "organ", "dice"], per_slice)
     print(f"\n{mdice_table(results['prompts'])}")
     print(f"encoder: {results['timing']['encoder_seconds_per_slice']} s/slice; "
           f"decoder: {results['timing']['decoded_prompts_per_second']} prompts/s")

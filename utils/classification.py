@@ -6,6 +6,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from . import distributed
 from .decoding import prompt_inputs
 from .embedding_cache import EmbeddingCache
 from .evaluation import build_batch, gather_embeddings, group_by_size
@@ -50,13 +51,17 @@ def class_logits(cache: EmbeddingCache, classifier, samples: Sequence[tuple[int,
 def predict_classes(cache: EmbeddingCache, classifier, samples: Sequence[tuple[int, int]], prompt_type: str,
                     seed: int = 0, batch_size: int = 32, precision: str = "fp32", prompt_encoder=None
                     ) -> tuple[list[tuple[int, int]], np.ndarray]:
-    """Predicted organ label (1..13) for every sample; returns (samples in prediction order, labels)."""
-    ordered, predicted = [], []
-    for batch in group_by_size(cache, samples, batch_size):
+    """Predicted organ label (1..13) for every sample; returns (samples in prediction order, labels).
+
+    Collective under torchrun (each rank predicts a share of the batches; every rank gets all labels)."""
+    def predict(batch):
         logits, _ = class_logits(cache, classifier, batch, prompt_type, seed, prompt_encoder=prompt_encoder,
                                  precision=precision)
-        ordered += batch
-        predicted.append(logits.argmax(1).cpu().numpy() + 1)
+        return logits.argmax(1).cpu().numpy() + 1
+
+    batches = list(group_by_size(cache, samples, batch_size))
+    ordered = [sample for batch in batches for sample in batch]
+    predicted = distributed.map_batches(predict, batches)  # under torchrun: batches dealt to ranks, gathered in order
     return ordered, np.concatenate(predicted) if predicted else np.zeros(0, int)
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from . import distributed
 from .config import add_hyperparameters, checked, new_parser
 from .device import auto_batch, configure_runtime, pick_device
 from .embedding_cache import DEFAULT_CACHE_ROOT, EmbeddingCache
@@ -105,16 +106,21 @@ def fail(message: str) -> "SystemExit":
 
 
 def open_experiment(args: argparse.Namespace) -> Experiment:
-    """Seed, then open the store, load the model on the chosen device and open its embedding cache."""
+    """Seed, then open the store, load the model on the chosen device and open its embedding cache.
+
+    Under torchrun it first joins the process group (:func:`utils.distributed.init`); each rank then uses
+    ``cuda:LOCAL_RANK`` when the device is a GPU. Under plain ``python`` nothing changes.
+    """
     from .dataset import DataError
 
     quiet_third_party()
+    distributed.init()
     if args.no_progress:
         os.environ["TQDM_DISABLE"] = "1"
     seed_everything(args.seed)
     try:
         store = SliceStore(args.slices)
-        device = pick_device(args.device)
+        device = distributed.device_for_rank(pick_device(args.device))
         model = load_model(args.model, args.checkpoint, device)
         configure_runtime(device)
         args.encode_batch = auto_batch(device, "encode", args.encode_batch)

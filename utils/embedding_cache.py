@@ -24,6 +24,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from . import distributed
 from .augmentation import AugmentSpec
 from .embedding_storage import EmbeddingStorage
 from .models import SamModel
@@ -83,7 +84,8 @@ class EmbeddingCache:
         prompt_encoder = model.sam.prompt_encoder
         row_shape = (prompt_encoder.embed_dim, *prompt_encoder.image_embedding_size)
         label_shape = _augmented_label_shape(store, self.index) if self.kind == "aug" else None
-        self.storage = EmbeddingStorage(root, f"{model.name}-{self.kind}", self.signature, row_shape, label_shape)
+        with distributed.main_first():  # under torchrun, rank 0 creates the folder (signature, done) once
+            self.storage = EmbeddingStorage(root, f"{model.name}-{self.kind}", self.signature, row_shape, label_shape)
         if self.kind == "aug":
             self.index._stored_label = self.storage.read_label
         self.path = self.storage.path
@@ -96,20 +98,25 @@ class EmbeddingCache:
     def ensure(self, rows: Sequence[int] | None = None, batch_size: int = 8, progress: bool = True) -> int:
         """Encode every row of ``rows`` (default: all) not yet in the cache. Returns how many it encoded.
 
+        Rows are encoded in fixed blocks of ``batch_size`` consecutive rows of sorted ``rows``, so a row is
+        always encoded in the same batch, whoever encodes it and however often the fill was interrupted.
+        Under torchrun this is collective: rank 0 lists the blocks still missing, they are dealt to the
+        ranks (:func:`utils.distributed.shard`), each rank writes its own rows of the one memory-mapped
+        cache, and all ranks return after a barrier with the whole cache (the total encoded by all ranks).
         Rows another process finishes meanwhile are skipped (``done`` is re-read before each batch).
         """
         from tqdm import tqdm
 
-        wanted = range(len(self.index)) if rows is None else rows
-        todo = self.storage.missing(wanted)
-        if not todo:
-            return 0
+        wanted = sorted({int(r) for r in (range(len(self.index)) if rows is None else rows)})
+        blocks = [wanted[i : i + batch_size] for i in range(0, len(wanted), batch_size)]
+        self.storage.refresh()
+        todo = distributed.shard(distributed.broadcast([b for b in blocks if self.storage.missing(b)]))
         encoded = 0
-        bar = tqdm(total=len(todo), desc=f"encoding ({self.model.name}, {self.kind})", unit="slice",
-                   disable=not progress)
-        for start in range(0, len(todo), batch_size):
+        bar = tqdm(total=sum(len(b) for b in todo), desc=f"encoding ({self.model.name}, {self.kind})", unit="slice",
+                   disable=not progress or not todo)
+        for block in todo:
             self.storage.refresh()
-            chunk = self.storage.missing(todo[start : start + batch_size])
+            chunk = self.storage.missing(block)
             if chunk:
                 views = [self.index.view(row) for row in chunk]
                 with torch.inference_mode():
@@ -118,8 +125,12 @@ class EmbeddingCache:
                 labels = np.stack([label for _, label in views]) if self.kind == "aug" else None
                 self.storage.write(chunk, out.to(torch.float16).cpu().numpy(), labels)
                 encoded += len(chunk)
-            bar.update(min(batch_size, len(todo) - start))
+            bar.update(len(block))
         bar.close()
+        if distributed.is_distributed():
+            distributed.barrier()  # every rank's rows are on disk and marked
+            self.storage.refresh()
+            encoded = int(distributed.all_sum([encoded])[0])
         return encoded
 
     # ----------------------------------------------------------------------------------- reading

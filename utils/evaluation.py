@@ -7,6 +7,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from . import distributed
 from .decoding import decode
 from .embedding_cache import EmbeddingCache
 from .metrics import batch_dice, summarise_dice
@@ -106,20 +107,26 @@ def evaluate_prompt(
 
     ``box_jitter`` (slice px) is passed to ``jittered_box`` prompts (``--box-jitter``).
 
-    Returns (summary {"mDice", "organs": {name: {"dice", "n"}}}, per-sample records).
+    Returns (summary {"mDice", "organs": {name: {"dice", "n"}}}, per-sample records). Under torchrun
+    this is collective (every rank calls it with the same samples; each decodes a share of the batches)
+    and every rank returns the single-process result.
     """
     from tqdm import tqdm
 
-    records = []
     bar = tqdm(total=len(samples), desc=f"decoding {prompt_type}", unit="prompt", disable=not progress)
-    for batch in group_by_size(cache, samples, batch_size):
+
+    def score(batch):
         masks, prompts, sizes = build_batch(cache, batch, prompt_type, seed, box_jitter=box_jitter)
         logits = predict_logits(cache, batch, prompts, sizes, multimask_output, prompt_encoder, mask_decoder,
                                 precision)
         dice = batch_dice(logits.cpu() > 0, masks)
-        for (row, organ), d in zip(batch, dice.tolist()):
-            record = cache.store.records[cache.store_index(row)]
-            records.append({"case": record.case_id, "z": record.z, "row": row, "organ": organ, "dice": d})
         bar.update(len(batch))
+        return [{"case": cache.store.records[cache.store_index(row)].case_id,
+                 "z": cache.store.records[cache.store_index(row)].z, "row": row, "organ": organ, "dice": d}
+                for (row, organ), d in zip(batch, dice.tolist())]
+
+    # Under torchrun the batches are dealt to the ranks and gathered in order: the records of one process.
+    records = [r for part in distributed.map_batches(score, list(group_by_size(cache, samples, batch_size)))
+               for r in part]
     bar.close()
     return summarise_dice((r["organ"], r["dice"]) for r in records), records

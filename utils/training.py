@@ -17,6 +17,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from . import distributed
 from .fastpath import batches
 from .io import atomic_path, write_json
 from .runs import Run, RunMismatch, load_checkpoint
@@ -93,6 +94,10 @@ def run_training(
     history: {"epoch": [...], "train_loss": [...], "train_metric": [...], "val": [per-epoch dicts],
     "best_epoch": int, "best": float}. Checkpoints ``last.pt`` and ``best.pt`` in the run folder hold
     {"model", "optimizer", "epoch", "history", "config", "run": {"key", "identity"}}.
+
+    Under torchrun (:mod:`utils.distributed`) every rank calls this with the same arguments: each step
+    splits the global batch ``config.batch_size`` across ranks (DDP), ``validate`` must be collective
+    (e.g. :func:`utils.evaluation.evaluate_prompt`), and only rank 0 writes files.
     """
     from tqdm import tqdm
 
@@ -114,6 +119,7 @@ def run_training(
         history = state["history"]
         print(f"resumed from {last_path} after epoch {start}")
     reference_loss = history["train_loss"][0] if history["train_loss"] else None
+    step = distributed.data_parallel_step(module, step)  # torchrun: DDP over a global batch; one process: as is
 
     for epoch in range(start, config.epochs):
         module.train()
@@ -121,7 +127,9 @@ def run_training(
         total_loss = total_metric = 0.0
         seen = 0
         bar = tqdm(total=len(order), desc=f"epoch {epoch + 1}/{config.epochs}", unit="sample", disable=not config.progress)
-        for batch in batches(samples, order, config.batch_size, epoch, config.prepare, config.prefetch):
+        # Under torchrun each rank prepares its own share of the raw global batch inside the step.
+        prepare = None if distributed.is_distributed() else config.prepare
+        for batch in batches(samples, order, config.batch_size, epoch, prepare, config.prefetch):
             result = step(batch, epoch)
             loss_value = float(result.loss.detach())
             if not math.isfinite(loss_value) or (
@@ -153,13 +161,16 @@ def run_training(
             history["best_epoch"] = epoch + 1
         state = {"model": cpu_state(module), "optimizer": optimizer.state_dict(), "epoch": epoch,
                  "history": history, "config": config.extra, "run": run_info}
-        if improved:
-            save_checkpoint(best_path, state)
-        save_checkpoint(last_path, state)
+        if distributed.is_main():  # torchrun: rank 0 writes, every rank holds the same weights
+            if improved:
+                save_checkpoint(best_path, state)
+            save_checkpoint(last_path, state)
         print(f"epoch {epoch + 1}/{config.epochs}: train loss {history['train_loss'][-1]:.4f}, "
               f"train metric {history['train_metric'][-1]:.4f}, "
               f"{config.monitor} {val[config.monitor]:.4f}{' (best)' if improved else ''}")
         if on_epoch_end:
             on_epoch_end(history)
-    write_json(config.run.path / "history.json", history)
+    if distributed.is_main():
+        write_json(config.run.path / "history.json", history)
+    distributed.barrier()  # torchrun: the checkpoints are on disk before any rank reads them
     return history, config.epochs - start
