@@ -123,7 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     def prepare(batch, epoch):
         return class_inputs(cache, batch, prompt_type, args.seed, epoch, resident)
 
-    def step(inputs, epoch):
+    def step(batch, epoch):
+        # a list of (row, organ) samples, or what prepare() made of one ahead (a tuple of tensors)
+        inputs = prepare(batch, epoch) if isinstance(batch, list) else batch
         logits, targets = class_forward(classifier, prompt_encoder, inputs, fast.train_precision)
         loss = loss_fn(logits, targets)
         return StepResult(loss=loss, metric_sum=float((logits.argmax(1) == targets).sum()), count=len(targets))
