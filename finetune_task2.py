@@ -113,8 +113,10 @@ def prepare_data(args, exp) -> TrainingData:
     return TrainingData(caches, train, val, val_epoch, time.perf_counter() - t0)
 
 
-def original_results(args, exp, prompt_types, val_samples) -> tuple[dict, str]:
-    """Zero-shot mDice per prompt: Task 1's results when they match this model, data, split, seed and precision."""
+def original_results(args, exp, prompt_types, val_samples) -> tuple[dict, str, dict]:
+    """Zero-shot mDice per prompt: Task 1's results when they match this model, data, split, seed and precision.
+    Also returns the per-sample records {prompt: [(case, organ, dice)]} the tables' intervals need."""
+    from utils.bootstrap import triples
     from utils.evaluation import evaluate_prompt
     from utils.io import read_json
 
@@ -125,12 +127,16 @@ def original_results(args, exp, prompt_types, val_samples) -> tuple[dict, str]:
         if (meta.get("store_key") == exp.store.key and meta.get("checkpoint_sha256") == exp.model.checkpoint_sha256
                 and meta.get("split") == "val" and meta.get("seed") == args.seed and not meta.get("multimask_output")
                 and meta.get("precision") == args.precision and meta.get("encoder_precision") == args.encoder_precision
-                and not meta.get("finetuned") and all(p in task1["prompts"] for p in prompt_types)):
-            return {p: task1["prompts"][p] for p in prompt_types}, f"read from {path}"
+                and not meta.get("finetuned") and all(p in task1["prompts"] for p in prompt_types)
+                and all(p in task1.get("records", {}) for p in prompt_types)):
+            return ({p: task1["prompts"][p] for p in prompt_types}, f"read from {path}",
+                    {p: task1["records"][p] for p in prompt_types})
     print("zero-shot results for this model/data/split not found in results/task1: computing them")
-    return ({p: evaluate_prompt(exp.cache, val_samples, p, seed=args.seed, batch_size=args.decode_batch,
-                                precision=args.precision)[0] for p in prompt_types},
-            "computed by finetune_task2.py (same evaluation code as Task 1)")
+    scored = {p: evaluate_prompt(exp.cache, val_samples, p, seed=args.seed, batch_size=args.decode_batch,
+                                 precision=args.precision) for p in prompt_types}
+    return ({p: summary for p, (summary, _) in scored.items()},
+            "computed by finetune_task2.py (same evaluation code as Task 1)",
+            {p: triples(records) for p, (_, records) in scored.items()})
 
 
 def make_step(caches, prompt_type: str, seed: int, trainable, precision: str):
@@ -167,6 +173,7 @@ def finetune_prompt(args, exp, data: TrainingData, prompt_type: str, config: dic
     """Train one prompt type's decoder in its run folder; return its scored best checkpoint and history."""
     import torch
 
+    from utils.bootstrap import triples
     from utils.cli import fail
     from utils.evaluation import evaluate_prompt
     from utils.runs import RunMismatch, identity_of, load_checkpoint, open_run
@@ -188,13 +195,13 @@ def finetune_prompt(args, exp, data: TrainingData, prompt_type: str, config: dic
     optimizer = torch.optim.SGD(trainable.parameters(), lr=args.learning_rate, momentum=args.momentum,
                                 weight_decay=args.weight_decay)
 
-    def score(samples):
+    def score(samples):  # (summary, per-sample records)
         return evaluate_prompt(exp.cache, samples, prompt_type, seed=args.seed, batch_size=args.decode_batch,
                                prompt_encoder=trainable["prompt_encoder"], mask_decoder=trainable["mask_decoder"],
-                               precision=args.precision)[0]
+                               precision=args.precision)
 
     def validate(epoch):
-        summary = score(data.val_epoch)
+        summary = score(data.val_epoch)[0]
         return {"val_mDice": summary["mDice"], "summary": summary}
 
     loop = LoopConfig(epochs=args.epochs, batch_size=args.batch_size, samples_per_epoch=args.samples_per_epoch,
@@ -208,12 +215,11 @@ def finetune_prompt(args, exp, data: TrainingData, prompt_type: str, config: dic
     except (TrainingDiverged, RunMismatch) as exc:
         raise fail(f"{prompt_type}: {exc}") from exc
     seconds = time.perf_counter() - started
-    if data.val_epoch is data.val:
-        best = history["val"][history["best_epoch"] - 1]["summary"]
-    else:  # chosen on the per-epoch subset, scored on the whole split
-        trainable.load_state_dict(load_checkpoint(run.best)["model"])
-        best = score(data.val)
+    # chosen on the per-epoch samples, scored on the whole split with per-sample records (for the intervals)
+    trainable.load_state_dict(load_checkpoint(run.best)["model"])
+    best, records = score(data.val)
     return {"best": dict(best, best_epoch=history["best_epoch"], checkpoint=str(run.best), run=run.record),
+            "records": triples(records),
             "history": history, "run": run, "seconds_per_epoch": round(seconds / trained, 2) if trained else None}
 
 
@@ -250,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{exp.store.description}: {len(data.train)} training samples ({1 + args.aug_views} view(s) per slice), "
           f"{len(data.val)} validation samples ({len(data.val_epoch)} per epoch); preset {args.preset}")
     config = config_record(args)
-    originals, original_source = original_results(args, exp, prompt_types, data.val)
+    originals, original_source, original_records = original_results(args, exp, prompt_types, data.val)
     outcomes = {}
     out = args.results / "task2"
     for prompt_type in prompt_types:
@@ -269,6 +275,8 @@ def main(argv: list[str] | None = None) -> int:
                      "val_samples": len(data.val), "val_samples_per_epoch": len(data.val_epoch)},
         "prompts": {p: o["best"] for p, o in outcomes.items()}, "original": originals,
         "original_source": original_source, "provenance": meta,
+        # per sample (case, organ, dice), paired by position, for the tables' bootstrap intervals
+        "records": {"original": original_records, "finetuned": {p: o["records"] for p, o in outcomes.items()}},
         "timing": {"encode_seconds": round(data.encode_seconds, 2),
                    "seconds_per_epoch": {p: o["seconds_per_epoch"] for p, o in outcomes.items()}},
     })
