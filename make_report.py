@@ -45,6 +45,7 @@ def build_report(results: Path) -> str:
     t3_train = _load(results / "task3" / "train_metrics.json")
     t3 = _load(results / "task3" / "metrics.json")
     study = _load(results / "study.json")
+    baselines = {arch: m for arch in ("unet", "resunet") if (m := _load(results / "baseline" / arch / "metrics.json"))}
 
     out = ["# SAM on BTCV: study report", ""]
     datas = {m["provenance"]["data"] for m in (t1, t2, t3) if m}
@@ -62,6 +63,8 @@ def build_report(results: Path) -> str:
         out.append(_provenance_rows("Tables 2-3 (Task 2)", t2["provenance"], t2.get("preset")))
     if t3:
         out.append(_provenance_rows("Table 4 (Task 3)", t3["provenance"], t3["provenance"].get("preset")))
+    for arch, m in baselines.items():
+        out.append(_provenance_rows(f"Table 3 ({arch} baseline)", m["provenance"], m.get("preset")))
     out.append("")
     if pre:
         s = pre["summary"]
@@ -87,8 +90,14 @@ def build_report(results: Path) -> str:
     out += ["## Task 2: fine-tuning the prompt encoder and mask decoder", ""]
     if t2:
         out += ["### Table 2: mDice of different prompts after fine-tuning", "", table2(t2)]
-        if table3(t2):
-            out += ["### Table 3: performance comparison", "", table3(t2)]
+    if table3(t2, baselines):
+        out += ["### Table 3: performance comparison", "", table3(t2, baselines)]
+        out += [f"![{arch} baseline curves](baseline/{arch}/curves.png)" for arch in baselines
+                if (results / "baseline" / arch / "curves.png").is_file()] + [""]
+    if not baselines:
+        out += ["_The U-Net baselines of Table 3 have not been run: run `python train_baseline.py --arch unet` "
+                "and `--arch resunet`._", ""]
+    if t2:
         out += ["### Training curves (Figures 1-2 of the study report)", ""]
         for p in t2["prompts"]:
             if (results / "task2" / p / "curves.png").is_file():
