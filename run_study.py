@@ -4,7 +4,7 @@
     python run_study.py --data-root ~/BTCV --model vit_h --preset paper --device cuda
 
 Stages: slice store (phantom first with --phantom) -> Task 1 -> Task 2 -> Task 3 training -> Task 3
-validation -> report. Each stage is the same script a user runs by hand; its command line is printed
+validation -> U-Net and ResU-Net baselines (Table 3) -> report. Each stage is the same script a user runs by hand; its command line is printed
 and its wall time recorded in results/study.json.
 """
 from __future__ import annotations
@@ -46,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     import make_report
     import preprocess_slices
     import segmentation_task1
+    import train_baseline
     from utils.io import write_json
 
     common = ["--slices", str(args.slices), "--model", args.model, "--device", args.device, "--seed", str(args.seed),
@@ -65,6 +66,10 @@ def main(argv: list[str] | None = None) -> int:
         ("task 3 train", classify_train_task3, common + ["--preset", args.preset]),
         ("task 3 val", classify_val_task3, common),
     ]
+    # Table 3's measured baselines: the same store, split and seed; no SAM model, so no SAM flags.
+    baseline = ["--slices", str(args.slices), "--device", args.device, "--seed", str(args.seed), "--results",
+                str(args.results), "--preset", args.preset] + (["--no-progress"] if args.no_progress else [])
+    stages += [(f"baseline {arch}", train_baseline, baseline + ["--arch", arch]) for arch in ("unet", "resunet")]
     timings: dict[str, float] = {}
     commands: dict[str, str] = {}
     started = time.perf_counter()
