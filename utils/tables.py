@@ -186,7 +186,7 @@ def table3(metrics: dict | None, baselines: dict[str, dict] | None = None) -> st
     cited = markdown_table(["Model", "Avg mDice (%)", "Measured on"],
                            [[name, value, "real BTCV, other papers' splits and protocols (cited, not measured here)"]
                             for name, value in CITED])
-    records = [r["records"] for r in rows if r["records"]]
+    records = next((r["records"] for r in rows if r["records"]), None)  # every row: the same samples
     return (f"**Measured here** (every number below measured by this suite). The U-Net rows use no prompt; their "
             f"'in box' rows keep each organ's prediction inside that organ's ground-truth box, the oracle SAM's box "
             f"prompt gets, so they compare like with like.\n\n{measured}\n{ci_note(records)} {same}\n\n"
