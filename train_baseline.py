@@ -50,9 +50,10 @@ PRESETS = {
     "paper": {},
     # Sized from measured cost on this project's 2-core CPU (160 x 160 phantom slices, 1 thread, CPU time
     # per training slice: U-Net 0.027 s, ResU-Net 0.061 s with these widths): 8 epochs x 192 slices (96 +
-    # 1 view each) fit the ~100 s make reproduce leaves both architectures. Few steps, so a high rate and
-    # small batches: on the phantom, lr 3e-3 / batch 8 / decay 0.9 reached val mDice 0.22 in 8 epochs,
-    # lr 1e-2 / batch 4 / decay 0.95 passed 0.41 by epoch 3 (README, "Table 3 measured").
+    # 1 view each). A whole run measured 104 s (U-Net) and 163 s (ResU-Net) of CPU (user + sys, on a
+    # shared machine), ~134 s of 2-core time for both: over the 100 s planned, inside make reproduce's 15
+    # minutes. Few steps, so a high rate and small batches: on the phantom, lr 3e-3 / batch 8 / decay 0.9
+    # reached val mDice 0.22 in 8 epochs, lr 1e-2 / batch 4 / decay 0.95 reached 0.72 (README, "Table 3 measured").
     "quick": {"epochs": 8, "learning_rate": 1e-2, "lr_decay": 0.95, "batch_size": 4, "aug_views": 1,
               "channels": "16,32,64,128"},
 }
