@@ -98,6 +98,9 @@ def main(argv: list[str] | None = None) -> int:
                       classifier_run=found.run_key, classifier_epoch=found.epoch, classifier_other_data=found.other_data,
                       starting_weights=state["config"].get("starting_weights"))
     results = {"model": model.name, "prompt": args.prompt, "split": args.split, **summary, "provenance": meta}
+    # per sample (case, organ, 1 if named right else 0), for the tables' bootstrap intervals
+    results["records"] = {"correct": [(store.records[cache.store_index(row)].case_id, int(organ), int(organ == int(p)))
+                                      for (row, organ), p in zip(ordered, predicted)]}
     out = args.results / "task3"
     if not distributed.is_main():  # torchrun: every rank computed the gathered results; rank 0 writes them
         return 0

@@ -148,8 +148,10 @@ def fast_path(args, device, cache_rows: int):
         raise fail(str(exc)) from exc
 
 
-def original_results(args, exp, prompt_types, val_samples) -> tuple[dict, str]:
-    """Zero-shot mDice per prompt: Task 1's results when they match this model, data, split, seed and precision."""
+def original_results(args, exp, prompt_types, val_samples) -> tuple[dict, str, dict]:
+    """Zero-shot mDice per prompt: Task 1's results when they match this model, data, split, seed and precision.
+    Also returns the per-sample records {prompt: [(case, organ, dice)]} the tables' intervals need."""
+    from utils.bootstrap import triples
     from utils.evaluation import evaluate_prompt
     from utils.io import read_json
 
@@ -162,12 +164,16 @@ def original_results(args, exp, prompt_types, val_samples) -> tuple[dict, str]:
                 and meta.get("precision") == args.precision and meta.get("encoder_precision") == args.encoder_precision
                 and not meta.get("finetuned") and all(p in task1["prompts"] for p in prompt_types)
                 and ("jittered_box" not in prompt_types
-                     or meta.get("box_jitter", DEFAULT_BOX_JITTER_PX) == args.box_jitter)):
-            return {p: task1["prompts"][p] for p in prompt_types}, f"read from {path}"
+                     or meta.get("box_jitter", DEFAULT_BOX_JITTER_PX) == args.box_jitter)
+                and all(p in task1.get("records", {}) for p in prompt_types)):
+            return ({p: task1["prompts"][p] for p in prompt_types}, f"read from {path}",
+                    {p: task1["records"][p] for p in prompt_types})
     print("zero-shot results for this model/data/split not found in results/task1: computing them")
-    return ({p: evaluate_prompt(exp.cache, val_samples, p, seed=args.seed, batch_size=args.decode_batch,
-                                precision=args.precision, box_jitter=args.box_jitter)[0] for p in prompt_types},
-            "computed by finetune_task2.py (same evaluation code as Task 1)")
+    scored = {p: evaluate_prompt(exp.cache, val_samples, p, seed=args.seed, batch_size=args.decode_batch,
+                                 precision=args.precision, box_jitter=args.box_jitter) for p in prompt_types}
+    return ({p: summary for p, (summary, _) in scored.items()},
+            "computed by finetune_task2.py (same evaluation code as Task 1)",
+            {p: triples(records) for p, (_, records) in scored.items()})
 
 
 @dataclass
@@ -279,6 +285,7 @@ def finetune_prompt(args, exp, data: TrainingData, prompt_type: str, config: dic
     """Train one prompt type's decoder in its run folder; return its scored best checkpoint and history."""
     import torch
 
+    from utils.bootstrap import triples
     from utils.cli import fail
     from utils.decoding import predict_masks_paired
     from utils.evaluation import evaluate_prompt
@@ -309,13 +316,13 @@ def finetune_prompt(args, exp, data: TrainingData, prompt_type: str, config: dic
     optimizer = torch.optim.SGD(trainable.parameters(), lr=settings["learning_rate"], momentum=args.momentum,
                                 weight_decay=args.weight_decay)
 
-    def score(samples):
+    def score(samples):  # (summary, per-sample records)
         return evaluate_prompt(exp.cache, samples, prompt_type, seed=args.seed, batch_size=args.decode_batch,
                                prompt_encoder=trainable["prompt_encoder"], mask_decoder=trainable["mask_decoder"],
-                               precision=args.precision, box_jitter=args.box_jitter)[0]
+                               precision=args.precision, box_jitter=args.box_jitter)
 
     def validate(epoch):
-        summary = score(data.val_epoch)
+        summary = score(data.val_epoch)[0]
         return {"val_mDice": summary["mDice"], "summary": summary}
 
     fast = data.fast
@@ -332,14 +339,13 @@ def finetune_prompt(args, exp, data: TrainingData, prompt_type: str, config: dic
     except (TrainingDiverged, RunMismatch) as exc:
         raise fail(f"{prompt_type}: {exc}") from exc
     seconds = time.perf_counter() - started
-    if data.val_epoch is data.val:
-        best = history["val"][history["best_epoch"] - 1]["summary"]
-    else:  # chosen on the per-epoch subset, scored on the whole split
-        trainable.load_state_dict(load_checkpoint(run.best)["model"])
-        best = score(data.val)
+    # chosen on the per-epoch samples, scored on the whole split with per-sample records (for the intervals)
+    trainable.load_state_dict(load_checkpoint(run.best)["model"])
+    best, records = score(data.val)
     if paired.note != "eager (compile off)":
         print(f"{prompt_type}: decoder {paired.note}")
     return {"best": dict(best, best_epoch=history["best_epoch"], checkpoint=str(run.best), run=run.record),
+            "records": triples(records),
             "history": history, "run": run, "seconds_per_epoch": round(seconds / trained, 2) if trained else None}
 
 
@@ -377,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{exp.store.description}: {len(data.train)} training samples ({1 + args.aug_views} view(s) per slice), "
           f"{len(data.val)} validation samples ({len(data.val_epoch)} per epoch); preset {args.preset}")
     config = config_record(args)
-    originals, original_source = original_results(args, exp, prompt_types, data.val)
+    originals, original_source, original_records = original_results(args, exp, prompt_types, data.val)
     outcomes = {}
     out = args.results / "task2"
     by_prompt = args.parallel == "prompts" and distributed.is_distributed()
@@ -406,6 +412,8 @@ def main(argv: list[str] | None = None) -> int:
                      "val_samples": len(data.val), "val_samples_per_epoch": len(data.val_epoch)},
         "prompts": {p: o["best"] for p, o in outcomes.items()}, "original": originals,
         "original_source": original_source, "provenance": meta,
+        # per sample (case, organ, dice), paired by position, for the tables' bootstrap intervals
+        "records": {"original": original_records, "finetuned": {p: o["records"] for p, o in outcomes.items()}},
         "timing": {"encode_seconds": round(data.encode_seconds, 2),
                    "seconds_per_epoch": {p: o["seconds_per_epoch"] for p, o in outcomes.items()}},
     })

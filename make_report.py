@@ -45,6 +45,7 @@ def build_report(results: Path) -> str:
     t3_train = _load(results / "task3" / "train_metrics.json")
     t3 = _load(results / "task3" / "metrics.json")
     study = _load(results / "study.json")
+    baselines = {arch: m for arch in ("unet", "resunet") if (m := _load(results / "baseline" / arch / "metrics.json"))}
 
     out = ["# SAM on BTCV: study report", ""]
     datas = {m["provenance"]["data"] for m in (t1, t2, t3) if m}
@@ -66,6 +67,8 @@ def build_report(results: Path) -> str:
         m3d = _load(results / folder / "metrics.json")
         if m3d:
             out.append(_provenance_rows(name, m3d["provenance"], None))
+    for arch, m in baselines.items():
+        out.append(_provenance_rows(f"Table 3 ({arch} baseline)", m["provenance"], m.get("preset")))
     out.append("")
     if pre:
         s = pre["summary"]
@@ -91,8 +94,14 @@ def build_report(results: Path) -> str:
     out += ["## Task 2: fine-tuning the prompt encoder and mask decoder", ""]
     if t2:
         out += ["### Table 2: mDice of different prompts after fine-tuning", "", table2(t2)]
-        if table3(t2):
-            out += ["### Table 3: performance comparison", "", table3(t2)]
+    if table3(t2, baselines):
+        out += ["### Table 3: performance comparison", "", table3(t2, baselines)]
+        out += [f"![{arch} baseline curves](baseline/{arch}/curves.png)" for arch in baselines
+                if (results / "baseline" / arch / "curves.png").is_file()] + [""]
+    if not baselines:
+        out += ["_The U-Net baselines of Table 3 have not been run: run `python train_baseline.py --arch unet` "
+                "and `--arch resunet`._", ""]
+    if t2:
         out += ["### Training curves (Figures 1-2 of the study report)", ""]
         for p in t2["prompts"]:
             if (results / "task2" / p / "curves.png").is_file():

@@ -4,10 +4,10 @@
     python run_study.py --data-root ~/BTCV --model vit_h --preset paper --device cuda
 
 Stages: slice store (phantom first with --phantom) -> Task 1 -> Task 2 -> interactive (zero-shot, then
-with Task 2's decoders) -> Task 3 training -> Task 3 validation -> 3-D store (every slice; with --phantom
-a dense phantom of validation case 35, 18 slices 5 mm apart) -> 3-D zero-shot -> 3-D with Task 2's
-decoders (handed over from the main store) -> report. Each stage is the same script a user runs by hand;
-its command line is printed
+with Task 2's decoders) -> Task 3 training -> Task 3 validation -> U-Net and ResU-Net baselines (Table 3)
+-> 3-D store (every slice; with --phantom a dense phantom of validation case 35, 18 slices 5 mm apart)
+-> 3-D zero-shot -> 3-D with Task 2's decoders (handed over from the main store) -> report. Each stage is
+the same script a user runs by hand; its command line is printed
 and its wall time recorded in results/study.json.
 
     python run_study.py --phantom --nproc 4     # Tasks 1-3 each launched with torchrun on 4 ranks (4 GPUs)
@@ -73,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     import preprocess_slices
     import segmentation_3d
     import segmentation_task1
+    import train_baseline
     from utils.io import write_json
 
     common = ["--slices", str(args.slices), "--model", args.model, "--device", args.device, "--seed", str(args.seed),
@@ -96,6 +97,10 @@ def main(argv: list[str] | None = None) -> int:
         ("task 3 train", classify_train_task3, common + ["--preset", args.preset]),
         ("task 3 val", classify_val_task3, common),
     ]
+    # Table 3's measured baselines: the same store, split and seed; no SAM model, so no SAM flags.
+    baseline = ["--slices", str(args.slices), "--device", args.device, "--seed", str(args.seed), "--results",
+                str(args.results), "--preset", args.preset] + (["--no-progress"] if args.no_progress else [])
+    stages += [(f"baseline {arch}", train_baseline, baseline + ["--arch", arch]) for arch in ("unet", "resunet")]
     # The 3-D stage: a store of every slice through the organs (the main store keeps organ slices only).
     # The default phantom's 4 slices are 22.5 mm apart; the 3-D stage gets one validation volume (case 35,
     # not trained on by Task 2) at 18 slices, 5 mm apart. Task 2's decoders were trained on the main

@@ -80,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from utils import distributed
     from utils.cli import fail, open_decoders, open_experiment
+    from utils.bootstrap import triples
     from utils.evaluation import evaluate_prompt
     from utils.organs import organ_name
     from utils.prompts import PROMPT_TITLES, parse_prompt_types
@@ -111,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
                       finetuned={p: d.record for p, d in decoders.items()} if finetuned else None)
     results = {k: meta[k] for k in ("model", "checkpoint", "data", "split")}
     results.update({"n_slices": len(rows), "prompts": {}, "provenance": meta, "timing": {}})
+    results["records"] = {}  # {prompt: [(case, organ, dice)]} per sample, for the tables' bootstrap intervals
     per_slice = []
     decode_seconds = 0.0
     for prompt_type in prompt_types:
@@ -122,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
                                            precision=args.precision, box_jitter=args.box_jitter)
         decode_seconds += time.perf_counter() - t0
         results["prompts"][prompt_type] = dict(summary, decoder=decoder.source)
+        results["records"][prompt_type] = triples(records)
         per_slice += [[prompt_type, r["case"], r["z"], organ_name(r["organ"]), f"{r['dice']:.6f}"] for r in records]
         print(f"  {PROMPT_TITLES[prompt_type]:<20} mDice {summary['mDice']:.4f}  ({decoder.source})")
         if args.overlays and distributed.is_main():

@@ -110,3 +110,19 @@ def test_wrong_model_checkpoint_is_refused(watched_model, tiny_study, capsys):
                                             "--finetuned", bad))
     assert exit_info.value.code == 1
     assert "fine-tuned from --model vit_h" in capsys.readouterr().err
+
+
+def test_records_are_paired_and_give_the_reported_scores(watched_model):
+    """Task 2 writes per-sample records (issue 14): original and fine-tuned on the same samples, in the
+    same order, and each record list gives back the mDice the table reports."""
+    from utils.bootstrap import bootstrap_difference
+    from utils.metrics import summarise_dice
+
+    results, _, _ = watched_model
+    metrics = json.loads((results / "task2" / "metrics.json").read_text())
+    original, tuned = (metrics["records"][k][PROMPT] for k in ("original", "finetuned"))
+    assert [(c, o) for c, o, _ in original] == [(c, o) for c, o, _ in tuned] and len(tuned) > 0
+    assert summarise_dice((o, d) for _, o, d in tuned)["mDice"] == pytest.approx(metrics["prompts"][PROMPT]["mDice"])
+    assert summarise_dice((o, d) for _, o, d in original)["mDice"] == pytest.approx(metrics["original"][PROMPT]["mDice"])
+    gain = bootstrap_difference(tuned, original)
+    assert gain["mean"] == pytest.approx(metrics["prompts"][PROMPT]["mDice"] - metrics["original"][PROMPT]["mDice"])

@@ -102,3 +102,19 @@ def test_short_run_beats_majority_baseline_on_held_out_slices(trained, tiny_stud
         assert (results / "task3" / name).stat().st_size > 0
     train_metrics = json.loads((results / "task3" / "train_metrics.json").read_text())
     assert "val_mDice_before" in train_metrics and "val_mDice_after" in train_metrics
+
+
+def test_validation_records_give_the_reported_accuracy(trained, tiny_study):
+    """classify_val_task3 writes per-sample correctness (issue 14); it gives back the table's averages."""
+    results, best = trained
+    metrics_path = results / "task3" / "metrics.json"
+    if not metrics_path.is_file():
+        assert classify_val_task3.main(script_args(tiny_study, results, "--classifier", best)) == 0
+    metrics = json.loads(metrics_path.read_text())
+    correct = metrics["records"]["correct"]
+    assert len(correct) == metrics["n"] == len(tiny_study["store"].samples("val"))
+    assert np.mean([v for _, _, v in correct]) == pytest.approx(metrics["weighted_average"])
+    per_organ = {}
+    for _, organ, v in correct:
+        per_organ.setdefault(organ, []).append(v)
+    assert np.mean([np.mean(v) for v in per_organ.values()]) == pytest.approx(metrics["mean"])

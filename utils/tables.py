@@ -8,9 +8,63 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from .bootstrap import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, DEFAULT_SEED, bootstrap_difference, bootstrap_metric
 from .organs import ORGAN_TITLES, ORGANS, organ_title
 from .prompts import PROMPT_TITLES
 from .reporting import markdown_table, provenance_line
+
+
+# ------------------------------------------------------------------ confidence intervals (issue 14)
+# Every interval in the tables: a percentile bootstrap over validation volumes (utils.bootstrap), from
+# the per-sample records a script wrote into its metrics.json ("records"), with these fixed settings.
+CI_HEADER = "95 % CI"
+CI_RESAMPLES, CI_SEED, CI_CONFIDENCE = DEFAULT_RESAMPLES, DEFAULT_SEED, DEFAULT_CONFIDENCE
+
+
+def interval(records: Sequence | None, metric: str = "mdice") -> dict | None:
+    """The table's interval of ``metric`` ("mdice" or "accuracy") from [(case, organ, value)] records,
+    or None when the results file holds no records (written before records were kept)."""
+    if not records:
+        return None
+    return bootstrap_metric(records, metric, CI_RESAMPLES, CI_SEED, CI_CONFIDENCE)
+
+
+def difference(records_a: Sequence | None, records_b: Sequence | None, metric: str = "mdice") -> dict | None:
+    """Paired interval of metric(a) - metric(b) over the same samples, or None without both record lists."""
+    if not records_a or not records_b:
+        return None
+    return bootstrap_difference(records_a, records_b, metric, CI_RESAMPLES, CI_SEED, CI_CONFIDENCE)
+
+
+def ci_cell(result: dict | None) -> str:
+    """'[low, high]' with 4 decimals (the tables' precision), or 'n/a' without records."""
+    return "n/a" if result is None else f"[{result['low']:.4f}, {result['high']:.4f}]"
+
+
+def difference_cell(result: dict | None) -> str:
+    """'+0.0820 [+0.0400, +0.1200] *': the paired difference, its interval, and * when it excludes 0."""
+    if result is None:
+        return "n/a"
+    mark = " *" if result["excludes_zero"] else ""
+    return f"{result['mean']:+.4f} [{result['low']:+.4f}, {result['high']:+.4f}]{mark}"
+
+
+def _first_records(records) -> list | None:
+    while isinstance(records, dict):
+        records = next(iter(records.values()), None)
+    return records or None
+
+
+def ci_note(records) -> str:
+    """The sentence under a table that says how its intervals were computed (or that there are none)."""
+    sample = _first_records(records)
+    if sample is None:
+        return "_No per-sample records in this results file, so no confidence intervals: rerun the script._"
+    n_volumes = len({str(r[0]) for r in sample})
+    return (f"_{CI_HEADER}: percentile bootstrap over the {n_volumes} validation volumes (whole volumes resampled "
+            f"with replacement, never slices: slices of one volume are not independent), {CI_RESAMPLES} resamples, "
+            f"seed {CI_SEED}, statistic recomputed per resample as in the table (utils/bootstrap.py)."
+            + (" With so few volumes, read it as a guide to volume-to-volume spread._" if n_volumes < 10 else "_"))
 
 
 def prompt_title(prompt: str) -> str:
@@ -29,25 +83,35 @@ def organ_table(summaries: dict[str, dict], with_n: bool = True) -> str:
     return markdown_table(["organ"] + (["n"] if with_n else []) + [prompt_title(p) for p in prompts], rows)
 
 
-def mdice_table(summaries: dict[str, dict]) -> str:
-    """Prompt Type | mDice (the study's Table 1 shape)."""
-    return markdown_table(["Prompt Type", "mDice"], [[prompt_title(p), s["mDice"]] for p, s in summaries.items()])
+def mdice_table(summaries: dict[str, dict], records: dict[str, list] | None = None) -> str:
+    """Prompt Type | mDice (the study's Table 1 shape); with ``records`` ({prompt: [(case, organ, dice)]}),
+    a 95 % CI column bootstrapped over volumes (see :func:`interval`)."""
+    if records is None:
+        return markdown_table(["Prompt Type", "mDice"], [[prompt_title(p), s["mDice"]] for p, s in summaries.items()])
+    return markdown_table(["Prompt Type", "mDice", CI_HEADER],
+                          [[prompt_title(p), s["mDice"], ci_cell(interval(records.get(p)))] for p, s in summaries.items()])
 
 
 def table1(metrics: dict) -> str:
-    """Table 1 and Dice per organ from Task 1's metrics.json."""
-    return (f"{provenance_line(metrics['provenance'])}\n\n{mdice_table(metrics['prompts'])}\n"
-            f"#### Dice per organ\n\n{organ_table(metrics['prompts'])}")
+    """Table 1 (with 95 % CIs from the written records) and Dice per organ from Task 1's metrics.json."""
+    records = metrics.get("records", {})
+    return (f"{provenance_line(metrics['provenance'])}\n\n{mdice_table(metrics['prompts'], records)}\n"
+            f"{ci_note(records)}\n\n#### Dice per organ\n\n{organ_table(metrics['prompts'])}")
 
 
 def table2(metrics: dict) -> str:
-    """Table 2 (original vs fine-tuned mDice) and fine-tuned Dice per organ from Task 2's metrics.json."""
+    """Table 2 (original vs fine-tuned mDice, each with its 95 % CI, and the paired difference marked *
+    when its interval excludes 0) and fine-tuned Dice per organ from Task 2's metrics.json."""
     s = metrics["settings"]
+    records = metrics.get("records", {})
+    original, tuned_records = records.get("original", {}), records.get("finetuned", {})
     rows = []
     for p, tuned in metrics["prompts"].items():
         before, after = metrics["original"][p]["mDice"], tuned["mDice"]
         gain = f"{100 * (after - before) / before:.2f}" if before > 0 else "n/a (original 0)"
-        rows.append([prompt_title(p), before, after, gain])
+        rows.append([prompt_title(p), before, ci_cell(interval(original.get(p))), after,
+                     ci_cell(interval(tuned_records.get(p))), gain,
+                     difference_cell(difference(tuned_records.get(p), original.get(p)))])
     runs = ", ".join(f"{p} `{tuned['run']['key']}`" for p, tuned in metrics["prompts"].items())
     chosen_on = (f"{s['val_samples_per_epoch']} validation samples" if s["val_samples_per_epoch"] < s["val_samples"]
                  else "the validation split")
@@ -57,38 +121,106 @@ def table2(metrics: dict) -> str:
             f"split ({s['val_samples']} samples); choosing and scoring on one split follows the study and flatters "
             f"the fine-tuned column slightly. Original column {metrics['original_source']}. "
             f"Runs: {runs}.")
-    table = markdown_table(["Prompt Type", "mDice(original)", "mDice(finetuned)", "improved(%)"], rows)
-    return (f"{provenance_line(metrics['provenance'])}\n\n{note}\n\n{table}\n"
+    table = markdown_table(["Prompt Type", "mDice(original)", CI_HEADER, "mDice(finetuned)", CI_HEADER,
+                            "improved(%)", f"finetuned - original [{CI_HEADER}]"], rows)
+    mark = ("_* : the paired interval of (fine-tuned - original) excludes 0 (both scored on the same samples; "
+            "each resample draws the same volumes for both)._")
+    return (f"{provenance_line(metrics['provenance'])}\n\n{note}\n\n{table}\n{ci_note(records)}\n{mark}\n\n"
             f"#### Fine-tuned Dice per organ\n\n{organ_table(metrics['prompts'], with_n=False)}")
 
 
-def table3(metrics: dict) -> str | None:
-    """Table 3 (published baselines beside the suite's fine-tuned bound box), or None without that prompt."""
-    if "bound_box" not in metrics["prompts"]:
+# Table 3's measured rows: (label, oracle input, where the summary and records are). Same data, split,
+# (slice, organ) samples and Dice code for all of them.
+BASELINE_TITLES = {"unet": "U-Net", "resunet": "ResU-Net"}
+BASELINE_ROWS = {"none": ("whole prediction", "none"),
+                 "bound_box_crop": ("in box: prediction kept inside the organ's box", "ground-truth box (crop)")}
+SAM_ROWS = {"bound_box": "ground-truth box (prompt)", "one_central_point": "one ground-truth point (prompt)"}
+# The study's cited figures (its Table 3): published on real BTCV, from other papers' splits and Dice.
+CITED = [("U-Net [7]", "92.1"), ("ResU-Net [8]", "92.4"), ("DeepLabV3 [9]", "89.2"), ("PIPO-FAN [10]", "93.6")]
+
+
+def table3_rows(task2: dict | None, baselines: dict[str, dict] | None) -> list[dict]:
+    """The measured block's rows: {"label", "oracle", "mDice", "records", "provenance"} in the table's order."""
+    rows = []
+    for arch, metrics in (baselines or {}).items():
+        for name, (what, oracle) in BASELINE_ROWS.items():
+            if name in metrics["prompts"]:
+                rows.append({"label": f"{BASELINE_TITLES.get(arch, arch)}, {what}", "oracle": oracle,
+                             "mDice": metrics["prompts"][name]["mDice"],
+                             "records": metrics.get("records", {}).get(name), "provenance": metrics["provenance"]})
+    if task2:
+        tuned = task2.get("records", {}).get("finetuned", {})
+        for prompt, oracle in SAM_ROWS.items():
+            if prompt in task2["prompts"]:
+                rows.append({"label": f"Fine-tuned SAM ({task2['model']}), {prompt_title(prompt).lower()}",
+                             "oracle": oracle, "mDice": task2["prompts"][prompt]["mDice"],
+                             "records": tuned.get(prompt), "provenance": task2["provenance"]})
+    return rows
+
+
+def table3(metrics: dict | None, baselines: dict[str, dict] | None = None) -> str | None:
+    """Table 3 in two blocks: **measured here** (the U-Net / ResU-Net baselines' two rows from
+    results/baseline/<arch>/metrics.json, and Task 2's fine-tuned SAM with a box and with one central
+    point, each with its 95 % CI) and **cited by the study** (published figures, other data and
+    protocols). ``metrics``: Task 2's metrics.json (or None); ``baselines``: {arch: metrics.json}.
+    None when nothing was measured."""
+    rows = table3_rows(metrics, baselines)
+    if not rows:
         return None
-    ours = 100 * metrics["prompts"]["bound_box"]["mDice"]
-    table = markdown_table(
-        ["Model", "U-Net[7]", "ResU-Net[8]", "DeepLabV3[9]", "PIPO-FAN[10]", f"Fine-tuned {metrics['model']} (bound box)"],
-        [["Avg mDice(%)", "92.1", "92.4", "89.2", "93.6", f"{ours:.1f}"],
-         ["Measured on", "real BTCV (published)", "real BTCV (published)", "real BTCV (published)",
-          "real BTCV (published)", f"{metrics['data']}, val split, measured by this suite"]])
-    return ("The four baselines are published figures on real BTCV, cited from the study report, not measured "
-            "here. The last column is this suite's own measurement; compare across columns only when it was "
-            f"measured on real BTCV.\n\n{table}")
+    measured = markdown_table(["Model", "oracle input", "mDice", CI_HEADER],
+                              [[r["label"], r["oracle"], r["mDice"], ci_cell(interval(r["records"]))] for r in rows])
+    keys = {(r["provenance"].get("store_key"), r["provenance"].get("split")) for r in rows}
+    samples = {tuple((str(c), int(o)) for c, o, _ in r["records"]) for r in rows if r["records"]}
+    first = rows[0]["provenance"]
+    if len(keys) == 1 and len(samples) <= 1:
+        same = (f"All rows: {first['data']}, {first['split']} split, the same "
+                f"{len(next(iter(samples))) if samples else '?'} (slice, organ) samples as Task 1, the suite's one Dice code.")
+    else:
+        same = ("**Warning: these rows were not all measured on the same store, split or samples** (rerun the "
+                "baselines and Task 2 on one store); compare them with care.")
+    missing = [BASELINE_TITLES[a] for a in BASELINE_TITLES if a not in (baselines or {})]
+    if missing:
+        same += f" Not run: {', '.join(missing)} (`python train_baseline.py --arch ...`)."
+    if not metrics:
+        same += " Fine-tuned SAM: not run (`python finetune_task2.py`)."
+    cited = markdown_table(["Model", "Avg mDice (%)", "Measured on"],
+                           [[name, value, "real BTCV, other papers' splits and protocols (cited, not measured here)"]
+                            for name, value in CITED])
+    records = next((r["records"] for r in rows if r["records"]), None)  # every row: the same samples
+    return (f"**Measured here** (every number below measured by this suite). The U-Net rows use no prompt; their "
+            f"'in box' rows keep each organ's prediction inside that organ's ground-truth box, the oracle SAM's box "
+            f"prompt gets, so they compare like with like.\n\n{measured}\n{ci_note(records)} {same}\n\n"
+            f"**Cited by the study** (published figures on real BTCV, from other data splits, training protocols "
+            f"and Dice implementations: not comparable with the block above).\n\n{cited}")
+
+
+def baseline_table(metrics: dict) -> str:
+    """A baseline's two rows (whole prediction; kept inside the oracle box) with CIs, and Dice per organ."""
+    records = metrics.get("records", {})
+    rows = [[BASELINE_ROWS.get(name, (name,))[0], s["mDice"], ci_cell(interval(records.get(name)))]
+            for name, s in metrics["prompts"].items()]
+    return (f"{provenance_line(metrics['provenance'])} Preset `{metrics['preset']}`, run `{metrics['run']['key']}`, "
+            f"best epoch {metrics['provenance'].get('best_epoch')}.\n\n"
+            f"{markdown_table([BASELINE_TITLES.get(metrics['model'], metrics['model']), 'mDice', CI_HEADER], rows)}\n"
+            f"{ci_note(records)}\n\n#### Dice per organ\n\n{organ_table(metrics['prompts'])}")
 
 
 def table4(metrics: dict) -> str:
-    """Table 4 (classification accuracy per organ, weighted average, baselines) from Task 3's metrics.json."""
+    """Table 4 (classification accuracy per organ, weighted average and unweighted mean with 95 % CIs,
+    baselines) from Task 3's metrics.json."""
     meta = metrics["provenance"]
-    rows = [[ORGAN_TITLES[ORGANS.index(name)], v["accuracy"], v["n"], f"{100 * v['share']:.2f}"]
+    correct = metrics.get("records", {}).get("correct")
+    rows = [[ORGAN_TITLES[ORGANS.index(name)], v["accuracy"], "", v["n"], f"{100 * v['share']:.2f}"]
             for name, v in metrics["organs"].items()]
-    rows += [["**Weighted Average**", metrics["weighted_average"], metrics["n"], "100.00"],
-             ["Mean over organs (unweighted)", metrics["mean"], "", ""],
+    rows += [["**Weighted Average**", metrics["weighted_average"], ci_cell(interval(correct, "accuracy")),
+              metrics["n"], "100.00"],
+             ["Mean over organs (unweighted)", metrics["mean"], ci_cell(interval(correct, "mdice")), "", ""],
              [f"Majority-class baseline (always {organ_title(ORGANS.index(metrics['majority_organ']) + 1)})",
-              metrics["majority_baseline"], "", ""]]
-    table = markdown_table(["Organ Type", "Accuracy", "n", "share (%)"], rows)
+              metrics["majority_baseline"], "", "", ""]]
+    table = markdown_table(["Organ Type", "Accuracy", CI_HEADER, "n", "share (%)"], rows)
     return (f"{provenance_line(meta)} Preset `{meta['preset']}`; classifier run `{meta['classifier_run']}`, "
-            f"epoch {meta['classifier_epoch']}; starting weights: {meta['starting_weights']}.\n\n{table}")
+            f"epoch {meta['classifier_epoch']}; starting weights: {meta['starting_weights']}.\n\n{table}\n"
+            f"{ci_note(correct)}")
 
 
 def table3d(metrics: dict) -> str:
@@ -173,5 +305,6 @@ def titled(title: str, body: str | None, level: str = "#") -> str:
     return f"{level} {title}\n\n{body}" if body else ""
 
 
-__all__: Sequence[str] = ["mdice_table", "organ_table", "table1", "table2", "table3", "table3d", "table4", "table_box_robustness",
+__all__: Sequence[str] = ["baseline_table", "ci_cell", "difference_cell", "interval", "mdice_table", "organ_table",
+                          "table1", "table2", "table3", "table3d", "table4", "table_box_robustness",
                           "table_interactive", "titled"]

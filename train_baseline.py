@@ -1,0 +1,224 @@
+"""Table 3's supervised baselines, measured: MONAI's 2-D U-Net or ResU-Net trained on the slice store.
+
+    python train_baseline.py --arch unet --preset quick        # phantom store, about a minute on 2 CPU cores
+    python train_baseline.py --arch resunet --slices data/slices_btcv   # paper preset, GPU
+    python train_baseline.py --arch unet --preset quick --resume          # continue the run with today's settings
+
+Trains ``monai.networks.nets.UNet`` (14 output channels: background + 13 organs; --arch resunet adds
+MONAI's residual units) on the store's training slices and their materialised augmented views (the
+same MONAI flip / rotation / intensity shift as Task 2, ``utils.augmentation``), with MONAI's
+DiceCELoss and Adam, in the suite's one training loop (keyed run folder, best/last checkpoints,
+--resume, NaN stop). It then scores exactly Task 1's (slice, organ) samples of --split with the
+suite's Dice code, twice: the network's whole prediction ("none"), and the prediction of each organ
+kept only inside that organ's ground-truth bounding box ("bound_box_crop": the oracle box SAM's
+bound_box prompt gets, so the row compares like with like).
+
+The run lives in checkpoints/baseline/<arch>/run-<key>/ (key: store, architecture, resolved
+hyperparameters, seed). Writes results/baseline/<arch>/{metrics.json (Task 1's schema, with per-sample
+records for the confidence intervals), per_slice.csv (as Task 1's), table3_baseline.md, history.json,
+curves.png, config.json}.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT))
+
+from utils.config import add_hyperparameters, checked, new_parser, parse_with_presets  # noqa: E402
+
+# ---------------------------------------------------------------------------------------------
+# Hyperparameters: `paper` is these constants (a GPU run). Edit here, or override any with the flag
+# of the same name (--learning-rate 3e-4); a typed flag always beats the preset.
+HYPERPARAMETERS = {
+    "PRESET": ("paper", "paper (the constants here, sized for a GPU) or quick (fits make reproduce on 2 CPU cores)"),
+    "EPOCHS": (200, "training epochs (not part of the run key: --resume --epochs N extends a run)", "positive"),
+    # Adam at MONAI's tutorial rate; the schedule is a per-epoch exponential decay, which depends on the
+    # epoch only (not on the total), so a resumed or extended run follows the same curve.
+    "LEARNING_RATE": (1e-3, "Adam learning rate at epoch 1", "positive"),
+    "LR_DECAY": (0.99, "learning rate multiplier per epoch: lr(epoch e) = LEARNING_RATE * LR_DECAY**(e-1)", "positive"),
+    "WEIGHT_DECAY": (1e-5, "Adam weight decay"),
+    "BATCH_SIZE": (16, "slices per step", "positive"),
+    "SAMPLES_PER_EPOCH": (0, "training slices (and views) drawn per epoch; 0 = all"),
+    "AUG_VIEWS": (2, "augmented views per training slice, as Task 2's paper preset (flip, rotation, intensity shift)"),
+    "CHANNELS": ("16,32,64,128,256", "U-Net feature widths per level, finest first (MONAI's tutorial U-Net)"),
+    "EVAL_BATCH": (8, "slices per forward pass when scoring", "positive"),
+}
+PRESETS = {
+    "paper": {},
+    # Sized from measured cost on this project's 2-core CPU (160 x 160 phantom slices, 1 thread, CPU time
+    # per training slice: U-Net 0.027 s, ResU-Net 0.061 s with these widths): 8 epochs x 192 slices (96 +
+    # 1 view each). A whole run measured 104 s (U-Net) and 163 s (ResU-Net) of CPU (user + sys, on a
+    # shared machine), ~134 s of 2-core time for both: over the 100 s planned, inside make reproduce's 15
+    # minutes. Few steps, so a high rate and small batches: on the phantom, lr 3e-3 / batch 8 / decay 0.9
+    # reached val mDice 0.22 in 8 epochs, lr 1e-2 / batch 4 / decay 0.95 reached 0.72 (README, "Table 3 measured").
+    "quick": {"epochs": 8, "learning_rate": 1e-2, "lr_decay": 0.95, "batch_size": 4, "aug_views": 1,
+              "channels": "16,32,64,128"},
+}
+# Everything that changes what is learned; epochs and the scoring batch only change how long / how fast.
+RUN_SETTINGS = ("learning_rate", "lr_decay", "weight_decay", "batch_size", "samples_per_epoch", "aug_views",
+                "channels")
+# ---------------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None = None):
+    from utils.baselines import ARCHS
+
+    parser = new_parser(__doc__)
+    parser.add_argument("--arch", choices=ARCHS, default="unet",
+                        help="unet (MONAI UNet, plain units) or resunet (the same with 2 residual units per block)")
+    parser.add_argument("--slices", type=Path, default=ROOT / "data" / "slices",
+                        help="slice store folder made by preprocess_slices.py (default data/slices)")
+    parser.add_argument("--split", choices=("train", "val", "all"), default="val",
+                        help="the (slice, organ) samples to score, as Task 1's --split (default val); "
+                             "training always uses the train split")
+    parser.add_argument("--results", type=Path, default=ROOT / "results", help="results folder (default results/)")
+    parser.add_argument("--checkpoint-dir", type=Path, default=ROOT / "checkpoints" / "baseline",
+                        help="root of the run folders (default checkpoints/baseline)")
+    parser.add_argument("--seed", type=checked(int, "non_negative"), default=0,
+                        help="seed for initialisation, sample order and augmentation (default 0)")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
+    parser.add_argument("--resume", action="store_true", help="continue the run with today's settings")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_hyperparameters(parser, HYPERPARAMETERS)
+    args = parse_with_presets(parser, argv, PRESETS)
+    try:
+        args.channels = [int(c) for c in args.channels.split(",")]
+    except ValueError:
+        parser.error(f"--channels takes comma-separated integers, e.g. 16,32,64,128; got {args.channels!r}")
+    return args
+
+
+class Weights:
+    """What provenance() states about a model, for a network trained here: its name and best checkpoint."""
+
+    def __init__(self, name: str, checkpoint: Path):
+        import hashlib
+
+        self.name, self.checkpoint = name, str(checkpoint)
+        self.checkpoint_sha256 = hashlib.sha256(Path(checkpoint).read_bytes()).hexdigest()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    import os
+
+    import torch
+
+    from utils.augmentation import AugmentSpec
+    from utils.baselines import SliceLoader, build_baseline, evaluate_baseline_rows, make_baseline_step, training_slices
+    from utils.bootstrap import triples
+    from utils.cli import fail, quiet_third_party
+    from utils.dataset import DataError
+    from utils.device import configure_runtime, pick_device
+    from utils.io import write_json
+    from utils.plots import save_curves
+    from utils.organs import organ_name
+    from utils.reporting import config_record, provenance, write_csv, write_results
+    from utils.runs import RunMismatch, load_checkpoint, open_run
+    from utils.seeding import seed_everything
+    from utils.slice_store import SliceStore
+    from utils.tables import baseline_table, titled
+    from utils.training import LoopConfig, TrainingDiverged, run_training
+
+    quiet_third_party()
+    if args.no_progress:
+        os.environ["TQDM_DISABLE"] = "1"
+    seed_everything(args.seed)
+    try:
+        store = SliceStore(args.slices)
+        device = pick_device(args.device)
+    except (DataError, RuntimeError) as exc:
+        raise fail(str(exc)) from exc
+    configure_runtime(device)
+    augment = AugmentSpec(views=args.aug_views, seed=args.seed) if args.aug_views else None
+    train = training_slices(store, augment)
+    samples = store.samples(args.split)  # Task 1's list: (store row, organ), rows in order, organs ascending
+    if not store.indices("train") or not samples:
+        raise fail(f"{store.path}: the baseline needs train slices and {args.split} samples; the store has "
+                   f"{len(store.indices('train'))} train slices and {len(samples)} {args.split} samples")
+
+    identity = {"task": "baseline", "arch": args.arch, "store_key": store.key, "split": args.split,
+                "seed": args.seed, "precision": "fp32", **{k: getattr(args, k) for k in RUN_SETTINGS}}
+    try:
+        run, note = open_run(args.checkpoint_dir / args.arch, identity, args.resume)
+    except RunMismatch as exc:
+        raise fail(str(exc)) from exc
+    print(f"{store.description}: {len(store.indices('train'))} training slices x {1 + args.aug_views} view(s) = "
+          f"{len(train)} training samples, "
+          f"{len(samples)} {args.split} samples; {args.arch} on {device}; preset {args.preset}\n{note}")
+
+    torch.manual_seed(args.seed)
+    try:
+        net = build_baseline(args.arch, args.channels).to(device)
+    except ValueError as exc:
+        raise fail(f"--channels {','.join(map(str, args.channels))}: {exc}") from exc
+    optimizer = torch.optim.Adam(net.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay)
+    base_step = make_baseline_step(net, SliceLoader(store, augment))
+
+    def step(batch, epoch):
+        for group in optimizer.param_groups:  # the schedule: a function of the epoch alone (resume-safe)
+            group["lr"] = args.learning_rate * args.lr_decay ** epoch
+        return base_step(batch, epoch)
+
+    def score() -> dict:
+        return evaluate_baseline_rows(net, store, samples, batch_size=args.eval_batch)
+
+    def validate(epoch):
+        rows = score()
+        return {"val_mDice": rows["none"][0]["mDice"], "val_mDice_in_box": rows["bound_box_crop"][0]["mDice"]}
+
+    config = dict(config_record(args), task="baseline", channels=list(args.channels))
+    loop = LoopConfig(epochs=args.epochs, batch_size=args.batch_size, samples_per_epoch=args.samples_per_epoch,
+                      seed=args.seed, monitor="val_mDice", run=run, progress=not args.no_progress, extra=config)
+    started, cpu_started = time.perf_counter(), time.process_time()
+    try:
+        history, trained = run_training(net, optimizer, train, step, validate, loop, resume=args.resume)
+    except (TrainingDiverged, RunMismatch) as exc:
+        raise fail(f"{args.arch}: {exc}") from exc
+    seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
+    net.load_state_dict(load_checkpoint(run.best)["model"])
+    t0 = time.perf_counter()
+    rows = score()
+    score_seconds = time.perf_counter() - t0
+
+    out = args.results / "baseline" / args.arch
+    curves = {"train_loss": history["train_loss"], "train_dice": history["train_metric"],
+              "val_dice": [v["val_mDice"] for v in history["val"]],
+              "val_dice_in_box": [v["val_mDice_in_box"] for v in history["val"]]}
+    write_json(out / "history.json", dict(curves, epoch=history["epoch"], best_epoch=history["best_epoch"],
+                                          run=run.record))
+    title = f"Baseline {args.arch} ({store.description}, preset {args.preset}, seed {args.seed})"
+    for folder in (run.path, out):
+        save_curves(curves, [("train_loss", "training loss (Dice + CE)"), ("train_dice", "training dice"),
+                             ("val_dice", "validation dice"), ("val_dice_in_box", "validation dice in box")],
+                    folder / "curves.png", title)
+    weights = Weights(args.arch, run.best)
+    meta = provenance(store, weights, device, args.seed, args.split, n_slices=len(store.indices(args.split)),
+                      n_samples=len(samples), preset=args.preset, run=run.record, best_epoch=history["best_epoch"])
+    results = {"model": args.arch, "checkpoint": weights.checkpoint, "data": store.description, "split": args.split,
+               "n_slices": meta["n_slices"], "preset": args.preset, "run": run.record,
+               "settings": {"epochs": args.epochs, **{k: getattr(args, k) for k in RUN_SETTINGS},
+                            "channels": list(args.channels), "parameters": sum(p.numel() for p in net.parameters())},
+               "prompts": {name: dict(summary, best_epoch=history["best_epoch"]) for name, (summary, _) in rows.items()},
+               "records": {name: triples(records) for name, (_, records) in rows.items()},
+               "provenance": meta,
+               "timing": {"epochs_trained": trained, "train_seconds": round(seconds, 2),
+                          "train_cpu_seconds": round(cpu_seconds, 2),
+                          "seconds_per_epoch": round(seconds / trained, 2) if trained else None,
+                          "score_seconds": round(score_seconds, 2), "device": meta["device"]}}
+    write_csv(out / "per_slice.csv", ["prompt", "case", "z", "organ", "dice"],  # Task 1's per-sample file
+              [[name, r["case"], r["z"], organ_name(r["organ"]), f"{r['dice']:.6f}"]
+               for name, (_, records) in rows.items() for r in records])
+    write_results(out, results, {"table3_baseline.md": titled(f"Table 3 baseline: {args.arch}", baseline_table(results))},
+                  config)
+    print(f"\n{baseline_table(results)}")
+    print(f"training took {seconds:.1f} s ({cpu_seconds:.1f} s CPU) for {trained} epoch(s); best epoch "
+          f"{history['best_epoch']}; wrote {out / 'metrics.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
