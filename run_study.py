@@ -121,7 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     for name, module, stage_args in stages:
         script = Path(module.__file__).name
-        launch = args.nproc > 1 and module is not preprocess_slices
+        # Only the study's task scripts shard their work over ranks; the others run as one process.
+        launch = args.nproc > 1 and module in (segmentation_task1, finetune_task2, classify_train_task3,
+                                               classify_val_task3)
         if launch:
             command = shlex.join(torchrun_command(args.nproc, script, stage_args))
         else:
