@@ -162,6 +162,9 @@ def section_3d(results: Path) -> list[str]:
         out += ["_The 3-D stage has not been run: run `python preprocess_slices.py --phantom --data-root "
                 "data/phantom_3d --phantom-cases 35 --phantom-slices 18 --slice-margin 2 --out data/slices_3d`, "
                 "then `python segmentation_3d.py --slices data/slices_3d`._", ""]
+    return out
+
+
 def interactive_section(results: Path) -> list[str]:
     """Interactive segmentation (interactive_task1.py): NoC tables, Dice-vs-clicks curves, box robustness."""
     runs = {"zero-shot": _load(results / "interactive" / "metrics.json"),

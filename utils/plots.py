@@ -200,6 +200,10 @@ def save_volume_views(image: np.ndarray, panels: Sequence[tuple[str, np.ndarray]
             ax.set_aspect(aspect)
             ax.set_title(f"{caption}, {plane}", fontsize=8)
     fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 def save_dice_vs_clicks(curves: dict[str, dict], path: str | Path, title: str,
                         thresholds: Sequence[float] = (0.85, 0.90)) -> Path:
     """Dice after 0..N clicks: mDice in the first panel, then one small panel per organ.

@@ -256,6 +256,8 @@ def table3d(metrics: dict) -> str:
             "the same label map on each ground-truth slice of the organ, averaged. Propagation: one prompt on the "
             f"slice of largest area, stops below {metrics['settings']['min_area_mm2']:g} mm^2.")
     return (f"{provenance_line(meta)}\n\n{note}\n\n{table}\n#### 3-D Dice / NSD per organ\n\n{organs}")
+
+
 def table_interactive(metrics: dict) -> str:
     """Dice after 0..N clicks and NoC@85/@90 per start prompt, NoC per organ, and this run's box-robustness
     rows, from interactive_task1.py's metrics.json."""
