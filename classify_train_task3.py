@@ -62,21 +62,83 @@ def parse_args(argv: list[str] | None = None):
     return parse_with_presets(parser, argv, PRESETS)
 
 
+def build_classifier(args, exp, decoder):
+    """(module to train and checkpoint, classifier, prompt encoder, mask decoder), seeded, frozen but for Task 3's parts."""
+    import torch
+
+    from modified_classifier import ClassifyingMaskDecoder
+
+    for p in exp.model.sam.parameters():
+        p.requires_grad_(False)
+    prompt_encoder = decoder.prompt_encoder or exp.model.sam.prompt_encoder
+    mask_decoder = decoder.mask_decoder or exp.model.sam.mask_decoder
+    torch.manual_seed(args.seed)
+    classifier = ClassifyingMaskDecoder(mask_decoder).to(exp.device)
+    classifier.freeze_for_task3()
+    # The prompt encoder rides along in the checkpoint (frozen) so the validation script can rebuild it.
+    module = torch.nn.ModuleDict({"prompt_encoder": prompt_encoder, "classifier": classifier})
+    return module, classifier, prompt_encoder, mask_decoder
+
+
+def open_classifier_run(args, exp, prompt_type: str, decoder, fast):
+    """The keyed run folder of this classifier run (checked resume), and the config saved with it."""
+    from utils import distributed
+    from utils.cli import fail
+    from utils.reporting import config_record
+    from utils.runs import RunMismatch, identity_of, open_run
+
+    identity = identity_of("task3", exp, prompt_type, args.seed, args.precision, args.encoder_precision,
+                           starting_weights=decoder.handoff.run_key if decoder.handoff else "pre-trained",
+                           **{k: getattr(args, k) for k in RUN_SETTINGS}, fast_path=fast.record())
+    try:
+        run, note = distributed.main_then_share(open_run, args.checkpoint_dir / exp.model.name / prompt_type, identity,
+                                                args.resume)  # torchrun: rank 0 makes the folder
+    except RunMismatch as exc:
+        raise fail(str(exc)) from exc
+    print(note)
+    config = dict(config_record(args), task="task3", prompt=prompt_type, fast_path=fast.record(),
+                  starting_weights=decoder.source, starting_run=decoder.record)
+    return run, config
+
+
+def write_training_outputs(args, exp, prompt_type: str, decoder, fast, run, config, history, summary: dict) -> Path:
+    """Curves (run folder and results/task3), history.json and train_metrics.json with the run's provenance."""
+    from utils.io import write_json
+    from utils.plots import save_curves
+    from utils.prompts import PROMPT_TITLES
+    from utils.reporting import provenance, write_results
+
+    out = args.results / "task3"
+    curves = {"train_loss": history["train_loss"], "train_accuracy": history["train_metric"],
+              "val_accuracy": [v["val_accuracy"] for v in history["val"]]}
+    write_json(out / "history.json", dict(curves, epoch=history["epoch"], best_epoch=history["best_epoch"],
+                                          run=run.record))
+    title = f"Task 3, {PROMPT_TITLES[prompt_type]} ({exp.model.name}, {exp.store.description}, preset {args.preset})"
+    for folder in (run.path, out):
+        save_curves(curves, [("train_loss", "training loss"), ("train_accuracy", "training accuracy"),
+                             ("val_accuracy", "validation accuracy")], folder / "curves.png", title)
+    meta = provenance(exp.store, exp.model, exp.device, args.seed, "val", precision=args.precision,
+                      encoder_precision=args.encoder_precision, n_slices=len(exp.cache.rows_for("val")),
+                      preset=args.preset, run=run.record, starting_weights=decoder.source,
+                      starting_run=decoder.record, training_fast_path=fast.record())
+    write_results(out, {"model": exp.model.name, "prompt": prompt_type, "preset": args.preset,
+                        "starting_weights": decoder.source, **summary, "best_epoch": history["best_epoch"],
+                        "best_val_accuracy": history["best"], "provenance": meta, "run": run.record,
+                        "checkpoint": str(run.best)}, config=config, metrics_name="train_metrics.json")
+    return out / "train_metrics.json"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import torch
 
-    from modified_classifier import ClassifyingMaskDecoder
     from utils import distributed
     from utils.classification import accuracy_summary, class_forward, class_inputs, predict_classes
     from utils.cli import fail, open_decoders, open_experiment
     from utils.evaluation import evaluate_prompt
     from utils.fastpath import ResidentEmbeddings, grad_scaler, resolve
-    from utils.io import write_json
-    from utils.plots import save_curves
     from utils.prompts import PROMPT_TITLES, parse_prompt_types
-    from utils.reporting import config_record, provenance, write_results
-    from utils.runs import RunMismatch, identity_of, load_checkpoint, open_run
+    from utils.runs import RunMismatch, load_checkpoint
     from utils.training import LoopConfig, StepResult, TrainingDiverged, run_training
 
     try:
@@ -84,24 +146,15 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         raise fail(f"--prompt takes one prompt type: {exc}") from exc
     exp = open_experiment(args)
-    model, store, cache = exp.model, exp.store, exp.cache
+    cache = exp.cache
     decoder = open_decoders(args, exp, [prompt_type])[prompt_type]
     print(f"starting weights: {decoder.source}")
     train_rows, val_rows = cache.rows_for("train"), cache.rows_for("val")
     if not train_rows or not val_rows:
-        raise fail(f"{store.path}: Task 3 needs train and val slices in the store")
+        raise fail(f"{exp.store.path}: Task 3 needs train and val slices in the store")
     cache.ensure(train_rows + val_rows, batch_size=args.encode_batch, progress=not args.no_progress)
     train_samples, val_samples = cache.samples(train_rows), cache.samples(val_rows)
-
-    for p in model.sam.parameters():
-        p.requires_grad_(False)
-    prompt_encoder = decoder.prompt_encoder or model.sam.prompt_encoder
-    mask_decoder = decoder.mask_decoder or model.sam.mask_decoder
-    torch.manual_seed(args.seed)
-    classifier = ClassifyingMaskDecoder(mask_decoder).to(exp.device)
-    classifier.freeze_for_task3()
-    # The prompt encoder rides along in the checkpoint (frozen) so the validation script can rebuild it.
-    module = torch.nn.ModuleDict({"prompt_encoder": prompt_encoder, "classifier": classifier})
+    module, classifier, prompt_encoder, mask_decoder = build_classifier(args, exp, decoder)
     optimizer = torch.optim.Adam(classifier.trainable_parameters(), lr=args.learning_rate)
     loss_fn = torch.nn.CrossEntropyLoss()
 
@@ -112,7 +165,6 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     mdice_before = mdice()
     print(f"validation mDice with {PROMPT_TITLES[prompt_type]} before classification training: {mdice_before['mDice']:.4f}")
-
     try:
         fast = resolve(exp.device, args.precision, args.train_precision, "off", args.prefetch, args.resident,
                        cache_bytes=len(cache) * 256 * 64 * 64 * 2)
@@ -135,18 +187,7 @@ def main(argv: list[str] | None = None) -> int:
                                              args.precision, prompt_encoder)
         return {"val_accuracy": accuracy_summary([o for _, o in ordered], predicted)["weighted_average"]}
 
-    identity = identity_of("task3", exp, prompt_type, args.seed, args.precision, args.encoder_precision,
-                           starting_weights=decoder.handoff.run_key if decoder.handoff else "pre-trained",
-                           **{k: getattr(args, k) for k in RUN_SETTINGS}, fast_path=fast.record())
-    try:
-        run, note = distributed.main_then_share(open_run, args.checkpoint_dir / model.name / prompt_type, identity,
-                                                args.resume)  # torchrun: rank 0 makes the folder
-    except RunMismatch as exc:
-        raise fail(str(exc)) from exc
-    print(note)
-    config = dict(config_record(args), task="task3", prompt=prompt_type, fast_path=fast.record(),
-                  starting_weights=decoder.source,
-                  starting_run=decoder.record)
+    run, config = open_classifier_run(args, exp, prompt_type, decoder, fast)
     loop = LoopConfig(epochs=args.epochs, batch_size=args.batch_size, samples_per_epoch=args.samples_per_epoch,
                       seed=args.seed, monitor="val_accuracy", run=run, progress=not args.no_progress, extra=config,
                       prepare=prepare, prefetch=fast.prefetch, scaler=grad_scaler(fast, exp.device))
@@ -160,32 +201,14 @@ def main(argv: list[str] | None = None) -> int:
     mdice_after = mdice()
     print(f"validation mDice after (best checkpoint, epoch {history['best_epoch']}): {mdice_after['mDice']:.4f} "
           f"(before {mdice_before['mDice']:.4f})")
-
     if not distributed.is_main():  # torchrun: rank 0 writes the results
         return 0
-    out = args.results / "task3"
-    curves = {"train_loss": history["train_loss"], "train_accuracy": history["train_metric"],
-              "val_accuracy": [v["val_accuracy"] for v in history["val"]]}
-    write_json(out / "history.json", dict(curves, epoch=history["epoch"], best_epoch=history["best_epoch"],
-                                          run=run.record))
-    title = f"Task 3, {PROMPT_TITLES[prompt_type]} ({model.name}, {store.description}, preset {args.preset})"
-    for folder in (run.path, out):
-        save_curves(curves, [("train_loss", "training loss"), ("train_accuracy", "training accuracy"),
-                             ("val_accuracy", "validation accuracy")], folder / "curves.png", title)
-    meta = provenance(store, model, exp.device, args.seed, "val", precision=args.precision,
-                      encoder_precision=args.encoder_precision, n_slices=len(val_rows), preset=args.preset,
-                      run=run.record, starting_weights=decoder.source, starting_run=decoder.record,
-                      training_fast_path=fast.record())
-    write_results(out, {
-        "model": model.name, "prompt": prompt_type, "preset": args.preset, "starting_weights": decoder.source,
-        "val_mDice_before": mdice_before, "val_mDice_after": mdice_after, "best_epoch": history["best_epoch"],
-        "best_val_accuracy": history["best"], "train_seconds": round(train_seconds, 2),
+    path = write_training_outputs(args, exp, prompt_type, decoder, fast, run, config, history, {
+        "val_mDice_before": mdice_before, "val_mDice_after": mdice_after, "train_seconds": round(train_seconds, 2),
         "seconds_per_epoch": round(train_seconds / trained, 2) if trained else None,
-        "seconds_total": round(time.perf_counter() - t0, 2), "provenance": meta, "run": run.record,
-        "checkpoint": str(run.best),
-    }, config=config, metrics_name="train_metrics.json")
+        "seconds_total": round(time.perf_counter() - t0, 2)})
     print(f"training took {train_seconds:.1f} s; best val accuracy {history['best']:.4f} at epoch {history['best_epoch']}")
-    print(f"wrote {out / 'train_metrics.json'}; now run classify_val_task3.py")
+    print(f"wrote {path}; now run classify_val_task3.py")
     return 0
 
 
