@@ -100,16 +100,6 @@ class VolumeSlices:
         return max(self.rows)
 
 
-def _digest(path: Path) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def plan_volumes(store, split: str, cases: list[str]) -> list[VolumeSlices]:
     """The volumes of ``split`` (or ``cases``), checked: the store holds every slice the 3-D stage needs and
     the source label files are there, unchanged. Raises SystemExit (via fail) naming the volume otherwise."""
@@ -117,6 +107,7 @@ def plan_volumes(store, split: str, cases: list[str]) -> list[VolumeSlices]:
     import numpy as np
 
     from utils.cli import fail
+    from utils.models import file_sha256
     from utils.nifti_export import ras_to_display, source_to_ras
 
     margin = store.manifest["settings"].get("slice_margin")
@@ -144,7 +135,7 @@ def plan_volumes(store, split: str, cases: list[str]) -> list[VolumeSlices]:
             raise fail(f"volume {case}: its source label {label_path} (recorded in {store.path / 'manifest.json'}) "
                        "is missing; the 3-D stage scores and writes predictions on the source grid. Restore the "
                        "file, or rebuild the store from where the data now are")
-        if _digest(label_path) != item["label_sha256"]:
+        if file_sha256(label_path) != item["label_sha256"]:
             raise fail(f"volume {case}: {label_path} changed since the store {store.path} was built; rebuild the "
                        "store with preprocess_slices.py")
         image = nib.load(label_path)
