@@ -55,9 +55,10 @@ PRESETS = {
     "full": {},
     # make reproduce: both starts, 5 clicks (the quick protocol), zero-shot and fine-tuned, and
     # the jitter table, in <= 90 s on 2 CPU cores. Decoding runs ~20 prompts/s there; each sample costs
-    # 2 starts x 6 rounds + 4 jitters = 16 decodes per decoder, so 3 samples per organ (39 samples on
-    # the phantom's validation split) is ~620 decodes per invocation (README, "Interactive segmentation").
-    "quick": {"clicks": 5, "samples_per_organ": 3},
+    # 2 starts x 6 rounds + 4 jitters = 16 decodes per decoder, so 2 samples per organ (26 samples on
+    # the phantom's validation split) is ~420 decodes per invocation (README, "Interactive segmentation").
+    # (3 per organ until the Task 2 and Task 3 quick presets needed the time to learn.)
+    "quick": {"clicks": 5, "samples_per_organ": 2},
 }
 # A click stream for the random rule, apart from every prompt draw (those use keys epoch + 1 >= 0 < 10**6).
 CLICK_STREAM = 10**6

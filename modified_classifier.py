@@ -56,6 +56,13 @@ class ClassifyingMaskDecoder(torch.nn.Module):
         return (list(self.decoder.transformer.parameters()) + list(self.class_token.parameters())
                 + list(self.class_prediction_head.parameters()))
 
+    def parameter_groups(self, learning_rate: float, head_learning_rate: float = 0.0) -> list[dict]:
+        """Optimizer groups of :meth:`trainable_parameters`: the shared transformer at ``learning_rate``,
+        the class token and head (new, Task 3's own) at ``head_learning_rate`` (0 = ``learning_rate``)."""
+        head = list(self.class_token.parameters()) + list(self.class_prediction_head.parameters())
+        return [{"params": list(self.decoder.transformer.parameters()), "lr": learning_rate},
+                {"params": head, "lr": head_learning_rate or learning_rate}]
+
     def freeze_for_task3(self) -> None:
         """Freeze everything but :meth:`trainable_parameters` (the mask/IoU tokens and heads, upscaling)."""
         for p in self.parameters():

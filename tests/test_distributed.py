@@ -22,7 +22,7 @@ from dist_helpers import StubEncoder, StubModel, fill_rank, free_port, scripts_r
 PROMPT = "one_central_point"
 # Global batch 16 split 8 + 8 over 2 ranks, against 16 in one process; the same run key for both.
 TASK2 = ["--preset", "quick", "--prompts", PROMPT, "--aug-views", "0", "--epochs", "2", "--samples-per-epoch", "32",
-         "--batch-size", "16", "--val-samples", "0", "--learning-rate", "0.01"]
+         "--batch-size", "16", "--val-samples", "0", "--learning-rate", "0.01", "--train-precision", "same"]
 TASK1 = ["--prompts", f"{PROMPT},bound_box", "--overlays", "0"]
 WEIGHT_TOLERANCE = 1e-5  # max |w_2ranks - w_1process| after 4 SGD steps: float summation order only
 

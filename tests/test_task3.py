@@ -118,3 +118,27 @@ def test_validation_records_give_the_reported_accuracy(trained, tiny_study):
     for _, organ, v in correct:
         per_organ.setdefault(organ, []).append(v)
     assert np.mean([np.mean(v) for v in per_organ.values()]) == pytest.approx(metrics["mean"])
+
+
+def test_head_learning_rate_moves_only_the_new_parts_at_their_own_rate():
+    """Adam's first step moves each parameter by ~lr (sign of its gradient): the transformer by
+    LEARNING_RATE, the class token and head by HEAD_LEARNING_RATE; 0 means one rate for all."""
+    torch.manual_seed(0)
+    classifier = ClassifyingMaskDecoder(load_model("lite_medsam").sam.mask_decoder)
+    classifier.freeze_for_task3()
+    groups = classifier.parameter_groups(1e-5, 0.0)
+    assert [g["lr"] for g in groups] == [1e-5, 1e-5]
+    grouped = [p for g in groups for p in g["params"]]
+    assert {id(p) for p in grouped} == {id(p) for p in classifier.trainable_parameters()}
+    assert len(grouped) == len(classifier.trainable_parameters())
+
+    groups = classifier.parameter_groups(1e-5, 1e-3)
+    before = [[p.detach().clone() for p in g["params"]] for g in groups]
+    for g in groups:
+        for p in g["params"]:
+            p.grad = torch.ones_like(p)
+    torch.optim.Adam(groups).step()
+    moved = [max(float((p.detach() - b).abs().max()) for p, b in zip(g["params"], old))
+             for g, old in zip(groups, before)]
+    assert moved[0] == pytest.approx(1e-5, rel=1e-2)
+    assert moved[1] == pytest.approx(1e-3, rel=1e-2)
