@@ -107,6 +107,28 @@ def open_classifier_run(args, exp, prompt_type: str, decoder, fast):
     return run, config
 
 
+def task2_score(args, exp, prompt_type: str, decoder) -> tuple[dict, str] | None:
+    """(summary, source) of Task 2's own validation score of the very decoder Task 3 starts from, read
+    from results/task2/metrics.json when it was scored on this store, model, split, seed and precision
+    (the same evaluation code on the same samples, so scoring it again would repeat the same numbers);
+    None otherwise, and Task 3 scores it itself."""
+    from utils.io import read_json
+
+    path = args.results / "task2" / "metrics.json"
+    if decoder.handoff is None or prompt_type == "jittered_box" or not path.is_file():
+        return None
+    metrics = read_json(path)
+    meta, tuned = metrics.get("provenance", {}), metrics.get("prompts", {}).get(prompt_type) or {}
+    same_weights = (tuned.get("run", {}).get("key") == decoder.handoff.run_key
+                    and tuned.get("best_epoch") == decoder.handoff.epoch)
+    same_scoring = all(meta.get(k) == v for k, v in (
+        ("store_key", exp.store.key), ("checkpoint_sha256", exp.model.checkpoint_sha256), ("split", "val"),
+        ("seed", args.seed), ("precision", args.precision), ("encoder_precision", args.encoder_precision)))
+    if not (same_weights and same_scoring):
+        return None
+    return {"mDice": tuned["mDice"], "organs": tuned["organs"]}, f"read from {path}"
+
+
 def write_training_outputs(args, exp, prompt_type: str, decoder, fast, run, config, history, summary: dict) -> Path:
     """Curves (run folder and results/task3), history.json and train_metrics.json with the run's provenance."""
     from utils.io import write_json
@@ -169,8 +191,9 @@ def main(argv: list[str] | None = None) -> int:
                                prompt_encoder=prompt_encoder, mask_decoder=mask_decoder, precision=args.precision)[0]
 
     t0 = time.perf_counter()
-    mdice_before = mdice()
-    print(f"validation mDice with {PROMPT_TITLES[prompt_type]} before classification training: {mdice_before['mDice']:.4f}")
+    mdice_before, before_source = task2_score(args, exp, prompt_type, decoder) or (mdice(), "scored here")
+    print(f"validation mDice with {PROMPT_TITLES[prompt_type]} before classification training: "
+          f"{mdice_before['mDice']:.4f} ({before_source})")
     try:
         fast = resolve(exp.device, args.precision, args.train_precision, "off", args.prefetch, args.resident,
                        cache_bytes=len(cache) * 256 * 64 * 64 * 2)
@@ -210,7 +233,9 @@ def main(argv: list[str] | None = None) -> int:
     if not distributed.is_main():  # torchrun: rank 0 writes the results
         return 0
     path = write_training_outputs(args, exp, prompt_type, decoder, fast, run, config, history, {
-        "val_mDice_before": mdice_before, "val_mDice_after": mdice_after, "train_seconds": round(train_seconds, 2),
+        "settings": {k: getattr(args, k) for k in ("epochs", *RUN_SETTINGS)},
+        "val_mDice_before": mdice_before, "val_mDice_before_source": before_source, "val_mDice_after": mdice_after,
+        "train_seconds": round(train_seconds, 2),
         "seconds_per_epoch": round(train_seconds / trained, 2) if trained else None,
         "seconds_total": round(time.perf_counter() - t0, 2)})
     print(f"training took {train_seconds:.1f} s; best val accuracy {history['best']:.4f} at epoch {history['best_epoch']}")

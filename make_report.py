@@ -19,7 +19,7 @@ sys.path.insert(0, str(ROOT))
 
 from utils.io import write_text  # noqa: E402
 from utils.prompts import PROMPT_TITLES, PROMPT_TYPES  # noqa: E402
-from utils.tables import table1, table2, table3, table3d, table4, table_box_robustness, table_interactive  # noqa: E402
+from utils.tables import table1, table2, table3, table3d, table4, table_box_robustness, task3_settings_note, table_interactive  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -116,9 +116,9 @@ def build_report(results: Path) -> str:
         out += ["### Table 4: classification accuracy per organ", "", table4(t3)]
         if t3_train:
             before, after = t3_train["val_mDice_before"]["mDice"], t3_train["val_mDice_after"]["mDice"]
-            out += [f"Training the shared transformer for classification changed the validation mDice with "
-                    f"{PROMPT_TITLES[t3_train['prompt']]} prompts from {before:.4f} to {after:.4f} "
-                    f"(starting weights: {t3_train['starting_weights']}).", ""]
+            out += [f"{task3_settings_note(t3_train)} Training the shared transformer for classification changed "
+                    f"the validation mDice with {PROMPT_TITLES[t3_train['prompt']]} prompts from {before:.4f} to "
+                    f"{after:.4f} (starting weights: {t3_train['starting_weights']}).".lstrip(), ""]
         for name, title in (("curves.png", "training curves"), ("confusion.png", "confusion matrix"),
                             ("examples.png", "examples (Figure 3 style)")):
             if (results / "task3" / name).is_file():

@@ -59,6 +59,9 @@ def test_training_reduces_loss_and_improves_on_zero_shot(watched_model):
     assert tuned > original + 0.05  # points are new to LiteMedSAM: a few steps teach it a lot
     for name in ("table2.md", "table3.md", "config.json"):
         assert (results / "task2" / name).is_file() or name == "table3.md"
+    # the quick preset trains in bf16 autocast: recorded, and said in Table 2's note
+    assert metrics["settings"]["fast_path"]["train_precision"] == "bf16"
+    assert "training forward in bf16 autocast" in (results / "task2" / "table2.md").read_text()
     assert (results / "task2" / PROMPT / "curves.png").stat().st_size > 0
 
 

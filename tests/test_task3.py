@@ -102,6 +102,13 @@ def test_short_run_beats_majority_baseline_on_held_out_slices(trained, tiny_stud
         assert (results / "task3" / name).stat().st_size > 0
     train_metrics = json.loads((results / "task3" / "train_metrics.json").read_text())
     assert "val_mDice_before" in train_metrics and "val_mDice_after" in train_metrics
+    # the fixture's typed --learning-rate 1e-3 beats the preset; the quick preset's head rate stays
+    assert train_metrics["settings"] == {"epochs": 4, "learning_rate": 1e-3, "head_learning_rate": 3e-3,
+                                         "batch_size": 8, "samples_per_epoch": 0}
+    from utils.tables import task3_settings_note
+    assert task3_settings_note(train_metrics) == (
+        "Preset `quick`: 4 epochs, Adam lr 0.001 on the two-way transformer and 0.003 on the class token and "
+        "head, batch 8, all samples/epoch, training forward in bf16 autocast.")
 
 
 def test_validation_records_give_the_reported_accuracy(trained, tiny_study):
@@ -142,3 +149,35 @@ def test_head_learning_rate_moves_only_the_new_parts_at_their_own_rate():
              for g, old in zip(groups, before)]
     assert moved[0] == pytest.approx(1e-5, rel=1e-2)
     assert moved[1] == pytest.approx(1e-3, rel=1e-2)
+
+
+def test_mdice_before_is_task2s_own_score_of_the_same_decoder(tiny_study, tmp_path):
+    """Task 3 reads the starting decoder's mDice from Task 2's results only when Task 2 scored exactly that
+    run and epoch the same way; the number equals scoring the checkpoint again. Another seed scores anew."""
+    import finetune_task2
+    from utils.evaluation import evaluate_prompt
+    from utils.runs import load_checkpoint
+
+    results, ckpt = tmp_path / "results", tmp_path / "t2"
+    assert finetune_task2.main(script_args(tiny_study, results, "--preset", "quick", "--prompts", "one_central_point",
+                                           "--epochs", "1", "--samples-per-epoch", "8", "--batch-size", "4",
+                                           "--checkpoint-dir", ckpt)) == 0
+    common = ["--preset", "quick", "--epochs", "1", "--samples-per-epoch", "8", "--finetuned-dir", ckpt]
+    assert classify_train_task3.main(script_args(tiny_study, results, *common,
+                                                 "--checkpoint-dir", tmp_path / "c0")) == 0
+    metrics = json.loads((results / "task3" / "train_metrics.json").read_text())
+    assert metrics["val_mDice_before_source"] == f"read from {results / 'task2' / 'metrics.json'}"
+    task2 = json.loads((results / "task2" / "metrics.json").read_text())["prompts"]["one_central_point"]
+    state = load_checkpoint(task2["checkpoint"])["model"]
+    model = load_model("lite_medsam")
+    model.sam.prompt_encoder.load_state_dict({k[len("prompt_encoder."):]: v for k, v in state.items()
+                                              if k.startswith("prompt_encoder.")})
+    model.sam.mask_decoder.load_state_dict({k[len("mask_decoder."):]: v for k, v in state.items()
+                                            if k.startswith("mask_decoder.")})
+    cache = EmbeddingCache(model, tiny_study["store"], root=tiny_study["cache"])
+    rescored, _ = evaluate_prompt(cache, cache.samples(cache.rows_for("val")), "one_central_point", seed=0)
+    assert metrics["val_mDice_before"]["mDice"] == pytest.approx(rescored["mDice"], abs=1e-5)
+
+    assert classify_train_task3.main(script_args(tiny_study, results, *common, "--seed", "1",
+                                                 "--checkpoint-dir", tmp_path / "c1")) == 0
+    assert json.loads((results / "task3" / "train_metrics.json").read_text())["val_mDice_before_source"] == "scored here"

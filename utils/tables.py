@@ -116,7 +116,8 @@ def table2(metrics: dict) -> str:
     chosen_on = (f"{s['val_samples_per_epoch']} validation samples" if s["val_samples_per_epoch"] < s["val_samples"]
                  else "the validation split")
     note = (f"Preset `{metrics['preset']}` ({s['epochs']} epochs, lr {s['learning_rate']}, batch {s['batch_size']}, "
-            f"{s['samples_per_epoch'] or 'all'} samples/epoch, {s['aug_views']} augmented views). Fine-tuned = the "
+            f"{s['samples_per_epoch'] or 'all'} samples/epoch, {s['aug_views']} augmented views"
+            f"{training_precision_note(s.get('fast_path'))}). Fine-tuned = the "
             f"checkpoint with the best validation mDice, chosen on {chosen_on} and scored on the whole validation "
             f"split ({s['val_samples']} samples); choosing and scoring on one split follows the study and flatters "
             f"the fine-tuned column slightly. Original column {metrics['original_source']}. "
@@ -203,6 +204,25 @@ def baseline_table(metrics: dict) -> str:
             f"best epoch {metrics['provenance'].get('best_epoch')}.\n\n"
             f"{markdown_table([BASELINE_TITLES.get(metrics['model'], metrics['model']), 'mDice', CI_HEADER], rows)}\n"
             f"{ci_note(records)}\n\n#### Dice per organ\n\n{organ_table(metrics['prompts'])}")
+
+
+def training_precision_note(fast_path: dict | None) -> str:
+    """', training forward in bf16 autocast' for a run on the fast path's precision; '' for fp32 or unknown."""
+    precision = (fast_path or {}).get("train_precision", "fp32")
+    return "" if precision == "fp32" else f", training forward in {precision} autocast"
+
+
+def task3_settings_note(train_metrics: dict) -> str:
+    """One sentence with the Task 3 run's preset and settings (train_metrics.json), or '' for an older file."""
+    s = train_metrics.get("settings")
+    if not s:
+        return ""
+    head = s.get("head_learning_rate") or s["learning_rate"]
+    rates = (f"Adam lr {s['learning_rate']:g}" if head == s["learning_rate"] else
+             f"Adam lr {s['learning_rate']:g} on the two-way transformer and {head:g} on the class token and head")
+    fast = train_metrics.get("provenance", {}).get("training_fast_path")
+    return (f"Preset `{train_metrics.get('preset')}`: {s['epochs']} epochs, {rates}, batch {s['batch_size']}, "
+            f"{s['samples_per_epoch'] or 'all'} samples/epoch{training_precision_note(fast)}.")
 
 
 def table4(metrics: dict) -> str:
