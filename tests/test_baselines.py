@@ -109,6 +109,26 @@ def test_a_few_steps_lower_the_dice_ce_loss(store):
     assert batch_loss() < 0.8 * before
 
 
+@pytest.mark.parametrize("arch", ARCHS)
+def test_bf16_step_is_close_to_the_fp32_step(store, arch):
+    """The training fast path's bf16 autocast changes the last bits of the forward pass, not the step:
+    the same batch gives a Dice + CE loss within 0.02 of fp32 and gradients pointing the same way."""
+    torch.manual_seed(0)
+    net = build_baseline(arch, TINY)
+    refs = training_slices(store)
+    steps = {p: make_baseline_step(net, SliceLoader(store), precision=p) for p in ("fp32", "bf16")}
+    losses, grads = {}, {}
+    for precision, step in steps.items():
+        net.zero_grad(set_to_none=True)
+        result = step(refs, 0)
+        assert result.loss.dtype == torch.float32
+        result.loss.backward()
+        losses[precision] = float(result.loss)
+        grads[precision] = torch.cat([p.grad.flatten() for p in net.parameters()])
+    assert losses["bf16"] == pytest.approx(losses["fp32"], abs=0.02)
+    assert float(torch.nn.functional.cosine_similarity(grads["bf16"], grads["fp32"], dim=0)) > 0.95
+
+
 def test_step_runs_in_the_shared_loop(store, tmp_path):
     torch.manual_seed(0)
     net = build_baseline("resunet", TINY)

@@ -73,6 +73,11 @@ def test_writes_task1s_schema_with_provenance(baseline_run, tiny_study):
     meta = metrics["provenance"]
     assert meta["store_key"] == tiny_study["store"].key and meta["seed"] == 0 and meta["preset"] == "quick"
     assert meta["precision"] == "fp32" and len(meta["checkpoint_sha256"]) == 64
+    # the quick preset trains in bf16 autocast (scoring stays fp32): recorded in settings, provenance, run key
+    assert metrics["settings"]["train_precision"] == "bf16"
+    assert meta["training_fast_path"]["train_precision"] == "bf16"
+    run_json = load(baseline_run.parents[2] / "bl_ckpt" / "unet" / f"run-{metrics['run']['key']}" / "run.json")
+    assert run_json["identity"]["train_precision"] == "bf16"
     assert meta["run"]["key"] == metrics["run"]["key"] and metrics["checkpoint"].endswith("best.pt")
     # the box can only remove false positives: per sample, Dice in the box >= Dice of the whole prediction
     whole, boxed = (np.array([d for _, _, d in metrics["records"][r]]) for r in ("none", "bound_box_crop"))

@@ -288,6 +288,7 @@ def make_baseline_step(
     net: torch.nn.Module,
     batch_loader: Callable[[Sequence[SliceRef]], tuple[torch.Tensor, torch.Tensor]],
     loss: torch.nn.Module | None = None,
+    precision: str = "fp32",
 ) -> Callable[[Sequence[SliceRef], int], StepResult]:
     """A ``step(batch, epoch) -> StepResult`` for ``utils.training.run_training`` over :class:`SliceRef` samples.
 
@@ -297,15 +298,20 @@ def make_baseline_step(
     Returns StepResult(loss: the batch's scalar loss, metric_sum: the sum over slices of each slice's
     mean foreground Dice (:func:`foreground_dice`), count: slices in the batch). The loop weights the
     loss by ``count``, so its epoch loss and metric are per-slice means. ``epoch`` is unused: views
-    are materialised, not redrawn per epoch.
+    are materialised, not redrawn per epoch. ``precision``: autocast of the network's forward pass (the
+    training fast path, utils.fastpath); the loss is computed on float32 logits.
     """
+    from .precision import autocast
+
     loss_fn = default_loss() if loss is None else loss
 
     def step(batch: Sequence[SliceRef], epoch: int) -> StepResult:
         images, labels = batch_loader(batch)
         device = _device(net)
         labels = labels.to(device)
-        logits = forward_logits(net, images)
+        with autocast(device, precision):
+            logits = forward_logits(net, images)
+        logits = logits.float()
         value = loss_fn(logits, labels[:, None])
         with torch.no_grad():
             dice = foreground_dice(logits.argmax(1), labels)
