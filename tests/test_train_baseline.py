@@ -185,6 +185,9 @@ def test_table3_has_a_measured_block_and_a_cited_block(baseline_run):
         row = cells(measured, label)
     assert cells(measured, "U-Net, whole prediction")[3] == interval_text(bootstrap_mdice(unet["records"]["none"]))
     assert "the same" in measured and "Warning" not in measured
+    assert ("Trained with: U-Net, preset `quick`, training forward in bf16 autocast; ResU-Net, preset `quick`, "
+            "training forward in bf16 autocast; fine-tuned SAM, preset `quick`, training forward in bf16 autocast."
+            in measured)
     n_volumes = len({c for c, _, _ in unet["records"]["none"]})
     assert f"over the {n_volumes} validation volumes" in measured
     for name, value in (("U-Net [7]", "92.1"), ("PIPO-FAN [10]", "93.6")):

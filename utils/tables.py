@@ -184,6 +184,11 @@ def table3(metrics: dict | None, baselines: dict[str, dict] | None = None) -> st
         same += f" Not run: {', '.join(missing)} (`python train_baseline.py --arch ...`)."
     if not metrics:
         same += " Fine-tuned SAM: not run (`python finetune_task2.py`)."
+    trained = [(BASELINE_TITLES.get(a, a), m["provenance"]) for a, m in (baselines or {}).items()]
+    trained += [("fine-tuned SAM", metrics["provenance"])] if metrics else []
+    same += " Trained with: " + "; ".join(
+        f"{name}, preset `{meta.get('preset')}`{training_precision_note(meta.get('training_fast_path'))}"
+        for name, meta in trained) + "."
     cited = markdown_table(["Model", "Avg mDice (%)", "Measured on"],
                            [[name, value, "real BTCV, other papers' splits and protocols (cited, not measured here)"]
                             for name, value in CITED])
