@@ -114,6 +114,7 @@ def task2_score(args, exp, prompt_type: str, decoder) -> tuple[dict, str] | None
     (the same evaluation code on the same samples, so scoring it again would repeat the same numbers);
     None otherwise, and Task 3 scores it itself."""
     from utils.io import read_json
+    from utils.reporting import scored_alike
 
     path = args.results / "task2" / "metrics.json"
     if decoder.handoff is None or prompt_type == "jittered_box" or not path.is_file():
@@ -122,30 +123,23 @@ def task2_score(args, exp, prompt_type: str, decoder) -> tuple[dict, str] | None
     meta, tuned = metrics.get("provenance", {}), metrics.get("prompts", {}).get(prompt_type) or {}
     same_weights = (tuned.get("run", {}).get("key") == decoder.handoff.run_key
                     and tuned.get("best_epoch") == decoder.handoff.epoch)
-    same_scoring = all(meta.get(k) == v for k, v in (
-        ("store_key", exp.store.key), ("checkpoint_sha256", exp.model.checkpoint_sha256), ("split", "val"),
-        ("seed", args.seed), ("precision", args.precision), ("encoder_precision", args.encoder_precision)))
-    if not (same_weights and same_scoring):
+    if not (same_weights and scored_alike(meta, exp.store, exp.model, args.seed, "val", args.precision,
+                                          args.encoder_precision)):
         return None
     return {"mDice": tuned["mDice"], "organs": tuned["organs"]}, f"read from {path}"
 
 
 def write_training_outputs(args, exp, prompt_type: str, decoder, fast, run, config, history, summary: dict) -> Path:
     """Curves (run folder and results/task3), history.json and train_metrics.json with the run's provenance."""
-    from utils.io import write_json
-    from utils.plots import save_curves
     from utils.prompts import PROMPT_TITLES
-    from utils.reporting import provenance, write_results
+    from utils.reporting import provenance, write_results, write_training_curves
 
     out = args.results / "task3"
     curves = {"train_loss": history["train_loss"], "train_accuracy": history["train_metric"],
               "val_accuracy": [v["val_accuracy"] for v in history["val"]]}
-    write_json(out / "history.json", dict(curves, epoch=history["epoch"], best_epoch=history["best_epoch"],
-                                          run=run.record))
     title = f"Task 3, {PROMPT_TITLES[prompt_type]} ({exp.model.name}, {exp.store.description}, preset {args.preset})"
-    for folder in (run.path, out):
-        save_curves(curves, [("train_loss", "training loss"), ("train_accuracy", "training accuracy"),
-                             ("val_accuracy", "validation accuracy")], folder / "curves.png", title)
+    write_training_curves(out, run, history, curves, [("train_loss", "training loss"), ("train_accuracy",
+                          "training accuracy"), ("val_accuracy", "validation accuracy")], title)
     meta = provenance(exp.store, exp.model, exp.device, args.seed, "val", precision=args.precision,
                       encoder_precision=args.encoder_precision, n_slices=len(exp.cache.rows_for("val")),
                       preset=args.preset, run=run.record, starting_weights=decoder.source,

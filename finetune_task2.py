@@ -157,15 +157,15 @@ def original_results(args, exp, prompt_types, val_samples) -> tuple[dict, str, d
     from utils.bootstrap import triples
     from utils.evaluation import evaluate_prompt
     from utils.io import read_json
+    from utils.reporting import scored_alike
 
     path = args.results / "task1" / "metrics.json"
     if path.is_file():
         task1 = read_json(path)
         meta = task1.get("provenance", {})
-        if (meta.get("store_key") == exp.store.key and meta.get("checkpoint_sha256") == exp.model.checkpoint_sha256
-                and meta.get("split") == "val" and meta.get("seed") == args.seed and not meta.get("multimask_output")
-                and meta.get("precision") == args.precision and meta.get("encoder_precision") == args.encoder_precision
-                and not meta.get("finetuned") and all(p in task1["prompts"] for p in prompt_types)
+        if (scored_alike(meta, exp.store, exp.model, args.seed, "val", args.precision, args.encoder_precision)
+                and not meta.get("multimask_output") and not meta.get("finetuned")
+                and all(p in task1["prompts"] for p in prompt_types)
                 and ("jittered_box" not in prompt_types
                      or meta.get("box_jitter", DEFAULT_BOX_JITTER_PX) == args.box_jitter)
                 and all(p in task1.get("records", {}) for p in prompt_types)):
@@ -354,17 +354,13 @@ def finetune_prompt(args, exp, data: TrainingData, prompt_type: str, config: dic
 
 def write_prompt_outputs(out: Path, prompt_type: str, outcome: dict, title: str) -> None:
     """The latest run's curves and history, copied into results/ for the report (with the run's key)."""
-    from utils.io import write_json
-    from utils.plots import save_curves
+    from utils.reporting import write_training_curves
 
     history = outcome["history"]
     curves = {"train_loss": history["train_loss"], "train_dice": history["train_metric"],
               "val_dice": [v["val_mDice"] for v in history["val"]]}
-    write_json(out / prompt_type / "history.json", dict(curves, epoch=history["epoch"],
-                                                        best_epoch=history["best_epoch"], run=outcome["run"].record))
-    for folder in (outcome["run"].path, out / prompt_type):
-        save_curves(curves, [("train_loss", "training loss"), ("train_dice", "training dice"),
-                             ("val_dice", "validation dice")], folder / "curves.png", title)
+    write_training_curves(out / prompt_type, outcome["run"], history, curves, [
+        ("train_loss", "training loss"), ("train_dice", "training dice"), ("val_dice", "validation dice")], title)
 
 
 def main(argv: list[str] | None = None) -> int:

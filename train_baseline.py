@@ -117,10 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     from utils.dataset import DataError
     from utils.fastpath import grad_scaler, resolve
     from utils.device import configure_runtime, pick_device
-    from utils.io import write_json
-    from utils.plots import save_curves
     from utils.organs import organ_name
-    from utils.reporting import config_record, provenance, write_csv, write_results
+    from utils.reporting import config_record, provenance, write_csv, write_results, write_training_curves
     from utils.runs import RunMismatch, load_checkpoint, open_run
     from utils.seeding import seed_everything
     from utils.slice_store import SliceStore
@@ -198,13 +196,10 @@ def main(argv: list[str] | None = None) -> int:
     curves = {"train_loss": history["train_loss"], "train_dice": history["train_metric"],
               "val_dice": [v["val_mDice"] for v in history["val"]],
               "val_dice_in_box": [v["val_mDice_in_box"] for v in history["val"]]}
-    write_json(out / "history.json", dict(curves, epoch=history["epoch"], best_epoch=history["best_epoch"],
-                                          run=run.record))
     title = f"Baseline {args.arch} ({store.description}, preset {args.preset}, seed {args.seed})"
-    for folder in (run.path, out):
-        save_curves(curves, [("train_loss", "training loss (Dice + CE)"), ("train_dice", "training dice"),
-                             ("val_dice", "validation dice"), ("val_dice_in_box", "validation dice in box")],
-                    folder / "curves.png", title)
+    write_training_curves(out, run, history, curves, [
+        ("train_loss", "training loss (Dice + CE)"), ("train_dice", "training dice"), ("val_dice", "validation dice"),
+        ("val_dice_in_box", "validation dice in box")], title)
     weights = Weights(args.arch, run.best)
     meta = provenance(store, weights, device, args.seed, args.split, n_slices=len(store.indices(args.split)),
                       n_samples=len(samples), preset=args.preset, run=run.record, best_epoch=history["best_epoch"],

@@ -36,6 +36,27 @@ def provenance(store: SliceStore, model: SamModel, device: torch.device, seed: i
     }
 
 
+def scored_alike(meta: dict, store: SliceStore, model: SamModel, seed: int, split: str, precision: str,
+                 encoder_precision: str) -> bool:
+    """True when a results file's provenance says its numbers were scored on this store, model weights,
+    split, seed and decoder/encoder precision: what a script checks before reusing another's scores."""
+    return all(meta.get(key) == value for key, value in (
+        ("store_key", store.key), ("checkpoint_sha256", model.checkpoint_sha256), ("split", split), ("seed", seed),
+        ("precision", precision), ("encoder_precision", encoder_precision)))
+
+
+def write_training_curves(folder: Path, run, history: dict, curves: dict[str, list[float]],
+                          panels: Sequence[tuple[str, str]], title: str) -> None:
+    """A training run's curves: ``history.json`` (the curves, epochs, best epoch and the run's key) in
+    ``folder``, and ``curves.png`` there and in the run's own folder (utils.runs.Run)."""
+    from .plots import save_curves
+
+    write_json(folder / "history.json", dict(curves, epoch=history["epoch"], best_epoch=history["best_epoch"],
+                                             run=run.record))
+    for target in (run.path, folder):
+        save_curves(curves, panels, target / "curves.png", title)
+
+
 def provenance_line(meta: dict) -> str:
     """One Markdown line stating data, model and checkpoint (no date, so tables are reproducible)."""
     parts = [f"{meta.get(key, 'fp32')} {part}" for key, part in (("encoder_precision", "encoder"), ("precision", "decoder"))
