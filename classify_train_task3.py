@@ -24,8 +24,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
-from utils.cli import add_finetuned_args, new_task_parser  # noqa: E402
-from utils.config import parse_with_presets  # noqa: E402
+from utils.scaffold.config import parse_with_presets  # noqa: E402
+from utils.scaffold.flags import add_finetuned_args, new_task_parser  # noqa: E402
 
 # ---------------------------------------------------------------------------------------------
 # Hyperparameters: the study's settings are the `paper` preset (these constants). Edit here, or
@@ -89,10 +89,10 @@ def build_classifier(args, exp, decoder):
 
 def open_classifier_run(args, exp, prompt_type: str, decoder, fast):
     """The keyed run folder of this classifier run (checked resume), and the config saved with it."""
-    from utils import distributed
-    from utils.cli import fail
-    from utils.reporting import config_record
-    from utils.runs import RunMismatch, identity_of, open_run
+    from utils.core import distributed
+    from utils.scaffold.results import config_record
+    from utils.scaffold.runs import RunMismatch, identity_of, open_run
+    from utils.scaffold.session import fail
 
     identity = identity_of("task3", exp, prompt_type, args.seed, args.precision, args.encoder_precision,
                            starting_weights=decoder.handoff.run_key if decoder.handoff else "pre-trained",
@@ -113,8 +113,8 @@ def task2_score(args, exp, prompt_type: str, decoder) -> tuple[dict, str] | None
     from results/task2/metrics.json when it was scored on this store, model, split, seed and precision
     (the same evaluation code on the same samples, so scoring it again would repeat the same numbers);
     None otherwise, and Task 3 scores it itself."""
-    from utils.io import read_json
-    from utils.reporting import scored_alike
+    from utils.core.io import read_json
+    from utils.scaffold.results import scored_alike
 
     path = args.results / "task2" / "metrics.json"
     if decoder.handoff is None or prompt_type == "jittered_box" or not path.is_file():
@@ -131,8 +131,8 @@ def task2_score(args, exp, prompt_type: str, decoder) -> tuple[dict, str] | None
 
 def write_training_outputs(args, exp, prompt_type: str, decoder, fast, run, config, history, summary: dict) -> Path:
     """Curves (run folder and results/task3), history.json and train_metrics.json with the run's provenance."""
-    from utils.prompts import PROMPT_TITLES
-    from utils.reporting import provenance, write_results, write_training_curves
+    from utils.inference.prompts import PROMPT_TITLES
+    from utils.scaffold.results import provenance, write_results, write_training_curves
 
     out = args.results / "task3"
     curves = {"train_loss": history["train_loss"], "train_accuracy": history["train_metric"],
@@ -155,14 +155,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import torch
 
-    from utils import distributed
-    from utils.classification import accuracy_summary, class_forward, class_inputs, predict_classes
-    from utils.cli import fail, open_decoders, open_experiment
-    from utils.evaluation import evaluate_prompt
-    from utils.fastpath import ResidentEmbeddings, grad_scaler, resolve
-    from utils.prompts import PROMPT_TITLES, parse_prompt_types
-    from utils.runs import RunMismatch, load_checkpoint
-    from utils.training import LoopConfig, StepResult, TrainingDiverged, run_training
+    from utils.core import distributed
+    from utils.eval.accuracy import accuracy_summary
+    from utils.eval.segmentation import evaluate_prompt
+    from utils.inference.classify import class_forward, class_inputs, predict_classes
+    from utils.inference.prompts import PROMPT_TITLES, parse_prompt_types
+    from utils.scaffold.runs import RunMismatch, load_checkpoint
+    from utils.scaffold.session import fail, open_decoders, open_experiment
+    from utils.train.fastpath import ResidentEmbeddings, grad_scaler, resolve
+    from utils.train.loop import LoopConfig, StepResult, TrainingDiverged, run_training
 
     try:
         prompt_type, = parse_prompt_types(args.prompt)

@@ -16,8 +16,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
-from utils.cli import new_task_parser  # noqa: E402
-from utils.config import checked, parse_with_presets  # noqa: E402
+from utils.scaffold.config import checked, parse_with_presets  # noqa: E402
+from utils.scaffold.flags import new_task_parser  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None):
@@ -53,16 +53,17 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from modified_classifier import ClassifyingMaskDecoder
-    from utils import distributed
-    from utils.classification import accuracy_summary, confusion_matrix, predict_classes
-    from utils.cli import fail, open_experiment
-    from utils.evaluation import sample_prompt
-    from utils.organs import ORGAN_TITLES, organ_title
-    from utils.plots import save_class_examples, save_confusion
-    from utils.prompts import PROMPT_TITLES
-    from utils.reporting import config_record, provenance, write_results
-    from utils.runs import RunMismatch, find_handoff, load_checkpoint
-    from utils.tables import table4, titled
+    from utils.core import distributed
+    from utils.core.organs import ORGAN_TITLES, organ_title
+    from utils.eval.accuracy import accuracy_summary, confusion_matrix
+    from utils.inference.batches import sample_prompt
+    from utils.inference.classify import predict_classes
+    from utils.inference.prompts import PROMPT_TITLES
+    from utils.report.plots import save_class_examples, save_confusion
+    from utils.report.tables import table4, titled
+    from utils.scaffold.results import config_record, provenance, write_results
+    from utils.scaffold.runs import RunMismatch, find_handoff, load_checkpoint
+    from utils.scaffold.session import fail, open_experiment
 
     exp = open_experiment(args)
     model, store, cache = exp.model, exp.store, exp.cache

@@ -28,9 +28,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
-from utils.cli import new_task_parser  # noqa: E402
-from utils.config import parse_with_presets  # noqa: E402
-from utils.prompts import DEFAULT_BOX_JITTER_PX  # noqa: E402
+from utils.inference.prompts import DEFAULT_BOX_JITTER_PX  # noqa: E402
+from utils.scaffold.config import parse_with_presets  # noqa: E402
+from utils.scaffold.flags import new_task_parser  # noqa: E402
 
 # ---------------------------------------------------------------------------------------------
 # Hyperparameters: the study's settings are the `paper` preset. Edit here, or override any of them
@@ -71,11 +71,11 @@ PRESETS = {
     "quick": {"epochs": 3, "learning_rate": 0.01, "batch_size": 16, "samples_per_epoch": 64, "val_samples": 32,
               "aug_views": 0, "train_precision": "bf16"},
 }
-# The settings that make a run that run (utils.runs): everything above but epochs, the prompt list
+# The settings that make a run that run (utils.scaffold.runs): everything above but epochs, the prompt list
 # and the decode batch, which change how long or how fast, not what is learned.
 RUN_SETTINGS = ("learning_rate", "momentum", "weight_decay", "batch_size", "samples_per_epoch", "val_samples",
                 "aug_views")
-FAST_FLAGS = ("train_precision", "compile", "prefetch", "resident")  # resolved into the run key by utils.fastpath
+FAST_FLAGS = ("train_precision", "compile", "prefetch", "resident")  # resolved into the run key by utils.train.fastpath
 # ---------------------------------------------------------------------------------------------
 
 
@@ -99,7 +99,7 @@ class TrainingData:
     val: list  # (row, organ): the whole validation split
     val_epoch: list  # (row, organ): the fixed subset validated every epoch
     encode_seconds: float
-    fast: "object" = None  # utils.fastpath.FastPath: how training steps are computed
+    fast: "object" = None  # utils.train.fastpath.FastPath: how training steps are computed
     resident: dict | None = None  # {cache id: ResidentEmbeddings} when the caches live on the GPU
 
 
@@ -107,10 +107,10 @@ def prepare_data(args, exp) -> TrainingData:
     """Encode what training needs and list the training and validation samples."""
     import torch
 
-    from utils.augmentation import AugmentSpec
-    from utils.cli import fail
-    from utils.embedding_cache import EmbeddingCache
-    from utils.fastpath import ResidentEmbeddings
+    from utils.data.augmentation import AugmentSpec
+    from utils.embeddings.cache import EmbeddingCache
+    from utils.scaffold.session import fail
+    from utils.train.fastpath import ResidentEmbeddings
 
     cache = exp.cache
     train_rows, val_rows = cache.rows_for("train"), cache.rows_for("val")
@@ -141,8 +141,8 @@ def prepare_data(args, exp) -> TrainingData:
 
 def fast_path(args, device, cache_rows: int):
     """The resolved training fast path of ``args`` (its four flags) on ``device``; user errors exit."""
-    from utils.cli import fail
-    from utils.fastpath import resolve
+    from utils.scaffold.session import fail
+    from utils.train.fastpath import resolve
 
     try:
         return resolve(device, args.precision, args.train_precision, args.compile, args.prefetch, args.resident,
@@ -154,10 +154,10 @@ def fast_path(args, device, cache_rows: int):
 def original_results(args, exp, prompt_types, val_samples) -> tuple[dict, str, dict]:
     """Zero-shot mDice per prompt: Task 1's results when they match this model, data, split, seed and precision.
     Also returns the per-sample records {prompt: [(case, organ, dice)]} the tables' intervals need."""
-    from utils.bootstrap import triples
-    from utils.evaluation import evaluate_prompt
-    from utils.io import read_json
-    from utils.reporting import scored_alike
+    from utils.core.io import read_json
+    from utils.eval.bootstrap import triples
+    from utils.eval.segmentation import evaluate_prompt
+    from utils.scaffold.results import scored_alike
 
     path = args.results / "task1" / "metrics.json"
     if path.is_file():
@@ -186,7 +186,7 @@ class PreparedGroup:
     cache_id: int
     samples: list  # (row, organ), grouped by row
     targets: "object"  # bool (n, H, W) masks on the model's device
-    points: "object"  # prompt-encoder inputs from utils.decoding.prompt_inputs
+    points: "object"  # prompt-encoder inputs from utils.inference.decoding.prompt_inputs
     boxes: "object"
     embeddings: "object"  # float32 (n, 256, 64, 64) on the model's device
     size: tuple
@@ -197,9 +197,9 @@ def make_prepare(caches, prompt_type: str, seed: int, resident: dict | None = No
     """prepare(batch, epoch) -> [PreparedGroup]: labels, prompts and embeddings of a batch of
     (cache id, row, organ) samples, grouped by slice (each slice's label and embedding read once).
     No autograd: safe to run in a background thread. ``resident``: {cache id: ResidentEmbeddings}."""
-    from utils.decoding import prompt_inputs
-    from utils.evaluation import build_batch, gather_embeddings
-    from utils.fastpath import slice_grouped
+    from utils.inference.batches import build_batch, gather_embeddings
+    from utils.inference.decoding import prompt_inputs
+    from utils.train.fastpath import slice_grouped
 
     def prepare(batch, epoch):
         groups: dict = {}
@@ -222,17 +222,16 @@ def make_step(caches, prompt_type: str, seed: int, trainable, precision: str, pa
               box_jitter: int = DEFAULT_BOX_JITTER_PX):
     """Forward + Dice loss for a batch of (cache id, row, organ) samples, or for what ``make_prepare``
     made of one (the fast path prepares batches ahead). ``precision``: the training forward's autocast
-    (``--train-precision``); ``paired``: a compiled :func:`utils.decoding.predict_masks_paired`.
+    (``--train-precision``); ``paired``: a compiled :func:`utils.inference.decoding.predict_masks_paired`.
 
     The loss is MONAI's DiceLoss (sigmoid) at the slice's resolution, averaged over the batch's samples
     (a group of each slice size weighs by its sample count)."""
-    import torch
     from monai.losses import DiceLoss
 
-    from utils.decoding import decode_inputs, predict_masks_paired
-    from utils.metrics import batch_dice
-    from utils.precision import autocast
-    from utils.training import StepResult
+    from utils.core.precision import autocast
+    from utils.eval.dice import batch_dice
+    from utils.inference.decoding import decode_inputs, predict_masks_paired
+    from utils.train.loop import StepResult
 
     loss_fn = DiceLoss(sigmoid=True)
     prepare = make_prepare(caches, prompt_type, seed, resident, box_jitter)
@@ -260,11 +259,11 @@ def make_step(caches, prompt_type: str, seed: int, trainable, precision: str, pa
 
 def largest_batch_for(args, exp, data: TrainingData, prompt_type: str) -> tuple[int, float]:
     """(batch, lr) for --largest-batch: on a GPU the largest power-of-two batch whose training step fits,
-    lr scaled linearly from --batch-size (utils.fastpath.scaled_lr); on a CPU (throughput flat in the
+    lr scaled linearly from --batch-size (utils.train.fastpath.scaled_lr); on a CPU (throughput flat in the
     batch, benchmarks/run.py) --batch-size and --learning-rate unchanged, said so."""
     import torch
 
-    from utils.fastpath import cuda_step_fits, largest_batch, scaled_lr
+    from utils.train.fastpath import cuda_step_fits, largest_batch, scaled_lr
 
     if exp.device.type != "cuda":
         print("--largest-batch: a CPU gains nothing from larger batches; keeping --batch-size")
@@ -288,14 +287,14 @@ def finetune_prompt(args, exp, data: TrainingData, prompt_type: str, config: dic
     """Train one prompt type's decoder in its run folder; return its scored best checkpoint and history."""
     import torch
 
-    from utils.bootstrap import triples
-    from utils.cli import fail
-    from utils.decoding import predict_masks_paired
-    from utils.evaluation import evaluate_prompt
-    from utils import distributed
-    from utils.fastpath import CompiledOrEager, grad_scaler
-    from utils.runs import RunMismatch, identity_of, load_checkpoint, open_run
-    from utils.training import LoopConfig, TrainingDiverged, run_training
+    from utils.core import distributed
+    from utils.eval.bootstrap import triples
+    from utils.eval.segmentation import evaluate_prompt
+    from utils.inference.decoding import predict_masks_paired
+    from utils.scaffold.runs import RunMismatch, identity_of, load_checkpoint, open_run
+    from utils.scaffold.session import fail
+    from utils.train.fastpath import CompiledOrEager, grad_scaler
+    from utils.train.loop import LoopConfig, TrainingDiverged, run_training
 
     model = exp.model
     settings = {k: getattr(args, k) for k in RUN_SETTINGS}
@@ -354,7 +353,7 @@ def finetune_prompt(args, exp, data: TrainingData, prompt_type: str, config: dic
 
 def write_prompt_outputs(out: Path, prompt_type: str, outcome: dict, title: str) -> None:
     """The latest run's curves and history, copied into results/ for the report (with the run's key)."""
-    from utils.reporting import write_training_curves
+    from utils.scaffold.results import write_training_curves
 
     history = outcome["history"]
     curves = {"train_loss": history["train_loss"], "train_dice": history["train_metric"],
@@ -365,11 +364,11 @@ def write_prompt_outputs(out: Path, prompt_type: str, outcome: dict, title: str)
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from utils import distributed
-    from utils.cli import fail, open_experiment
-    from utils.prompts import PROMPT_TITLES, parse_prompt_types
-    from utils.reporting import config_record, provenance, write_results
-    from utils.tables import mdice_table, table2, table3, titled
+    from utils.core import distributed
+    from utils.inference.prompts import PROMPT_TITLES, parse_prompt_types
+    from utils.report.tables import mdice_table, table2, table3, titled
+    from utils.scaffold.results import config_record, provenance, write_results
+    from utils.scaffold.session import fail, open_experiment
 
     try:
         prompt_types = parse_prompt_types(args.prompts)

@@ -32,10 +32,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
-from utils.cli import add_finetuned_args, new_task_parser  # noqa: E402
-from utils.config import parse_with_presets  # noqa: E402
-from utils.interactive import CLICK_RULES  # noqa: E402
-from utils.prompts import DEFAULT_BOX_JITTER_PX  # noqa: E402
+from utils.inference.clicks import CLICK_RULES  # noqa: E402
+from utils.inference.prompts import DEFAULT_BOX_JITTER_PX  # noqa: E402
+from utils.scaffold.config import parse_with_presets  # noqa: E402
+from utils.scaffold.flags import add_finetuned_args, new_task_parser  # noqa: E402
 
 # ---------------------------------------------------------------------------------------------
 # Hyperparameters: edit here, or override with the flag of the same name (--clicks 20).
@@ -90,9 +90,8 @@ def parse_jitters(text: str) -> list[int]:
 
 def pick_samples(samples: list[tuple[int, int]], per_organ: int, seed: int) -> list[tuple[int, int]]:
     """At most ``per_organ`` samples of each organ (0 = all), drawn with ``seed``; in the store's order."""
-    import numpy as np
 
-    from utils.seeding import child_rng
+    from utils.core.seeding import child_rng
 
     if per_organ <= 0:
         return list(samples)
@@ -117,10 +116,10 @@ def run_start(cache, samples, start: str, args, decoder, example) -> tuple[dict,
     """Rounds for every sample with one start prompt, batched; returns ({sample: Rounds row}, example's rounds)."""
     from tqdm import tqdm
 
-    from utils.evaluation import build_batch, group_by_size
-    from utils.interactive import cache_decoder, run_rounds
-    from utils.prompts import prompt_type_id
-    from utils.seeding import child_rng
+    from utils.core.seeding import child_rng
+    from utils.inference.batches import build_batch, group_by_size
+    from utils.inference.prompts import prompt_type_id
+    from utils.inference.rounds import cache_decoder, run_rounds
 
     per_sample, shown = {}, {}
     bar = tqdm(total=len(samples), desc=f"{start}: {args.clicks} clicks", unit="sample", disable=args.no_progress)
@@ -149,14 +148,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import numpy as np
 
-    from utils.cli import fail, open_decoders, open_experiment
-    from utils.evaluation import evaluate_prompt
-    from utils.interactive import NOC_THRESHOLDS, summarise_rounds
-    from utils.organs import organ_name, organ_title
-    from utils.plots import save_dice_vs_clicks, save_rounds
-    from utils.prompts import PROMPT_TITLES, parse_prompt_types
-    from utils.reporting import config_record, provenance, write_csv, write_results
-    from utils.tables import table_interactive, titled
+    from utils.core.organs import organ_name, organ_title
+    from utils.eval.noc import NOC_THRESHOLDS, summarise_rounds
+    from utils.eval.segmentation import evaluate_prompt
+    from utils.inference.prompts import PROMPT_TITLES, parse_prompt_types
+    from utils.report.plots import save_dice_vs_clicks, save_rounds
+    from utils.report.tables import table_interactive, titled
+    from utils.scaffold.results import config_record, provenance, write_csv, write_results
+    from utils.scaffold.session import fail, open_decoders, open_experiment
 
     try:
         starts = parse_prompt_types(args.start)

@@ -17,9 +17,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
-from utils.io import write_text  # noqa: E402
-from utils.prompts import PROMPT_TITLES, PROMPT_TYPES  # noqa: E402
-from utils.tables import table1, table2, table3, table3d, table4, table_box_robustness, task3_settings_note, table_interactive  # noqa: E402
+from utils.core.io import write_text  # noqa: E402
+from utils.inference.prompts import PROMPT_TITLES, PROMPT_TYPES  # noqa: E402
+from utils.report.tables import (  # noqa: E402
+    table1,
+    table2,
+    table3,
+    table3d,
+    table4,
+    table_box_robustness,
+    table_interactive,
+    task3_settings_note,
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

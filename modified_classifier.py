@@ -15,8 +15,8 @@ from __future__ import annotations
 import torch
 from segment_anything.modeling.mask_decoder import MLP, MaskDecoder
 
-from utils.decoding import predict_masks_paired
-from utils.organs import NUM_ORGANS
+from utils.core.organs import NUM_ORGANS
+from utils.inference.decoding import predict_masks_paired
 
 
 class ClassifyingMaskDecoder(torch.nn.Module):

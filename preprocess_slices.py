@@ -74,8 +74,8 @@ def pick_montage_slices(records, n: int = 8) -> list[int]:
 
 
 def montage(store, path: Path) -> Path:
-    from utils.organs import organ_title
-    from utils.plots import save_montage
+    from utils.core.organs import organ_title
+    from utils.report.plots import save_montage
 
     picks = pick_montage_slices(store.records)
     slices = []
@@ -91,14 +91,14 @@ def montage(store, path: Path) -> Path:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     sys.path.insert(0, str(ROOT))
-    from utils.dataset import DataError
-    from utils.io import write_json
-    from utils.slice_store import SliceStore, build_store
+    from utils.core.io import write_json
+    from utils.data.dataset import DataError
+    from utils.data.slice_store import SliceStore, build_store
 
     started = time.perf_counter()
     data_root = args.data_root
     if args.phantom:
-        from utils.phantom import PhantomConfig, write_phantom_dataset
+        from utils.data.phantom import PhantomConfig, write_phantom_dataset
 
         data_root = data_root or ROOT / "data" / "phantom"
         try:

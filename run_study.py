@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     import segmentation_3d
     import segmentation_task1
     import train_baseline
-    from utils.io import write_json
+    from utils.core.io import write_json
 
     common = ["--slices", str(args.slices), "--model", args.model, "--device", args.device, "--seed", str(args.seed),
               "--results", str(args.results), "--precision", args.precision,

@@ -43,8 +43,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
-from utils.cli import add_finetuned_args, new_task_parser  # noqa: E402
-from utils.config import parse_with_presets  # noqa: E402
+from utils.scaffold.config import parse_with_presets  # noqa: E402
+from utils.scaffold.flags import add_finetuned_args, new_task_parser  # noqa: E402
 
 MODES = ("per_slice", "propagate")
 
@@ -106,9 +106,9 @@ def plan_volumes(store, split: str, cases: list[str]) -> list[VolumeSlices]:
     import nibabel as nib
     import numpy as np
 
-    from utils.cli import fail
-    from utils.models import file_sha256
-    from utils.nifti_export import ras_to_display, source_to_ras
+    from utils.data.nifti import ras_to_display, source_to_ras
+    from utils.models.sam import file_sha256
+    from utils.scaffold.session import fail
 
     margin = store.manifest["settings"].get("slice_margin")
     if margin is None:
@@ -160,10 +160,10 @@ def plan_volumes(store, split: str, cases: list[str]) -> list[VolumeSlices]:
 
 def resolve_decoders(args, exp, prompt_types: list[str]) -> tuple[dict, dict | None]:
     """--finetuned none|auto|PATH (+ --finetuned-store) -> ({prompt: DecoderChoice}, the record for the results)."""
-    from utils.cli import DecoderChoice, fail, open_decoders
-    from utils.dataset import DataError
-    from utils.runs import RunMismatch, find_handoff
-    from utils.slice_store import SliceStore
+    from utils.data.dataset import DataError
+    from utils.data.slice_store import SliceStore
+    from utils.scaffold.runs import RunMismatch, find_handoff
+    from utils.scaffold.session import DecoderChoice, fail, open_decoders
 
     if args.finetuned == "none":
         if args.finetuned_store:
@@ -219,7 +219,7 @@ class VolumeDecoder:
     def __call__(self, requests):
         import torch
 
-        from utils.evaluation import predict_logits
+        from utils.inference.batches import predict_logits
 
         out = []
         with torch.inference_mode():
@@ -238,7 +238,7 @@ def merge_slices(vol: VolumeSlices, logits: dict[int, dict[int, object]]):
     """{z: {organ: (H, W) logits}} -> uint8 display label stack (Z, H, W); unvisited slices are background."""
     import numpy as np
 
-    from utils.nifti_export import merge_organ_logits
+    from utils.data.nifti import merge_organ_logits
 
     label = np.zeros(vol.gt_display.shape, np.uint8)
     for z, organs in logits.items():
@@ -250,7 +250,7 @@ def segment_per_slice(vol: VolumeSlices, prompt_type: str, decoder: VolumeDecode
     """A ground-truth prompt on every slice of every organ present; returns (label stack, {})."""
     import numpy as np
 
-    from utils.evaluation import prompt_for
+    from utils.inference.batches import prompt_for
 
     requests, keys = [], []
     for z, row in vol.rows.items():
@@ -271,9 +271,9 @@ def segment_propagate(vol: VolumeSlices, prompt_type: str, decoder: VolumeDecode
     """
     import numpy as np
 
-    from utils.evaluation import prompt_for
-    from utils.organs import organ_name
-    from utils.propagation import key_slice, propagate_batch
+    from utils.core.organs import organ_name
+    from utils.inference.batches import prompt_for
+    from utils.inference.propagation import key_slice, propagate_batch
 
     first, last = vol.z_first, vol.z_last
     gt = vol.gt_display[first : last + 1]
@@ -304,9 +304,9 @@ def score_written(path: Path, vol: VolumeSlices):
     import nibabel as nib
     import numpy as np
 
-    from utils.metrics import dice_score
-    from utils.nifti_export import ras_to_display, source_to_ras
-    from utils.volume_metrics import score_volume
+    from utils.data.nifti import ras_to_display, source_to_ras
+    from utils.eval.dice import dice_score
+    from utils.eval.volume import score_volume
 
     image = nib.load(path)
     written = np.asarray(image.dataobj)
@@ -323,8 +323,8 @@ def summarise(scores: dict, slice_dice: dict, traces: dict, unscored: dict) -> d
     """summarise_volumes plus the slice-mean Dice per organ (pooled over the volumes' ground-truth slices)."""
     import numpy as np
 
-    from utils.organs import organ_name
-    from utils.volume_metrics import summarise_volumes
+    from utils.core.organs import organ_name
+    from utils.eval.volume import summarise_volumes
 
     summary = summarise_volumes(scores)
     pooled: dict[int, list[float]] = {}
@@ -342,7 +342,7 @@ def summarise(scores: dict, slice_dice: dict, traces: dict, unscored: dict) -> d
 
 def draw_figures(out: Path, results: dict, views: dict, store, vol: VolumeSlices, title: str,
                  view_prompt: str) -> list[Path]:
-    from utils.plots import save_dice_scatter, save_volume_views
+    from utils.report.plots import save_dice_scatter, save_volume_views
 
     paths = [save_dice_scatter(results["modes"], out / "slice_vs_3d.png", f"Slice-mean Dice vs 3-D Dice ({title})")]
     if views:
@@ -363,11 +363,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from tqdm import tqdm
 
-    from utils.cli import fail, open_experiment
-    from utils.nifti_export import write_label_nifti
-    from utils.prompts import PROMPT_TITLES, parse_prompt_types
-    from utils.reporting import config_record, provenance, write_results
-    from utils.tables import table3d, titled
+    from utils.data.nifti import write_label_nifti
+    from utils.inference.prompts import PROMPT_TITLES, parse_prompt_types
+    from utils.report.tables import table3d, titled
+    from utils.scaffold.results import config_record, provenance, write_results
+    from utils.scaffold.session import fail, open_experiment
 
     try:
         prompt_types = parse_prompt_types(args.prompts)

@@ -21,9 +21,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
-from utils.cli import add_finetuned_args, new_task_parser  # noqa: E402
-from utils.config import parse_with_presets  # noqa: E402
-from utils.prompts import DEFAULT_BOX_JITTER_PX  # noqa: E402
+from utils.inference.prompts import DEFAULT_BOX_JITTER_PX  # noqa: E402
+from utils.scaffold.config import parse_with_presets  # noqa: E402
+from utils.scaffold.flags import add_finetuned_args, new_task_parser  # noqa: E402
 
 # ---------------------------------------------------------------------------------------------
 # Hyperparameters: edit here, or override with the flag of the same name (--decode-batch 64).
@@ -57,10 +57,10 @@ def pick_examples(samples: list[tuple[int, int]], cache, n: int) -> list[tuple[i
 def draw_overlays(cache, samples, prompt_type: str, args, decoder, path: Path, title: str) -> None:
     import torch
 
-    from utils.evaluation import build_batch, predict_logits
-    from utils.metrics import dice_score
-    from utils.organs import organ_title
-    from utils.plots import save_prompt_overlays
+    from utils.core.organs import organ_title
+    from utils.eval.dice import dice_score
+    from utils.inference.batches import build_batch, predict_logits
+    from utils.report.plots import save_prompt_overlays
 
     masks, prompts, sizes = build_batch(cache, samples, prompt_type, args.seed, box_jitter=args.box_jitter)
     with torch.inference_mode():
@@ -78,14 +78,14 @@ def draw_overlays(cache, samples, prompt_type: str, args, decoder, path: Path, t
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from utils import distributed
-    from utils.cli import fail, open_decoders, open_experiment
-    from utils.bootstrap import triples
-    from utils.evaluation import evaluate_prompt
-    from utils.organs import organ_name
-    from utils.prompts import PROMPT_TITLES, parse_prompt_types
-    from utils.reporting import config_record, provenance, write_csv, write_results
-    from utils.tables import mdice_table, table1, titled
+    from utils.core import distributed
+    from utils.core.organs import organ_name
+    from utils.eval.bootstrap import triples
+    from utils.eval.segmentation import evaluate_prompt
+    from utils.inference.prompts import PROMPT_TITLES, parse_prompt_types
+    from utils.report.tables import mdice_table, table1, titled
+    from utils.scaffold.results import config_record, provenance, write_csv, write_results
+    from utils.scaffold.session import fail, open_decoders, open_experiment
 
     try:
         prompt_types = parse_prompt_types(args.prompts)

@@ -6,7 +6,7 @@
 
 Trains ``monai.networks.nets.UNet`` (14 output channels: background + 13 organs; --arch resunet adds
 MONAI's residual units) on the store's training slices and their materialised augmented views (the
-same MONAI flip / rotation / intensity shift as Task 2, ``utils.augmentation``), with MONAI's
+same MONAI flip / rotation / intensity shift as Task 2, ``utils.data.augmentation``), with MONAI's
 DiceCELoss and Adam, in the suite's one training loop (keyed run folder, best/last checkpoints,
 --resume, NaN stop). It then scores exactly Task 1's (slice, organ) samples of --split with the
 suite's Dice code, twice: the network's whole prediction ("none"), and the prediction of each organ
@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
-from utils.config import add_hyperparameters, checked, new_parser, parse_with_presets  # noqa: E402
+from utils.scaffold.config import add_hyperparameters, checked, new_parser, parse_with_presets  # noqa: E402
 
 # ---------------------------------------------------------------------------------------------
 # Hyperparameters: `paper` is these constants (a GPU run). Edit here, or override any with the flag
@@ -67,7 +67,7 @@ RUN_SETTINGS = ("learning_rate", "lr_decay", "weight_decay", "batch_size", "samp
 
 
 def parse_args(argv: list[str] | None = None):
-    from utils.baselines import ARCHS
+    from utils.models.unet import ARCHS
 
     parser = new_parser(__doc__)
     parser.add_argument("--arch", choices=ARCHS, default="unet",
@@ -110,20 +110,22 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from utils.augmentation import AugmentSpec
-    from utils.baselines import SliceLoader, build_baseline, evaluate_baseline_rows, make_baseline_step, training_slices
-    from utils.bootstrap import triples
-    from utils.cli import fail, quiet_third_party
-    from utils.dataset import DataError
-    from utils.fastpath import grad_scaler, resolve
-    from utils.device import configure_runtime, pick_device
-    from utils.organs import organ_name
-    from utils.reporting import config_record, provenance, write_csv, write_results, write_training_curves
-    from utils.runs import RunMismatch, load_checkpoint, open_run
-    from utils.seeding import seed_everything
-    from utils.slice_store import SliceStore
-    from utils.tables import baseline_table, titled
-    from utils.training import LoopConfig, TrainingDiverged, run_training
+    from utils.core.device import configure_runtime, pick_device
+    from utils.core.organs import organ_name
+    from utils.core.seeding import seed_everything
+    from utils.data.augmentation import AugmentSpec
+    from utils.data.dataset import DataError
+    from utils.data.slice_store import SliceStore
+    from utils.eval.baseline import evaluate_baseline_rows
+    from utils.eval.bootstrap import triples
+    from utils.models.unet import build_baseline
+    from utils.report.tables import baseline_table, titled
+    from utils.scaffold.results import config_record, provenance, write_csv, write_results, write_training_curves
+    from utils.scaffold.runs import RunMismatch, load_checkpoint, open_run
+    from utils.scaffold.session import fail, quiet_third_party
+    from utils.train.baseline import SliceLoader, make_baseline_step, training_slices
+    from utils.train.fastpath import grad_scaler, resolve
+    from utils.train.loop import LoopConfig, TrainingDiverged, run_training
 
     quiet_third_party()
     if args.no_progress:

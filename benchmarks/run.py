@@ -99,8 +99,8 @@ def timed(fn, device: torch.device, warmup: int, repeats: int) -> float:
 
 # ------------------------------------------------------------------------------------------ encoder
 def bench_encoder(names: list[str], device: torch.device) -> list[dict]:
-    from utils.models import load_model
-    from utils.precision import autocast
+    from utils.core.precision import autocast
+    from utils.models.sam import load_model
 
     rows = []
     for name in names:
@@ -124,8 +124,8 @@ def bench_encoder(names: list[str], device: torch.device) -> list[dict]:
 # ------------------------------------------------------------------------------------------ stores
 def phantom_store(name: str, volumes: int, slices: int, size: int = 160) -> Path:
     """A phantom slice store under data/bench/ (built once, reused: stores and caches are keyed)."""
-    from utils.phantom import PhantomConfig, write_phantom_dataset
-    from utils.slice_store import build_store
+    from utils.data.phantom import PhantomConfig, write_phantom_dataset
+    from utils.data.slice_store import build_store
 
     mm = 2.4 * 160 / size  # the same body in more pixels
     config = PhantomConfig(shape=(size, size, slices), spacing=(mm, mm, 90.0 / slices), n_volumes=volumes)
@@ -150,7 +150,7 @@ class RandomEmbeddings:
     as stored), so a ViT-B-shaped run needs no ViT-B encoder pass (11.6 s per slice on this CPU)."""
 
     def __init__(self, model, store):
-        from utils.sample_index import SampleIndex
+        from utils.embeddings.samples import SampleIndex
 
         self.model, self.store = model, store
         self.index = SampleIndex(store, None)
@@ -190,7 +190,7 @@ def cpu_seconds() -> float:
 
 def training_variants(device: torch.device) -> dict:
     """name -> fast-path flags (train_precision, compile, prefetch): the exact path and the device's fast path."""
-    from utils.fastpath import resolve
+    from utils.train.fastpath import resolve
 
     return {"exact": resolve(device, "fp32"),
             "fast": resolve(device, "fp32", "auto", "off", "auto", "auto", cache_bytes=0),
@@ -203,13 +203,13 @@ def bench_training(device: torch.device, compile_on_cpu: bool = False) -> dict:
 
     from finetune_task2 import make_step
     from modified_classifier import ClassifyingMaskDecoder
-    from utils.classification import class_forward, class_inputs
-    from utils.decoding import predict_masks_paired
-    from utils.embedding_cache import EmbeddingCache
-    from utils.fastpath import CompiledOrEager, ResidentEmbeddings, batches, grad_scaler
-    from utils.models import load_model
-    from utils.slice_store import SliceStore
-    from utils.training import backward_step
+    from utils.data.slice_store import SliceStore
+    from utils.embeddings.cache import EmbeddingCache
+    from utils.inference.classify import class_forward, class_inputs
+    from utils.inference.decoding import predict_masks_paired
+    from utils.models.sam import load_model
+    from utils.train.fastpath import CompiledOrEager, ResidentEmbeddings, batches, grad_scaler
+    from utils.train.loop import backward_step
 
     per_round, rounds = TRAINING_PLAN[device.type]
     variants = training_variants(device)
@@ -319,11 +319,11 @@ def bench_decoder(device: torch.device) -> list[dict]:
     import copy
 
     from finetune_task2 import make_step
-    from utils.device import auto_batch
-    from utils.embedding_cache import EmbeddingCache
-    from utils.evaluation import evaluate_prompt
-    from utils.models import load_model
-    from utils.slice_store import SliceStore
+    from utils.core.device import auto_batch
+    from utils.data.slice_store import SliceStore
+    from utils.embeddings.cache import EmbeddingCache
+    from utils.eval.segmentation import evaluate_prompt
+    from utils.models.sam import load_model
 
     model = load_model("lite_medsam", device=device)
     store = SliceStore(phantom_store(f"task1-{device.type}", **TASK1_PHANTOM[device.type]))
@@ -374,9 +374,9 @@ def naive_task1(model, store, prompt_types, seed: int = 0, progress: bool = True
     from segment_anything import SamPredictor
     from tqdm import tqdm
 
-    from utils.evaluation import prompt_for
-    from utils.metrics import dice_score
-    from utils.models import to_uint8
+    from utils.eval.dice import dice_score
+    from utils.inference.batches import prompt_for
+    from utils.models.sam import to_uint8
 
     predictor = SamPredictor(model.sam)
     dice = {}
@@ -404,9 +404,9 @@ def naive_task1(model, store, prompt_types, seed: int = 0, progress: bool = True
 def suite_task1(model, store, prompt_types, precision: str, encoder_precision: str, cache_root: Path,
                 seed: int = 0) -> tuple[float, float, dict]:
     """(seconds with a cold cache, seconds of decoding alone, Dice per sample) by the suite's own path."""
-    from utils.device import auto_batch
-    from utils.embedding_cache import EmbeddingCache
-    from utils.evaluation import evaluate_prompt
+    from utils.core.device import auto_batch
+    from utils.embeddings.cache import EmbeddingCache
+    from utils.eval.segmentation import evaluate_prompt
 
     shutil.rmtree(cache_root, ignore_errors=True)
     start = time.perf_counter()
@@ -425,10 +425,10 @@ def suite_task1(model, store, prompt_types, precision: str, encoder_precision: s
 
 
 def bench_task1(device: torch.device, progress: bool) -> dict:
-    from utils.metrics import summarise_dice
-    from utils.models import load_model
-    from utils.prompts import PROMPT_TYPES
-    from utils.slice_store import SliceStore
+    from utils.data.slice_store import SliceStore
+    from utils.eval.dice import summarise_dice
+    from utils.inference.prompts import PROMPT_TYPES
+    from utils.models.sam import load_model
 
     model = load_model("lite_medsam", device=device)
     store = SliceStore(phantom_store(f"task1-{device.type}", **TASK1_PHANTOM[device.type]))
@@ -501,9 +501,9 @@ def peak_rss_mb(command: list[str]) -> tuple[float, float]:
 
 
 def bench_memory(device: torch.device) -> list[dict]:
-    from utils.embedding_cache import DEFAULT_CACHE_ROOT, EmbeddingCache
-    from utils.models import load_model
-    from utils.slice_store import SliceStore
+    from utils.data.slice_store import SliceStore
+    from utils.embeddings.cache import DEFAULT_CACHE_ROOT, EmbeddingCache
+    from utils.models.sam import load_model
 
     # The study's own cache root: the 120-slice store is the default phantom, so after `make reproduce`
     # its embeddings are already there (caches are keyed by store content, so sharing is safe).
@@ -540,7 +540,7 @@ def bench_memory(device: torch.device) -> list[dict]:
 
 # ------------------------------------------------------------------------------------------ report
 def markdown(result: dict) -> str:
-    from utils.reporting import markdown_table
+    from utils.report.markdown import markdown_table
 
     lines = [f"# Benchmarks ({result['machine']})", "", f"Device: {result['device']}; torch {result['torch']}; "
              f"runtime settings: {result.get('runtime')}; {result['date']}. Command: `{result['command']}`.", ""]
@@ -592,9 +592,9 @@ def markdown(result: dict) -> str:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from utils.cli import quiet_third_party
-    from utils.device import configure_runtime, describe, pick_device
-    from utils.io import write_json, write_text
+    from utils.core.device import configure_runtime, describe, pick_device
+    from utils.core.io import write_json, write_text
+    from utils.scaffold.session import quiet_third_party
 
     quiet_third_party()
     if args.no_progress:

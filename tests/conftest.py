@@ -19,9 +19,10 @@ def tiny_study(tmp_path_factory):
     Returns a dict of paths; tests run the real scripts' main() against it.
     """
     from synthetic import write_tiny_phantom
-    from utils.embedding_cache import EmbeddingCache
-    from utils.models import load_model
-    from utils.slice_store import SliceStore, build_store
+
+    from utils.data.slice_store import SliceStore, build_store
+    from utils.embeddings.cache import EmbeddingCache
+    from utils.models.sam import load_model
 
     base = tmp_path_factory.mktemp("tiny_study")
     root = write_tiny_phantom(base / "phantom")

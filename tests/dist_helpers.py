@@ -79,9 +79,9 @@ class StubModel:
 def fill_rank(rank: int, world: int, port: int, slices: str, root: str, batch: int, die_after: int) -> None:
     """One rank of a cache fill; rank 1 exits abruptly after ``die_after`` writes when that is > 0."""
     become_rank(rank, world, port)
-    from utils import distributed
-    from utils.embedding_cache import EmbeddingCache
-    from utils.slice_store import SliceStore
+    from utils.core import distributed
+    from utils.data.slice_store import SliceStore
+    from utils.embeddings.cache import EmbeddingCache
 
     distributed.init()
     cache = EmbeddingCache(StubModel(), SliceStore(slices), root=root)
@@ -105,9 +105,9 @@ def guard_writes(allowed: Path) -> list:
     """Make every file write of the suite outside ``allowed`` (the cache) fail loudly on this rank."""
     import contextlib
 
-    import utils.io
+    import utils.core.io
 
-    original = utils.io.atomic_path
+    original = utils.core.io.atomic_path
     refused: list = []
 
     @contextlib.contextmanager
@@ -118,7 +118,7 @@ def guard_writes(allowed: Path) -> list:
         with original(path) as tmp:
             yield tmp
 
-    utils.io.atomic_path = refuse  # before the modules that import it by name are imported
+    utils.core.io.atomic_path = refuse  # before the modules that import it by name are imported
     return refused
 
 

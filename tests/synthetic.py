@@ -54,8 +54,8 @@ def write_rawdata(root: Path, case_ids=(1, 2, 35), shape=(48, 40, 5)):
 
 
 def write_tiny_phantom(root: Path, case_ids=(1, 2, 3, 35), shape=(96, 96, 2)):
-    """A few phantom volumes (utils.phantom) in the RawData layout: case 35 makes a validation split."""
-    from utils.phantom import PhantomConfig, make_volume
+    """A few phantom volumes (utils.data.phantom) in the RawData layout: case 35 makes a validation split."""
+    from utils.data.phantom import PhantomConfig, make_volume
 
     config = PhantomConfig(shape=shape, spacing=(4.0, 4.0, 30.0), n_volumes=30)
     for case in case_ids:

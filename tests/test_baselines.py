@@ -1,32 +1,27 @@
-"""utils.baselines on a hand-written 32 x 32 slice store: shapes, learning, box restriction, evaluation."""
+"""utils.models.unet on a hand-written 32 x 32 slice store: shapes, learning, box restriction, evaluation."""
 import json
 
 import numpy as np
 import pytest
 import torch
 
-from utils.baselines import (
+from utils.data.augmentation import AugmentSpec, augment_view
+from utils.data.slice_store import SliceStore
+from utils.eval.baseline import evaluate_baseline, evaluate_baseline_rows
+from utils.eval.dice import summarise_dice
+from utils.inference.prompts import bound_box
+from utils.models.unet import (
     ARCHS,
     NUM_CLASSES,
-    SliceLoader,
-    SliceRef,
     build_baseline,
-    default_loss,
-    evaluate_baseline,
-    evaluate_baseline_rows,
     forward_logits,
-    make_baseline_step,
     organ_masks_from_prediction,
     predict_label_maps,
     restrict_to_box,
-    training_slices,
 )
-from utils.augmentation import AugmentSpec, augment_view
-from utils.metrics import summarise_dice
-from utils.prompts import bound_box
-from utils.slice_store import SliceStore
-from utils.runs import Run
-from utils.training import LoopConfig, run_training
+from utils.scaffold.runs import Run
+from utils.train.baseline import SliceLoader, SliceRef, default_loss, make_baseline_step, training_slices
+from utils.train.loop import LoopConfig, run_training
 
 TINY = (4, 8, 16)  # channel widths: 2 poolings, multiple 4
 

@@ -1,10 +1,10 @@
-"""utils.bootstrap: volume-level resampling, checked against hand-written loops over summarise_dice."""
+"""utils.eval.bootstrap: volume-level resampling, checked against hand-written loops over summarise_dice."""
 import time
 
 import numpy as np
 import pytest
 
-from utils.bootstrap import (
+from utils.eval.bootstrap import (
     bootstrap_accuracy,
     bootstrap_difference,
     bootstrap_mdice,
@@ -12,7 +12,7 @@ from utils.bootstrap import (
     triples,
     volume_weights,
 )
-from utils.metrics import summarise_dice
+from utils.eval.dice import summarise_dice
 
 
 def random_records(n_cases=6, per_case=30, seed=0):

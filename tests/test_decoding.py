@@ -3,14 +3,14 @@ import numpy as np
 import pytest
 import torch
 from segment_anything import SamPredictor
-
 from synthetic import write_rawdata
-from utils.decoding import decode
-from utils.embedding_cache import EmbeddingCache
-from utils.evaluation import build_batch, predict_logits
-from utils.models import load_model, to_uint8
-from utils.prompts import PROMPT_TYPES
-from utils.slice_store import SliceStore, build_store
+
+from utils.data.slice_store import SliceStore, build_store
+from utils.embeddings.cache import EmbeddingCache
+from utils.inference.batches import build_batch, predict_logits
+from utils.inference.decoding import decode
+from utils.inference.prompts import PROMPT_TYPES
+from utils.models.sam import load_model, to_uint8
 
 
 @pytest.fixture(scope="module")

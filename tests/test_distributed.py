@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import script_args
+from dist_helpers import StubEncoder, StubModel, fill_rank, free_port, scripts_rank, spawn
 
 import finetune_task2
 import segmentation_task1
-from conftest import script_args
-from dist_helpers import StubEncoder, StubModel, fill_rank, free_port, scripts_rank, spawn
 
 PROMPT = "one_central_point"
 # Global batch 16 split 8 + 8 over 2 ranks, against 16 in one process; the same run key for both.
@@ -31,9 +31,10 @@ WEIGHT_TOLERANCE = 1e-5  # max |w_2ranks - w_1process| after 4 SGD steps: float 
 def stub_study(tmp_path_factory):
     """The tiny phantom store (tests/conftest.py's pattern) and a LiteMedSAM cache filled by a stub encoder."""
     from synthetic import write_tiny_phantom
-    from utils.embedding_cache import EmbeddingCache
-    from utils.models import load_model
-    from utils.slice_store import SliceStore, build_store
+
+    from utils.data.slice_store import SliceStore, build_store
+    from utils.embeddings.cache import EmbeddingCache
+    from utils.models.sam import load_model
 
     base = tmp_path_factory.mktemp("dist_study")
     build_store(write_tiny_phantom(base / "phantom"), base / "slices", progress=False)
@@ -55,7 +56,7 @@ def only_folder(root: Path) -> Path:
 
 
 def test_cache_filled_by_two_ranks_is_byte_identical_and_resumes_after_a_killed_rank(stub_study):
-    from utils.embedding_cache import EmbeddingCache
+    from utils.embeddings.cache import EmbeddingCache
 
     base, slices = stub_study["base"], str(stub_study["slices"])
     threads = torch.get_num_threads()
@@ -86,7 +87,7 @@ def read_csv(path):
 
 
 def test_two_ranks_match_one_process_in_task1_and_task2_and_only_rank0_writes(stub_study, tmp_path, monkeypatch):
-    from utils.runs import load_checkpoint
+    from utils.scaffold.runs import load_checkpoint
 
     monkeypatch.setenv("SAM_BTCV_DEFAULT_MALLOC", "1")  # this process and 2 ranks hold 3 models: keep memory small
 
@@ -134,7 +135,7 @@ def test_two_ranks_match_one_process_in_task1_and_task2_and_only_rank0_writes(st
 
 def test_single_process_is_a_no_op():
     """Under plain python: rank 0 of 1, nothing sharded, the step untouched, errors raised as they are."""
-    from utils import distributed
+    from utils.core import distributed
 
     assert not distributed.launched() or os.environ.get("WORLD_SIZE") == "1"
     assert (distributed.rank(), distributed.world_size(), distributed.is_main()) == (0, 1, True)

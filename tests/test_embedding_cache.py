@@ -3,13 +3,13 @@ import os
 import numpy as np
 import pytest
 import torch
-
 from synthetic import write_rawdata
-from utils.augmentation import AugmentSpec
-from utils.embedding_cache import EmbeddingCache
-from utils.embedding_storage import CacheError
-from utils.models import load_model
-from utils.slice_store import SliceStore, build_store
+
+from utils.data.augmentation import AugmentSpec
+from utils.data.slice_store import SliceStore, build_store
+from utils.embeddings.cache import EmbeddingCache
+from utils.embeddings.storage import CacheError
+from utils.models.sam import load_model
 
 
 class CountingEncoder(torch.nn.Module):
@@ -108,8 +108,8 @@ def _fill_cache(args):
     root, store_path, rows = args
     import torch as _torch
 
-    from utils.models import load_model as _load
-    from utils.slice_store import SliceStore as _Store
+    from utils.data.slice_store import SliceStore as _Store
+    from utils.models.sam import load_model as _load
 
     _torch.set_num_threads(1)
     model = _load("lite_medsam")

@@ -1,8 +1,9 @@
 """The CPU fast path (--precision bf16: the decoder under bf16 autocast) must keep Task 1's accuracy."""
-import segmentation_task1
 from conftest import script_args
-from utils.io import read_json
-from utils.prompts import PROMPT_TYPES
+
+import segmentation_task1
+from utils.core.io import read_json
+from utils.inference.prompts import PROMPT_TYPES
 
 
 def test_bf16_task1_mdice_within_0_005_of_fp32_for_every_prompt(tiny_study, tmp_path):

@@ -6,15 +6,15 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import script_args
 from monai.losses import DiceLoss
 
 import finetune_task2
-from conftest import script_args
-from utils import fastpath
-from utils.decoding import predict_masks_paired, prompt_inputs
-from utils.embedding_cache import EmbeddingCache
-from utils.evaluation import build_batch, predict_logits, sample_prompt
-from utils.models import load_model
+from utils.embeddings.cache import EmbeddingCache
+from utils.inference.batches import build_batch, predict_logits, sample_prompt
+from utils.inference.decoding import predict_masks_paired, prompt_inputs
+from utils.models.sam import load_model
+from utils.train import fastpath
 
 PROMPT = "three_random_points"  # random draws: prompts differ per epoch and per sample
 
@@ -198,7 +198,7 @@ def test_task3_prepared_bf16_step_close_to_exact(setup):
     """Task 3's step from inputs prepared ahead equals class_logits (the per-step path) in fp32, and its
     bf16 cross-entropy is within 0.02 of fp32 with the same predicted organs on >= 90 % of samples."""
     from modified_classifier import ClassifyingMaskDecoder
-    from utils.classification import class_forward, class_inputs, class_logits
+    from utils.inference.classify import class_forward, class_inputs, class_logits
 
     model, cache, batch = setup
     samples = [(r, o) for _, r, o in batch]

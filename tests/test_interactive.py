@@ -5,15 +5,15 @@ import numpy as np
 import pytest
 import torch
 from segment_anything import SamPredictor
-
 from synthetic import write_rawdata
-from utils.interactive import (
-    Click, cache_decoder, make_decoder, mean_noc, next_click, noc, run_rounds, summarise_rounds, with_click,
-)
-from utils.metrics import dice_score
-from utils.models import load_model, to_uint8
-from utils.prompts import Prompt, grown_box, make_prompt
-from utils.seeding import child_rng
+
+from utils.core.seeding import child_rng
+from utils.eval.dice import dice_score
+from utils.eval.noc import mean_noc, noc, summarise_rounds
+from utils.inference.clicks import Click, next_click, with_click
+from utils.inference.prompts import Prompt, grown_box, make_prompt
+from utils.inference.rounds import cache_decoder, make_decoder, run_rounds
+from utils.models.sam import load_model, to_uint8
 
 H = W = 64
 
@@ -241,8 +241,8 @@ def vit_b_setup(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("interactive_parity")
     # A non-square slice (72 x 96) so the resize, padding and crop-back are all exercised.
     root = write_rawdata(tmp / "btcv", case_ids=(1,), shape=(96, 72, 3))
-    from utils.embedding_cache import EmbeddingCache
-    from utils.slice_store import SliceStore, build_store
+    from utils.data.slice_store import SliceStore, build_store
+    from utils.embeddings.cache import EmbeddingCache
 
     store = SliceStore(build_store(root, tmp / "slices", progress=False)[0])
     torch.manual_seed(0)
@@ -318,7 +318,7 @@ def test_run_rounds_equals_a_sam_predictor_loop(vit_b_setup):
 
 
 def test_decode_refuses_mixed_prompts_and_a_misshapen_mask_input(vit_b_setup):
-    from utils.decoding import decode
+    from utils.inference.decoding import decode
 
     model, _, predictor, _, truths = vit_b_setup
     point = make_prompt(truths[0], "one_central_point", child_rng(0))

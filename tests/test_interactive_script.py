@@ -6,11 +6,11 @@ import csv
 import json
 
 import pytest
+from conftest import script_args
 
 import interactive_task1
 import make_report
 import segmentation_task1
-from conftest import script_args
 
 CLICKS = 3
 STARTS = ["bound_box", "one_central_point"]

@@ -2,7 +2,7 @@ import numpy as np
 import torch
 from monai.metrics import compute_dice
 
-from utils.metrics import batch_dice, dice_score, summarise_dice
+from utils.eval.dice import batch_dice, dice_score, summarise_dice
 
 
 def test_dice_matches_monai_on_random_masks():

@@ -5,14 +5,20 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-
 from synthetic import blob_volume, write_pair
-from utils.dataset import CaseFiles, load_volume
-from utils.nifti_export import (
-    display_to_ras, merge_organ_logits, ras_shape, ras_to_display, ras_to_source, source_to_ras, write_label_nifti,
+
+from utils.data.dataset import CaseFiles, load_volume
+from utils.data.nifti import (
+    display_to_ras,
+    merge_organ_logits,
+    ras_shape,
+    ras_to_display,
+    ras_to_source,
+    source_to_ras,
+    write_label_nifti,
 )
-from utils.slice_store import DEFAULT_WINDOW, volume_to_display
-from utils.volume_metrics import score_volume
+from utils.data.slice_store import DEFAULT_WINDOW, volume_to_display
+from utils.eval.volume import score_volume
 
 SPACING = (0.8, 1.1, 5.0)  # mm along the source file's axes i, j, k
 

@@ -10,8 +10,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from utils.organs import NUM_ORGANS
-from utils.phantom import (
+from utils.core.organs import NUM_ORGANS
+from utils.data.phantom import (
     PHANTOM_CASE_IDS,
     PHANTOM_VERSION,
     PhantomConfig,
@@ -179,7 +179,7 @@ def test_rerun_skips_and_config_change_rewrites(tmp_path):
 
 
 def test_changed_generator_code_rewrites_a_kept_phantom(tmp_path, monkeypatch):
-    import utils.phantom as phantom
+    import utils.data.phantom as phantom
 
     raw = write_phantom_dataset(tmp_path, SMALL, progress=False)
     kept = raw / "Training" / "img" / "img0001.nii.gz"

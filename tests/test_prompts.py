@@ -2,12 +2,25 @@ import cv2
 import numpy as np
 import pytest
 
-from utils.prompts import (
-    ALL_PROMPT_TYPES, DEFAULT_BOX_JITTER_PX, DEFAULT_NEGATIVE_MARGIN_PX, EXTRA_PROMPTS, PROMPT_TITLES,
-    PROMPT_TYPES, STUDY_PROMPTS, bound_box, central_point, is_box_prompt, jittered_box, larger_box,
-    make_prompt, parse_prompt_types, prompt_type_id, random_points,
+from utils.core.seeding import child_rng
+from utils.inference.prompts import (
+    ALL_PROMPT_TYPES,
+    DEFAULT_BOX_JITTER_PX,
+    DEFAULT_NEGATIVE_MARGIN_PX,
+    EXTRA_PROMPTS,
+    PROMPT_TITLES,
+    PROMPT_TYPES,
+    STUDY_PROMPTS,
+    bound_box,
+    central_point,
+    is_box_prompt,
+    jittered_box,
+    larger_box,
+    make_prompt,
+    parse_prompt_types,
+    prompt_type_id,
+    random_points,
 )
-from utils.seeding import child_rng
 
 
 def blob(h=40, w=50):

@@ -3,9 +3,15 @@ touches the organ), one that answers nothing; the min-area stop; batching; the k
 import numpy as np
 import pytest
 
-from utils.prompts import Prompt, bound_box, central_point, make_prompt
-from utils.propagation import (
-    STOP_BELOW_MIN_AREA, STOP_EMPTY, STOP_VOLUME_END, key_slice, next_prompt, propagate, propagate_batch,
+from utils.inference.prompts import Prompt, bound_box, central_point, make_prompt
+from utils.inference.propagation import (
+    STOP_BELOW_MIN_AREA,
+    STOP_EMPTY,
+    STOP_VOLUME_END,
+    key_slice,
+    next_prompt,
+    propagate,
+    propagate_batch,
 )
 
 LIVER = 6

@@ -4,13 +4,13 @@ import pathlib
 
 import pytest
 import torch
+from conftest import script_args
 
 import classify_train_task3
 import finetune_task2
 import segmentation_task1
-from conftest import script_args
-from utils.runs import (Run, RunMismatch, find_handoff, load_checkpoint, open_run, run_key)
-from utils.training import LoopConfig, StepResult, run_training
+from utils.scaffold.runs import Run, RunMismatch, find_handoff, load_checkpoint, open_run, run_key
+from utils.train.loop import LoopConfig, StepResult, run_training
 
 # ------------------------------------------------------------------------------------------ flags
 

@@ -7,13 +7,13 @@ import shutil
 import nibabel as nib
 import numpy as np
 import pytest
+from synthetic import blob_volume, write_pair
 
 import preprocess_slices
 import segmentation_3d
-from synthetic import blob_volume, write_pair
-from utils.organs import ORGANS, organ_name
-from utils.slice_store import build_store
-from utils.volume_metrics import score_volume
+from utils.core.organs import ORGANS, organ_name
+from utils.data.slice_store import build_store
+from utils.eval.volume import score_volume
 
 CASE = "0035"  # a BTCV validation case id: the phantom's val split
 
@@ -180,9 +180,9 @@ def test_task2_handoff_from_the_main_store_is_used_and_recorded(smoke, dense, tm
     the run, its store and 'other data' recorded."""
     import torch
 
-    from utils.models import load_model
-    from utils.runs import identity_of, open_run
-    from utils.slice_store import SliceStore
+    from utils.data.slice_store import SliceStore
+    from utils.models.sam import load_model
+    from utils.scaffold.runs import identity_of, open_run
 
     build_store(dense / "phantom", tmp_path / "organ_only", progress=False)
     main_store = SliceStore(tmp_path / "organ_only")
@@ -214,7 +214,8 @@ def test_task2_handoff_from_the_main_store_is_used_and_recorded(smoke, dense, tm
 
 def test_slice_margin_keeps_slices_without_organ_and_gets_its_own_key(tmp_path):
     from synthetic import write_rawdata
-    from utils.slice_store import SliceStore
+
+    from utils.data.slice_store import SliceStore
 
     root = write_rawdata(tmp_path / "btcv", case_ids=(1,), shape=(48, 40, 7))  # organs on z = 1..5
     stores = {}
@@ -230,7 +231,7 @@ def test_slice_margin_keeps_slices_without_organ_and_gets_its_own_key(tmp_path):
 
 
 def test_phantom_cases_pick_validation_volumes():
-    from utils.phantom import PhantomConfig
+    from utils.data.phantom import PhantomConfig
 
     assert PhantomConfig(cases=(36, 35)).case_ids == (35, 36)
     assert PhantomConfig(n_volumes=2).case_ids == (1, 2)

@@ -1,14 +1,13 @@
-import gzip
 import json
 import shutil
 
 import nibabel as nib
 import numpy as np
 import pytest
-
 from synthetic import blob_volume, ras_affine, write_pair, write_rawdata
-from utils.dataset import DataError, discover_cases, load_volume
-from utils.slice_store import SliceStore, build_store, volume_to_display
+
+from utils.data.dataset import DataError, discover_cases, load_volume
+from utils.data.slice_store import SliceStore, build_store, volume_to_display
 
 
 def organ_slices(label):

@@ -3,11 +3,11 @@ import json
 
 import pytest
 import torch
+from conftest import script_args
 
 import finetune_task2
 import segmentation_task1
-import utils.cli
-from conftest import script_args
+import utils.scaffold.session
 
 PROMPT = "one_central_point"  # LiteMedSAM was trained on boxes: points start near 0 and can only learn
 TRAIN = ["--preset", "quick", "--prompts", PROMPT, "--aug-views", "0", "--samples-per-epoch", "24",
@@ -22,7 +22,7 @@ def history(results):
 def watched_model(tiny_study):
     """Runs Task 2 once with the model's image encoder watched; returns (results, model, snapshot, calls)."""
     loaded = {}
-    original = utils.cli.load_model
+    original = utils.scaffold.session.load_model
 
     def load_and_watch(*args, **kwargs):
         model = original(*args, **kwargs)
@@ -36,14 +36,14 @@ def watched_model(tiny_study):
         model.sam.image_encoder.register_forward_pre_hook(count)
         return model
 
-    utils.cli.load_model = load_and_watch
+    utils.scaffold.session.load_model = load_and_watch
     try:
         results = tiny_study["base"] / "t2_results"
         ckpt = tiny_study["base"] / "t2_ckpt"
         code = finetune_task2.main(script_args(tiny_study, results, *TRAIN, "--epochs", "3",
                                                "--checkpoint-dir", ckpt))
     finally:
-        utils.cli.load_model = original
+        utils.scaffold.session.load_model = original
     assert code == 0
     return results, ckpt, loaded
 
@@ -118,8 +118,8 @@ def test_wrong_model_checkpoint_is_refused(watched_model, tiny_study, capsys):
 def test_records_are_paired_and_give_the_reported_scores(watched_model):
     """Task 2 writes per-sample records (issue 14): original and fine-tuned on the same samples, in the
     same order, and each record list gives back the mDice the table reports."""
-    from utils.bootstrap import bootstrap_difference
-    from utils.metrics import summarise_dice
+    from utils.eval.bootstrap import bootstrap_difference
+    from utils.eval.dice import summarise_dice
 
     results, _, _ = watched_model
     metrics = json.loads((results / "task2" / "metrics.json").read_text())

@@ -4,17 +4,18 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import script_args
 
 import classify_train_task3
 import classify_val_task3
-from conftest import script_args
 from modified_classifier import ClassifyingMaskDecoder
-from utils.classification import accuracy_summary, class_logits
-from utils.decoding import decode
-from utils.embedding_cache import EmbeddingCache
-from utils.evaluation import build_batch
-from utils.models import load_model
-from utils.organs import NUM_ORGANS
+from utils.core.organs import NUM_ORGANS
+from utils.embeddings.cache import EmbeddingCache
+from utils.eval.accuracy import accuracy_summary
+from utils.inference.batches import build_batch
+from utils.inference.classify import class_logits
+from utils.inference.decoding import decode
+from utils.models.sam import load_model
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +31,7 @@ def test_class_logits_shape_and_masks_equal_plain_decoder(cache):
     with torch.inference_mode():
         logits, targets = class_logits(cache, classifier, samples, "one_central_point", seed=0)
         plain_low, plain_iou = decode(model, cache.embeddings([samples[0][0]]), prompts[:1], sizes[:1])
-        from utils.decoding import prompt_inputs
+        from utils.inference.decoding import prompt_inputs
 
         points, boxes = prompt_inputs(model, prompts[:1], sizes[:1])
         sparse, dense = model.sam.prompt_encoder(points=points, boxes=boxes, masks=None)
@@ -105,7 +106,7 @@ def test_short_run_beats_majority_baseline_on_held_out_slices(trained, tiny_stud
     # the fixture's typed --learning-rate 1e-3 beats the preset; the quick preset's head rate stays
     assert train_metrics["settings"] == {"epochs": 4, "learning_rate": 1e-3, "head_learning_rate": 3e-3,
                                          "batch_size": 8, "samples_per_epoch": 0}
-    from utils.tables import task3_settings_note
+    from utils.report.tables import task3_settings_note
     assert task3_settings_note(train_metrics) == (
         "Preset `quick`: 4 epochs, Adam lr 0.001 on the two-way transformer and 0.003 on the class token and "
         "head, batch 8, all samples/epoch, training forward in bf16 autocast.")
@@ -155,8 +156,8 @@ def test_mdice_before_is_task2s_own_score_of_the_same_decoder(tiny_study, tmp_pa
     """Task 3 reads the starting decoder's mDice from Task 2's results only when Task 2 scored exactly that
     run and epoch the same way; the number equals scoring the checkpoint again. Another seed scores anew."""
     import finetune_task2
-    from utils.evaluation import evaluate_prompt
-    from utils.runs import load_checkpoint
+    from utils.eval.segmentation import evaluate_prompt
+    from utils.scaffold.runs import load_checkpoint
 
     results, ckpt = tmp_path / "results", tmp_path / "t2"
     assert finetune_task2.main(script_args(tiny_study, results, "--preset", "quick", "--prompts", "one_central_point",

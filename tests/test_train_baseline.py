@@ -2,7 +2,7 @@
 
 The network-level checks (14 channels at the slice size, a few steps lower the loss, box restriction)
 are in tests/test_baselines.py; here: the script visits exactly Task 1's samples, resumes to the same
-history, writes Task 1's schema, and every rendered interval equals utils.bootstrap on the written records.
+history, writes Task 1's schema, and every rendered interval equals utils.eval.bootstrap on the written records.
 """
 import csv
 import json
@@ -10,12 +10,12 @@ import re
 
 import numpy as np
 import pytest
+from conftest import script_args
 
 import segmentation_task1
 import train_baseline
-from conftest import script_args
-from utils.bootstrap import bootstrap_accuracy, bootstrap_difference, bootstrap_mdice, triples
-from utils.tables import table1, table2, table3, table4
+from utils.eval.bootstrap import bootstrap_accuracy, bootstrap_difference, bootstrap_mdice, triples
+from utils.report.tables import table1, table2, table3, table4
 
 TINY = ["--preset", "quick", "--channels", "4,8,16", "--aug-views", "1", "--batch-size", "4",
         "--samples-per-epoch", "8", "--learning-rate", "0.01"]
@@ -125,7 +125,7 @@ def test_table1s_interval_is_bootstrap_mdice_of_the_written_records(task1_all):
     for prompt, title in (("bound_box", "bound box"), ("one_central_point", "one central point")):
         # oracle: the records as Task 1's per_slice.csv states them, bootstrapped directly
         with open(task1_all / "per_slice.csv") as f:
-            from utils.organs import ORGANS
+            from utils.core.organs import ORGANS
             rows = [(r["case"], ORGANS.index(r["organ"]) + 1, float(r["dice"])) for r in csv.DictReader(f)
                     if r["prompt"] == prompt]
         expected = bootstrap_mdice(rows)

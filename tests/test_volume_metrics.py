@@ -4,8 +4,14 @@ import math
 import numpy as np
 import pytest
 
-from utils.volume_metrics import (
-    NSD_TOLERANCE_MM, OrganScore, VolumeScores, grid_diagonal_mm, score_organ, score_volume, summarise_volumes,
+from utils.eval.volume import (
+    NSD_TOLERANCE_MM,
+    OrganScore,
+    VolumeScores,
+    grid_diagonal_mm,
+    score_organ,
+    score_volume,
+    summarise_volumes,
 )
 
 SPACING = (0.8, 0.8, 5.0)  # mm: in-plane 0.8, slices 5 apart

@@ -1,0 +1,44 @@
+"""Foundations every stage uses: atomic files, seeding, device and precision, torchrun, the 13 organs.
+
+Modules:
+- ``device``: The one place that picks a torch device and sets the process up to run fast on it.
+- ``distributed``: Several processes on one job.
+- ``io``: Atomic writes.
+- ``organs``: The 13 BTCV organs, in label order (label value = index + 1; 0 is background).
+- ``precision``: Mixed precision.
+- ``seeding``: Seeding.
+"""
+from utils.core.device import (  # noqa: F401
+    AUTO_BATCH,
+    auto_batch,
+    configure_runtime,
+    cpu_name,
+    describe,
+    keep_freed_memory,
+    pick_device,
+)
+from utils.core.distributed import (  # noqa: F401
+    all_sum,
+    barrier,
+    broadcast,
+    data_parallel_step,
+    device_for_rank,
+    gather,
+    global_rank,
+    init,
+    is_distributed,
+    is_main,
+    launched,
+    local_rank,
+    main_first,
+    main_then_share,
+    map_batches,
+    rank,
+    shard,
+    solo,
+    world_size,
+)
+from utils.core.io import atomic_path, read_json, write_json, write_text  # noqa: F401
+from utils.core.organs import MAX_LABEL, NUM_ORGANS, ORGAN_TITLES, ORGANS, organ_name, organ_title  # noqa: F401
+from utils.core.precision import PRECISIONS, autocast  # noqa: F401
+from utils.core.seeding import child_rng, seed_everything  # noqa: F401

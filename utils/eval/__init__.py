@@ -1,0 +1,38 @@
+"""Metrics, one per module (as in MONAI): slice Dice, volume Dice/HD95/NSD, bootstrap intervals, accuracy,
+NoC, and the scoring loops of SAM prompts and the baselines.
+
+Modules:
+- ``accuracy``: Task 3's classification scores.
+- ``baseline``: Scoring the supervised 2-D baselines on Task 1's (slice, organ) samples with the suite's one Dice.
+- ``bootstrap``: Bootstrap confidence intervals over validation volumes, from the per-sample records the tasks write.
+- ``dice``: Dice, the study's one segmentation metric, and its aggregation over organs.
+- ``noc``: Interactive-segmentation summaries.
+- ``segmentation``: Dice of one prompt type over (slice, organ) samples from cached embeddings.
+- ``volume``: Per-volume, per-organ 3-D metrics.
+"""
+from utils.eval.accuracy import accuracy_summary, confusion_matrix  # noqa: F401
+from utils.eval.baseline import EVAL_ROWS, evaluate_baseline, evaluate_baseline_rows  # noqa: F401
+from utils.eval.bootstrap import (  # noqa: F401
+    DEFAULT_CONFIDENCE,
+    DEFAULT_RESAMPLES,
+    DEFAULT_SEED,
+    bootstrap_accuracy,
+    bootstrap_difference,
+    bootstrap_mdice,
+    bootstrap_metric,
+    format_interval,
+    triples,
+    volume_weights,
+)
+from utils.eval.dice import batch_dice, dice_score, summarise_dice  # noqa: F401
+from utils.eval.noc import NOC_THRESHOLDS, mean_noc, noc, summarise_rounds  # noqa: F401
+from utils.eval.segmentation import evaluate_prompt  # noqa: F401
+from utils.eval.volume import (  # noqa: F401
+    NSD_TOLERANCE_MM,
+    OrganScore,
+    VolumeScores,
+    grid_diagonal_mm,
+    score_organ,
+    score_volume,
+    summarise_volumes,
+)

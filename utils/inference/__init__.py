@@ -1,0 +1,58 @@
+"""Turning prompts into masks: prompts drawn from labels, batched decoding from the cache, clicks, rounds,
+propagation through a volume, and Task 3's class predictions.
+
+Modules:
+- ``batches``: Batches of (cache row, organ) samples.
+- ``classify``: Task 3's inference.
+- ``clicks``: Correction clicks.
+- ``decoding``: Prompt encoding and mask decoding in batches, from cached embeddings.
+- ``prompts``: Prompts made from a slice's ground-truth organ mask.
+- ``propagation``: Whole organs from one prompt.
+- ``rounds``: Rounds of interactive decoding.
+"""
+from utils.inference.batches import (  # noqa: F401
+    build_batch,
+    gather_embeddings,
+    group_by_size,
+    predict_logits,
+    prompt_for,
+    sample_prompt,
+)
+from utils.inference.classify import class_forward, class_inputs, class_logits, predict_classes  # noqa: F401
+from utils.inference.clicks import CLICK_RULES, CONNECTIVITY, Click, next_click, with_click  # noqa: F401
+from utils.inference.decoding import decode, decode_inputs, predict_masks_paired, prompt_inputs  # noqa: F401
+from utils.inference.prompts import (  # noqa: F401
+    ALL_PROMPT_TYPES,
+    BOX_PROMPTS,
+    DEFAULT_BOX_JITTER_PX,
+    DEFAULT_NEGATIVE_MARGIN_PX,
+    EXTRA_PROMPTS,
+    LARGER_BOX_GROWTH_PX,
+    PROMPT_TITLES,
+    PROMPT_TYPES,
+    STUDY_PROMPTS,
+    Prompt,
+    bound_box,
+    central_point,
+    grown_box,
+    is_box_prompt,
+    jittered_box,
+    larger_box,
+    make_prompt,
+    negative_points,
+    parse_prompt_types,
+    prompt_type_id,
+    random_points,
+)
+from utils.inference.propagation import (  # noqa: F401
+    DIRECTIONS,
+    STOP_BELOW_MIN_AREA,
+    STOP_EMPTY,
+    STOP_VOLUME_END,
+    Propagation,
+    key_slice,
+    next_prompt,
+    propagate,
+    propagate_batch,
+)
+from utils.inference.rounds import DecodeRound, Rounds, cache_decoder, make_decoder, run_rounds  # noqa: F401

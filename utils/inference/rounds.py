@@ -1,0 +1,149 @@
+"""Rounds of interactive decoding: a start prompt, then one correction click per round (the click rules
+are in :mod:`utils.inference.clicks`), each round decoded with the clicks so far and, unless switched
+off, the previous round's low-res logits as SAM's mask input.
+
+:func:`run_rounds` decodes through a callable (:data:`DecodeRound`), so tests can drive it with a
+stand-in; :func:`make_decoder` / :func:`cache_decoder` build that callable over the suite's decode path.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from utils.eval.dice import batch_dice
+from utils.inference.clicks import Click, next_click, with_click
+from utils.inference.prompts import Prompt
+
+# decode_round(indices, prompts, mask_input) -> (logits (M, H, W), low-res logits (M, 1, 256, 256)):
+# indices int64 (M,) are positions in run_rounds' sample list (to pick embeddings), prompts their M
+# prompts, mask_input float (M, 1, 256, 256) previous low-res logits or None.
+DecodeRound = Callable[[np.ndarray, Sequence[Prompt], "torch.Tensor | None"], "tuple[torch.Tensor, torch.Tensor]"]
+
+
+@dataclass
+class Rounds:
+    """What :func:`run_rounds` did for S samples and N click rounds.
+
+    dice: float64 (S, N + 1), Dice after 0..N clicks (a sample that stopped keeps its last Dice);
+    clicks: per sample, the clicks made in order (fewer than N when it became perfect);
+    prompts: per sample, the last prompt decoded (start prompt + its clicks);
+    masks: bool (S, N + 1, H, W) predicted masks after each round, or None (``keep_masks=False``).
+    """
+
+    dice: np.ndarray
+    clicks: list[list[Click]]
+    prompts: list[Prompt]
+    masks: np.ndarray | None = None
+
+
+def run_rounds(
+    truths: np.ndarray,
+    start_prompts: Sequence[Prompt],
+    decode_round: DecodeRound,
+    n_clicks: int,
+    rule: str = "center",
+    rngs: Sequence[np.random.Generator] | None = None,
+    mask_input: bool = True,
+    keep_masks: bool = False,
+) -> Rounds:
+    """The interactive protocol for S samples of one slice size, one decode call per round.
+
+    truths: bool (S, H, W) organ masks; start_prompts: S prompts of one kind (see
+    ``utils.inference.decoding.prompt_inputs``). Round 0 decodes the start prompts with no mask input. Rounds
+    1..n_clicks: each sample still wrong gets :func:`next_click` (``rule``; ``rngs`` = one seeded
+    generator per sample, needed by ``random``, so a sample's clicks do not depend on its batch) and
+    is decoded again with all its clicks, and with its previous low-res logits as mask input when
+    ``mask_input``; samples already perfect are not decoded again. Since every sample still wrong
+    gains exactly one click per round, each round's prompts are all of one kind. Masks are logits > 0.
+    """
+    truths = np.asarray(truths, dtype=bool)
+    if truths.ndim != 3 or truths.shape[0] != len(start_prompts):
+        raise ValueError(f"expected bool (S, H, W) truths for {len(start_prompts)} prompts, got {truths.shape}")
+    if rule == "random" and (rngs is None or len(rngs) != len(truths)):
+        raise ValueError("the random click rule needs one seeded rng per sample (rngs)")
+    if n_clicks < 0:
+        raise ValueError(f"n_clicks must be >= 0, got {n_clicks}")
+    s = len(truths)
+    prompts = list(start_prompts)
+    clicks: list[list[Click]] = [[] for _ in range(s)]
+    dice = np.zeros((s, n_clicks + 1))
+    masks = np.zeros((s, n_clicks + 1, *truths.shape[1:]), dtype=bool) if keep_masks else None
+    truth_t = torch.from_numpy(truths)
+
+    def decode(active: np.ndarray, low_res: torch.Tensor | None):
+        logits, low = decode_round(active, [prompts[i] for i in active], low_res)
+        if tuple(logits.shape) != (len(active), *truths.shape[1:]):
+            raise ValueError(f"decode_round returned logits {tuple(logits.shape)} for {len(active)} samples "
+                             f"of size {truths.shape[1:]}")
+        pred = logits.detach().cpu() > 0
+        return pred, low.detach(), batch_dice(pred, truth_t[active]).numpy()
+
+    everyone = np.arange(s)
+    pred, low_res, dice[:, 0] = decode(everyone, None)
+    pred = pred.numpy()
+    if keep_masks:
+        masks[:, 0] = pred
+    for r in range(1, n_clicks + 1):
+        active = []
+        for i in range(s):
+            click = next_click(pred[i], truths[i], rule, rngs[i] if rngs is not None else None)
+            if click is not None:
+                clicks[i].append(click)
+                prompts[i] = with_click(prompts[i], click)
+                active.append(i)
+        dice[:, r] = dice[:, r - 1]
+        if keep_masks:
+            masks[:, r] = pred
+        if not active:
+            continue
+        active = np.asarray(active, dtype=np.int64)
+        index = torch.as_tensor(active, device=low_res.device)
+        new_pred, new_low, new_dice = decode(active, low_res[index] if mask_input else None)
+        pred[active] = new_pred.numpy()
+        low_res = low_res.index_put((index,), new_low.to(low_res.device, low_res.dtype))
+        dice[active, r] = new_dice
+        if keep_masks:
+            masks[active, r] = pred[active]
+    return Rounds(dice=dice, clicks=clicks, prompts=prompts, masks=masks)
+
+
+def make_decoder(model, embeddings: torch.Tensor, size: tuple[int, int], multimask_output: bool = False,
+                 prompt_encoder: torch.nn.Module | None = None, mask_decoder: torch.nn.Module | None = None,
+                 precision: str = "fp32") -> DecodeRound:
+    """A :data:`DecodeRound` over the suite's decode path (``utils.inference.decoding.decode`` + ``postprocess``).
+
+    model: a ``utils.models.sam.SamModel``; embeddings: float (S, 256, 64, 64), row i = sample i's slice
+    (or (1, ...) shared by all); size: the slices' (H, W). ``prompt_encoder`` / ``mask_decoder``: pass
+    fine-tuned copies (Task 2); ``precision``: as ``--precision``. Returns logits float32 (M, H, W)
+    on the slice and low-res logits float32 (M, 1, 256, 256), on the model's device.
+    """
+    from utils.core.precision import autocast
+    from utils.inference.decoding import decode
+
+    def decode_round(indices, prompts, mask_input):
+        if embeddings.size(0) == 1:
+            chosen = embeddings
+        else:
+            chosen = embeddings[torch.as_tensor(np.asarray(indices), device=embeddings.device)]
+        with torch.no_grad(), autocast(model.device, precision):
+            low, _ = decode(model, chosen, prompts, [tuple(size)] * len(prompts), multimask_output,
+                            prompt_encoder, mask_decoder, mask_input=mask_input)
+            low = low.float()
+            return model.postprocess(low, tuple(size))[:, 0].float(), low
+
+    return decode_round
+
+
+def cache_decoder(cache, samples: Sequence[tuple[int, int]], size: tuple[int, int],
+                  multimask_output: bool = False, prompt_encoder: torch.nn.Module | None = None,
+                  mask_decoder: torch.nn.Module | None = None, precision: str = "fp32") -> DecodeRound:
+    """:func:`make_decoder` for (cache row, organ) ``samples`` of one slice ``size``, from the embedding
+    cache, decoding at ``precision`` (``--precision``). Each slice is read once; its embedding is kept for every round
+    (float32 (S, 256, 64, 64): 4 MiB per sample, so keep batches to tens of samples)."""
+    from utils.inference.batches import gather_embeddings
+
+    return make_decoder(cache.model, gather_embeddings(cache, samples), size, multimask_output,
+                        prompt_encoder, mask_decoder, precision)

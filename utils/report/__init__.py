@@ -1,0 +1,49 @@
+"""Rendering: every table of the study, the Markdown pieces they share, and every figure.
+
+Modules:
+- ``markdown``: Markdown pieces every table shares.
+- ``plots``: Figures.
+- ``tables``: Every table of the study, rendered from the metrics dicts the scripts write (metrics.json).
+"""
+from utils.report.markdown import markdown_table, provenance_line  # noqa: F401
+from utils.report.plots import (  # noqa: F401
+    draw_prompt,
+    label_overlay,
+    save_class_examples,
+    save_confusion,
+    save_curves,
+    save_dice_scatter,
+    save_dice_vs_clicks,
+    save_montage,
+    save_prompt_overlays,
+    save_rounds,
+    save_volume_views,
+)
+from utils.report.tables import (  # noqa: F401
+    BASELINE_ROWS,
+    BASELINE_TITLES,
+    CI_HEADER,
+    CITED,
+    SAM_ROWS,
+    baseline_table,
+    ci_cell,
+    ci_note,
+    difference,
+    difference_cell,
+    interval,
+    mdice_table,
+    organ_table,
+    prompt_title,
+    robustness_label,
+    table1,
+    table2,
+    table3,
+    table3_rows,
+    table3d,
+    table4,
+    table_box_robustness,
+    table_interactive,
+    task3_settings_note,
+    titled,
+    training_precision_note,
+)

@@ -1,0 +1,86 @@
+"""What every results file says about where its numbers came from (:func:`provenance`), and writing
+results files: metrics JSON, Markdown tables, config.json, CSV, training curves.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import platform
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from utils.core.device import describe
+from utils.core.io import write_json, write_text
+from utils.data.slice_store import SliceStore
+from utils.models.sam import SamModel
+
+
+def provenance(store: SliceStore, model: SamModel, device: torch.device, seed: int, split: str,
+               precision: str = "fp32", encoder_precision: str = "fp32", **extra: Any) -> dict:
+    """Data, model, checkpoint digest, device, seed and date: stated with every number the suite writes."""
+    return {
+        "data": store.description,
+        "slice_store": str(store.path),
+        "store_key": store.key,
+        "split": split,
+        "model": model.name,
+        "checkpoint": model.checkpoint,
+        "checkpoint_sha256": model.checkpoint_sha256,
+        "device": describe(device),
+        "precision": precision,  # the decoder's (--precision)
+        "encoder_precision": encoder_precision,
+        "seed": seed,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "date": _dt.datetime.now().isoformat(timespec="seconds"),
+        **extra,
+    }
+
+
+def scored_alike(meta: dict, store: SliceStore, model: SamModel, seed: int, split: str, precision: str,
+                 encoder_precision: str) -> bool:
+    """True when a results file's provenance says its numbers were scored on this store, model weights,
+    split, seed and decoder/encoder precision: what a script checks before reusing another's scores."""
+    return all(meta.get(key) == value for key, value in (
+        ("store_key", store.key), ("checkpoint_sha256", model.checkpoint_sha256), ("split", split), ("seed", seed),
+        ("precision", precision), ("encoder_precision", encoder_precision)))
+
+
+def write_training_curves(folder: Path, run, history: dict, curves: dict[str, list[float]],
+                          panels: Sequence[tuple[str, str]], title: str) -> None:
+    """A training run's curves: ``history.json`` (the curves, epochs, best epoch and the run's key) in
+    ``folder``, and ``curves.png`` there and in the run's own folder (utils.scaffold.runs.Run)."""
+    from utils.report.plots import save_curves
+
+    write_json(folder / "history.json", dict(curves, epoch=history["epoch"], best_epoch=history["best_epoch"],
+                                             run=run.record))
+    for target in (run.path, folder):
+        save_curves(curves, panels, target / "curves.png", title)
+
+
+def config_record(args) -> dict:
+    """A script's final settings (argparse namespace) as plain JSON values, for config.json and checkpoints."""
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+
+
+def write_results(out: Path, metrics: dict | None = None, tables: dict[str, str] | None = None,
+                  config: dict | None = None, metrics_name: str = "metrics.json") -> None:
+    """Write a task's metrics JSON, its Markdown tables and config.json into ``out`` (each atomically)."""
+    if metrics is not None:
+        write_json(out / metrics_name, metrics)
+    for name, text in (tables or {}).items():
+        write_text(out / name, text)
+    if config is not None:
+        write_json(out / "config.json", config)
+
+
+def write_csv(path: str | Path, headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(headers)
+    writer.writerows(rows)
+    write_text(path, buffer.getvalue())

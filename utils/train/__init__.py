@@ -1,0 +1,40 @@
+"""Training: the one loop of Tasks 2, 3 and the baselines, its fast path, and the baselines' step.
+
+Modules:
+- ``baseline``: Training the supervised 2-D baselines (U-Net / ResU-Net, :mod:`utils.models.unet`) on the slice store.
+- ``fastpath``: The training fast path of Tasks 2 and 3.
+- ``loop``: The one training loop of Tasks 2 and 3.
+"""
+from utils.train.baseline import (  # noqa: F401
+    SliceLoader,
+    SliceRef,
+    default_loss,
+    foreground_dice,
+    make_baseline_step,
+    training_slices,
+)
+from utils.train.fastpath import (  # noqa: F401
+    SWITCH,
+    TRAIN_PRECISIONS,
+    CompiledOrEager,
+    FastPath,
+    ResidentEmbeddings,
+    batches,
+    cuda_step_fits,
+    fits_on_device,
+    grad_scaler,
+    largest_batch,
+    resolve,
+    scaled_lr,
+    slice_grouped,
+)
+from utils.train.loop import (  # noqa: F401
+    LoopConfig,
+    StepResult,
+    TrainingDiverged,
+    backward_step,
+    cpu_state,
+    epoch_order,
+    run_training,
+    save_checkpoint,
+)
