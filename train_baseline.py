@@ -98,10 +98,10 @@ class Weights:
     """What provenance() states about a model, for a network trained here: its name and best checkpoint."""
 
     def __init__(self, name: str, checkpoint: Path):
-        import hashlib
+        from utils.core.hashing import file_sha256
 
         self.name, self.checkpoint = name, str(checkpoint)
-        self.checkpoint_sha256 = hashlib.sha256(Path(checkpoint).read_bytes()).hexdigest()
+        self.checkpoint_sha256 = file_sha256(checkpoint)
 
 
 def main(argv: list[str] | None = None) -> int:

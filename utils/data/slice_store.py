@@ -20,7 +20,6 @@ changed inputs or settings give a new key, hence a new store, never a mix.
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import shutil
 import warnings
@@ -31,20 +30,14 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from utils.data.dataset import CaseFiles, DataError, discover_cases, load_volume
+from utils.core.hashing import file_sha256, short_digest
 from utils.core.io import read_json, write_json, write_text
 from utils.core.organs import NUM_ORGANS
+from utils.data.dataset import CaseFiles, DataError, discover_cases, load_volume
 
 STORE_FORMAT_VERSION = 1
+STORE_KEY_LENGTH = 16  # hex digits of the store-<key> folder name
 DEFAULT_WINDOW = (-175.0, 250.0)  # MONAI's BTCV tutorials' soft-tissue window, in HU
-
-
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def volume_to_display(axial_ras: np.ndarray) -> np.ndarray:
@@ -163,11 +156,10 @@ def resolve_store(path: Path) -> Path:
 
 def store_key(cases: Sequence[CaseFiles], digests: dict[str, str], settings: dict) -> str:
     """Hash of everything the store's contents depend on."""
-    h = hashlib.sha256()
-    h.update(repr(sorted(settings.items())).encode())
-    for c in cases:
-        h.update(f"{c.case_id}|{c.split}|{digests[str(c.image)]}|{digests[str(c.label)]}\n".encode())
-    return h.hexdigest()[:16]
+    # repr of the sorted settings, not JSON: the serialisation every existing store's key was made with.
+    text = repr(sorted(settings.items())) + "".join(
+        f"{c.case_id}|{c.split}|{digests[str(c.image)]}|{digests[str(c.label)]}\n" for c in cases)
+    return short_digest(text, STORE_KEY_LENGTH)
 
 
 def build_store(
@@ -192,7 +184,7 @@ def build_store(
     digests = {}
     for c in cases:
         for p in (c.image, c.label):
-            digests[str(p)] = _file_digest(p)
+            digests[str(p)] = file_sha256(p)
     settings = {
         "format_version": STORE_FORMAT_VERSION,
         "window_hu": [float(window[0]), float(window[1])],
