@@ -34,7 +34,7 @@ from utils.models.sam import SamModel
 
 # 2: "precision" became "encoder_precision"; 3: "input_probe" (a digest of the preprocessed first slice)
 CACHE_FORMAT_VERSION = 3
-DEFAULT_CACHE_ROOT = Path(__file__).resolve().parent.parent / "data" / "embeddings"
+DEFAULT_CACHE_ROOT = Path(__file__).resolve().parents[2] / "data" / "embeddings"
 
 
 def input_probe(model: SamModel, store: SliceStore) -> str:

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from utils.core.hashing import file_sha256
 
-CHECKPOINT_DIR = Path(__file__).resolve().parent.parent / "checkpoints"
+CHECKPOINT_DIR = Path(__file__).resolve().parents[2] / "checkpoints"  # the repository's, beside the scripts
 
 SAM_CHECKPOINTS = {
     "vit_h": "sam_vit_h_4b8939.pth",
