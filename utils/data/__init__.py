@@ -45,6 +45,7 @@ from utils.data.slice_store import (  # noqa: F401
     build_store,
     iter_organ_masks,
     resolve_store,
+    store_settings,
     store_key,
     tight_box,
     volume_to_display,
