@@ -58,24 +58,12 @@ def torchrun_command(nproc: int, script: str, stage_args: list[str]) -> list[str
             str(ROOT / script), *stage_args]
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    if args.nproc < 1:
-        print(f"error: --nproc {args.nproc}: give 1 or more ranks", file=sys.stderr)
-        return 1
-    import subprocess
+# Only the study's task scripts shard their work over ranks; the others run as one process.
+SHARDED_SCRIPTS = ("segmentation_task1.py", "finetune_task2.py", "classify_train_task3.py", "classify_val_task3.py")
 
-    import classify_train_task3
-    import classify_val_task3
-    import finetune_task2
-    import interactive_task1
-    import make_report
-    import preprocess_slices
-    import segmentation_3d
-    import segmentation_task1
-    import train_baseline
-    from utils.core.io import write_json
 
+def common_flags(args: argparse.Namespace) -> list[str]:
+    """The flags every SAM stage gets: store, model, device, seed, results, precisions, progress."""
     common = ["--slices", str(args.slices), "--model", args.model, "--device", args.device, "--seed", str(args.seed),
               "--results", str(args.results), "--precision", args.precision,
               "--encoder-precision", args.encoder_precision]
@@ -83,59 +71,95 @@ def main(argv: list[str] | None = None) -> int:
         common += ["--checkpoint", str(args.checkpoint)]
     if args.no_progress:
         common.append("--no-progress")
+    return common
+
+
+def study_stages(args: argparse.Namespace) -> list[tuple[str, object, list[str]]]:
+    """(name, script module, its command-line arguments) of every stage, in the order they run."""
+    import classify_train_task3
+    import classify_val_task3
+    import finetune_task2
+    import interactive_task1
+    import preprocess_slices
+    import segmentation_task1
+    import train_baseline
+
+    common = common_flags(args)
+    progress = ["--no-progress"] if args.no_progress else []
     source = ["--phantom"] if args.phantom else ["--data-root", str(args.data_root)]
+    interactive = ["--preset", "quick" if args.preset == "quick" else "full"]
     stages = [
         ("slice store", preprocess_slices, source + ["--out", str(args.slices), "--seed", str(args.seed),
-                                                     "--results", str(args.results)]
-         + (["--no-progress"] if args.no_progress else [])),
+                                                     "--results", str(args.results)] + progress),
         ("task 1", segmentation_task1, common),
         ("task 2", finetune_task2, common + ["--preset", args.preset]),
         # Correction clicks (issue 13): quick = 5 clicks on 3 samples per organ; paper = every sample, 10 clicks.
-        ("interactive", interactive_task1, common + ["--preset", "quick" if args.preset == "quick" else "full"]),
-        ("interactive (fine-tuned)", interactive_task1,
-         common + ["--preset", "quick" if args.preset == "quick" else "full", "--finetuned", "auto"]),
+        ("interactive", interactive_task1, common + interactive),
+        ("interactive (fine-tuned)", interactive_task1, common + interactive + ["--finetuned", "auto"]),
         ("task 3 train", classify_train_task3, common + ["--preset", args.preset]),
         ("task 3 val", classify_val_task3, common),
     ]
     # Table 3's measured baselines: the same store, split and seed; no SAM model, so no SAM flags.
     baseline = ["--slices", str(args.slices), "--device", args.device, "--seed", str(args.seed), "--results",
-                str(args.results), "--preset", args.preset] + (["--no-progress"] if args.no_progress else [])
+                str(args.results), "--preset", args.preset] + progress
     stages += [(f"baseline {arch}", train_baseline, baseline + ["--arch", arch]) for arch in ("unet", "resunet")]
-    # The 3-D stage: a store of every slice through the organs (the main store keeps organ slices only).
-    # The default phantom's 4 slices are 22.5 mm apart; the 3-D stage gets one validation volume (case 35,
-    # not trained on by Task 2) at 18 slices, 5 mm apart. Task 2's decoders were trained on the main
-    # store: --finetuned-store hands them over, recorded in the results as trained on other data.
+    return stages + three_d_stages(args, common)
+
+
+def three_d_stages(args: argparse.Namespace, common: list[str]) -> list[tuple[str, object, list[str]]]:
+    """The 3-D stage: a store of every slice through the organs (the main store keeps organ slices only).
+
+    The default phantom's 4 slices are 22.5 mm apart; the 3-D stage gets one validation volume (case 35,
+    not trained on by Task 2) at 18 slices, 5 mm apart. Task 2's decoders were trained on the main
+    store: --finetuned-store hands them over, recorded in the results as trained on other data.
+    """
+    import preprocess_slices
+    import segmentation_3d
+
     dense = (["--phantom", "--data-root", str(ROOT / "data" / "phantom_3d"), "--phantom-cases", "35",
               "--phantom-slices", "18"] if args.phantom else ["--data-root", str(args.data_root)])
     common_3d = list(common)
     common_3d[common_3d.index("--slices") + 1] = str(args.slices_3d)
-    stages += [
+    return [
         ("3-D store", preprocess_slices, dense + ["--slice-margin", "2", "--out", str(args.slices_3d), "--seed",
                                                  str(args.seed), "--results", str(args.results / "task3d" / "store")]
          + (["--no-progress"] if args.no_progress else [])),
         ("3-D zero-shot", segmentation_3d, common_3d + ["--finetuned", "none"]),
         ("3-D fine-tuned", segmentation_3d, common_3d + ["--finetuned", "auto", "--finetuned-store", str(args.slices)]),
     ]
+
+
+def run_stage(name: str, module, stage_args: list[str], nproc: int) -> tuple[int, str]:
+    """Run one stage (in this process, or under torchrun on ``nproc`` ranks); return (exit code, command)."""
+    import subprocess
+
+    script = Path(module.__file__).name
+    launch = nproc > 1 and script in SHARDED_SCRIPTS
+    if launch:
+        command = shlex.join(torchrun_command(nproc, script, stage_args))
+    else:
+        command = f"python {script} {shlex.join(stage_args)}"
+    print(f"\n=== {name}: {command}", flush=True)
+    if launch:
+        return subprocess.run(torchrun_command(nproc, script, stage_args), cwd=ROOT).returncode, command
+    return module.main(stage_args), command
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.nproc < 1:
+        print(f"error: --nproc {args.nproc}: give 1 or more ranks", file=sys.stderr)
+        return 1
+    import make_report
+    from utils.core.io import write_json
+
     timings: dict[str, float] = {}
     commands: dict[str, str] = {}
     started = time.perf_counter()
-    for name, module, stage_args in stages:
-        script = Path(module.__file__).name
-        # Only the study's task scripts shard their work over ranks; the others run as one process.
-        launch = args.nproc > 1 and module in (segmentation_task1, finetune_task2, classify_train_task3,
-                                               classify_val_task3)
-        if launch:
-            command = shlex.join(torchrun_command(args.nproc, script, stage_args))
-        else:
-            command = f"python {script} {shlex.join(stage_args)}"
-        print(f"\n=== {name}: {command}", flush=True)
+    for name, module, stage_args in study_stages(args):
         t0 = time.perf_counter()
-        if launch:
-            code = subprocess.run(torchrun_command(args.nproc, script, stage_args), cwd=ROOT).returncode
-        else:
-            code = module.main(stage_args)
+        code, commands[name] = run_stage(name, module, stage_args, args.nproc)
         timings[name] = round(time.perf_counter() - t0, 1)
-        commands[name] = command
         if code:
             print(f"stage '{name}' failed (exit {code}); fix the error above and rerun", file=sys.stderr)
             return code

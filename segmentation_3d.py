@@ -106,8 +106,8 @@ def plan_volumes(store, split: str, cases: list[str]) -> list[VolumeSlices]:
     import nibabel as nib
     import numpy as np
 
+    from utils.core.hashing import file_sha256
     from utils.data.nifti import ras_to_display, source_to_ras
-    from utils.models.sam import file_sha256
     from utils.scaffold.session import fail
 
     margin = store.manifest["settings"].get("slice_margin")

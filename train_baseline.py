@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
-from utils.scaffold.config import add_hyperparameters, checked, new_parser, parse_with_presets  # noqa: E402
+from utils.scaffold.config import add_hyperparameters, new_parser, parse_with_presets  # noqa: E402
 
 # ---------------------------------------------------------------------------------------------
 # Hyperparameters: `paper` is these constants (a GPU run). Edit here, or override any with the flag
@@ -68,23 +68,23 @@ RUN_SETTINGS = ("learning_rate", "lr_decay", "weight_decay", "batch_size", "samp
 
 def parse_args(argv: list[str] | None = None):
     from utils.models.unet import ARCHS
+    from utils.scaffold.flags import RUN, add_flags, flag_group
 
+    # The SAM scripts' data and run flags (utils/scaffold/flags.py); no SAM model, cache or decoder flags.
+    # Declared in the order this script always had (argparse keeps it in config.json and the checkpoints).
     parser = new_parser(__doc__)
     parser.add_argument("--arch", choices=ARCHS, default="unet",
                         help="unet (MONAI UNet, plain units) or resunet (the same with 2 residual units per block)")
-    parser.add_argument("--slices", type=Path, default=ROOT / "data" / "slices",
-                        help="slice store folder made by preprocess_slices.py (default data/slices)")
-    parser.add_argument("--split", choices=("train", "val", "all"), default="val",
-                        help="the (slice, organ) samples to score, as Task 1's --split (default val); "
-                             "training always uses the train split")
-    parser.add_argument("--results", type=Path, default=ROOT / "results", help="results folder (default results/)")
-    parser.add_argument("--checkpoint-dir", type=Path, default=ROOT / "checkpoints" / "baseline",
-                        help="root of the run folders (default checkpoints/baseline)")
-    parser.add_argument("--seed", type=checked(int, "non_negative"), default=0,
-                        help="seed for initialisation, sample order and augmentation (default 0)")
-    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
-    parser.add_argument("--resume", action="store_true", help="continue the run with today's settings")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_flags(parser, ("--slices", "--split", "--results"), split="val",
+              split_help="the (slice, organ) samples to score, as Task 1's --split (default val); "
+                         "training always uses the train split")
+    flag_group(parser, RUN).add_argument("--checkpoint-dir", type=Path, default=ROOT / "checkpoints" / "baseline",
+                                         help="root of the run folders (default checkpoints/baseline)")
+    add_flags(parser, ("--seed", "--device"), seed_help="seed for initialisation, sample order and augmentation "
+                                                        "(default 0)")
+    flag_group(parser, RUN).add_argument("--resume", action="store_true",
+                                         help="continue the run with today's settings")
+    add_flags(parser, ("--no-progress",))
     add_hyperparameters(parser, HYPERPARAMETERS)
     args = parse_with_presets(parser, argv, PRESETS)
     try:
@@ -98,47 +98,45 @@ class Weights:
     """What provenance() states about a model, for a network trained here: its name and best checkpoint."""
 
     def __init__(self, name: str, checkpoint: Path):
-        import hashlib
+        from utils.core.hashing import file_sha256
 
         self.name, self.checkpoint = name, str(checkpoint)
-        self.checkpoint_sha256 = hashlib.sha256(Path(checkpoint).read_bytes()).hexdigest()
+        self.checkpoint_sha256 = file_sha256(checkpoint)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    import os
-
-    import torch
-
-    from utils.core.device import configure_runtime, pick_device
-    from utils.core.organs import organ_name
-    from utils.core.seeding import seed_everything
-    from utils.data.augmentation import AugmentSpec
-    from utils.data.dataset import DataError
-    from utils.data.slice_store import SliceStore
     from utils.eval.baseline import evaluate_baseline_rows
-    from utils.eval.bootstrap import triples
-    from utils.models.unet import build_baseline
-    from utils.report.tables import baseline_table, titled
-    from utils.scaffold.results import config_record, provenance, write_csv, write_results, write_training_curves
-    from utils.scaffold.runs import RunMismatch, load_checkpoint, open_run
-    from utils.scaffold.session import fail, quiet_third_party
-    from utils.train.baseline import SliceLoader, make_baseline_step, training_slices
-    from utils.train.fastpath import grad_scaler, resolve
-    from utils.train.loop import LoopConfig, TrainingDiverged, run_training
+    from utils.scaffold.results import config_record
+    from utils.scaffold.runs import load_checkpoint
+    from utils.scaffold.session import open_session
 
-    quiet_third_party()
-    if args.no_progress:
-        os.environ["TQDM_DISABLE"] = "1"
-    seed_everything(args.seed)
+    session = open_session(args)  # seed, store, device: the SAM scripts' opening without model or cache
+    fast, augment, train, samples = training_data(args, session)
+    run = open_baseline_run(args, session, fast, len(train), len(samples))
+    config = dict(config_record(args), task="baseline", channels=list(args.channels))  # config.json, checkpoints
+    net, history, trained, timing = train_network(args, session, fast, augment, train, samples, run, config)
+    net.load_state_dict(load_checkpoint(run.best)["model"])
+    t0 = time.perf_counter()
+    rows = evaluate_baseline_rows(net, session.store, samples, batch_size=args.eval_batch)
+    timing["score_seconds"] = time.perf_counter() - t0
+    results = results_record(args, session, fast, run, net, history, rows, len(samples), trained, timing)
+    write_outputs(args, session.store, run, history, rows, results, config)
+    print(f"training took {timing['seconds']:.1f} s ({timing['cpu_seconds']:.1f} s CPU) for {trained} epoch(s); "
+          f"best epoch {history['best_epoch']}; wrote {args.results / 'baseline' / args.arch / 'metrics.json'}")
+    return 0
+
+
+def training_data(args, session):
+    """(fast path, augmentation, training samples, scored (slice, organ) samples); user errors exit 1."""
+    from utils.data.augmentation import AugmentSpec
+    from utils.scaffold.session import fail
+    from utils.train.baseline import training_slices
+    from utils.train.fastpath import resolve
+
+    store = session.store
     try:
-        store = SliceStore(args.slices)
-        device = pick_device(args.device)
-    except (DataError, RuntimeError) as exc:
-        raise fail(str(exc)) from exc
-    configure_runtime(device)
-    try:
-        fast = resolve(device, "fp32", args.train_precision)
+        fast = resolve(session.device, "fp32", args.train_precision)
     except ValueError as exc:
         raise fail(str(exc)) from exc
     augment = AugmentSpec(views=args.aug_views, seed=args.seed) if args.aug_views else None
@@ -147,7 +145,15 @@ def main(argv: list[str] | None = None) -> int:
     if not store.indices("train") or not samples:
         raise fail(f"{store.path}: the baseline needs train slices and {args.split} samples; the store has "
                    f"{len(store.indices('train'))} train slices and {len(samples)} {args.split} samples")
+    return fast, augment, train, samples
 
+
+def open_baseline_run(args, session, fast, n_train: int, n_samples: int):
+    """The keyed run folder (store, architecture, resolved settings, seed), said with what will be trained."""
+    from utils.scaffold.runs import RunMismatch, open_run
+    from utils.scaffold.session import fail
+
+    store = session.store
     identity = {"task": "baseline", "arch": args.arch, "store_key": store.key, "split": args.split,
                 "seed": args.seed, "precision": "fp32", **{k: getattr(args, k) for k in RUN_SETTINGS},
                 "train_precision": fast.train_precision}
@@ -156,9 +162,24 @@ def main(argv: list[str] | None = None) -> int:
     except RunMismatch as exc:
         raise fail(str(exc)) from exc
     print(f"{store.description}: {len(store.indices('train'))} training slices x {1 + args.aug_views} view(s) = "
-          f"{len(train)} training samples, "
-          f"{len(samples)} {args.split} samples; {args.arch} on {device}; preset {args.preset}\n{note}")
+          f"{n_train} training samples, "
+          f"{n_samples} {args.split} samples; {args.arch} on {session.device}; preset {args.preset}\n{note}")
+    return run
 
+
+def train_network(args, session, fast, augment, train, samples, run, config: dict):
+    """Build and train the network in the suite's loop; returns (net, history, epochs trained, timing)."""
+    import torch
+
+    from utils.eval.baseline import evaluate_baseline_rows
+    from utils.models.unet import build_baseline
+    from utils.scaffold.runs import RunMismatch
+    from utils.scaffold.session import fail
+    from utils.train.baseline import SliceLoader, make_baseline_step
+    from utils.train.fastpath import grad_scaler
+    from utils.train.loop import LoopConfig, TrainingDiverged, run_training
+
+    store, device = session.store, session.device
     torch.manual_seed(args.seed)
     try:
         net = build_baseline(args.arch, args.channels).to(device)
@@ -172,27 +193,27 @@ def main(argv: list[str] | None = None) -> int:
             group["lr"] = args.learning_rate * args.lr_decay ** epoch
         return base_step(batch, epoch)
 
-    def score() -> dict:
-        return evaluate_baseline_rows(net, store, samples, batch_size=args.eval_batch)
-
     def validate(epoch):
-        rows = score()
+        rows = evaluate_baseline_rows(net, store, samples, batch_size=args.eval_batch)
         return {"val_mDice": rows["none"][0]["mDice"], "val_mDice_in_box": rows["bound_box_crop"][0]["mDice"]}
 
-    config = dict(config_record(args), task="baseline", channels=list(args.channels))
     loop = LoopConfig(epochs=args.epochs, batch_size=args.batch_size, samples_per_epoch=args.samples_per_epoch,
-                      seed=args.seed, monitor="val_mDice", run=run, progress=not args.no_progress, extra=config,
-                      scaler=grad_scaler(fast, device))
+                      seed=args.seed, monitor="val_mDice", run=run, progress=not args.no_progress,
+                      extra=config, scaler=grad_scaler(fast, device))
     started, cpu_started = time.perf_counter(), time.process_time()
     try:
         history, trained = run_training(net, optimizer, train, step, validate, loop, resume=args.resume)
     except (TrainingDiverged, RunMismatch) as exc:
         raise fail(f"{args.arch}: {exc}") from exc
-    seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
-    net.load_state_dict(load_checkpoint(run.best)["model"])
-    t0 = time.perf_counter()
-    rows = score()
-    score_seconds = time.perf_counter() - t0
+    timing = {"seconds": time.perf_counter() - started, "cpu_seconds": time.process_time() - cpu_started}
+    return net, history, trained, timing
+
+
+def write_outputs(args, store, run, history: dict, rows: dict, results: dict, config: dict) -> None:
+    """history.json + curves.png, per_slice.csv (Task 1's), metrics.json, table3_baseline.md, config.json."""
+    from utils.core.organs import organ_name
+    from utils.report.tables import baseline_table, titled
+    from utils.scaffold.results import write_csv, write_results, write_training_curves
 
     out = args.results / "baseline" / args.arch
     curves = {"train_loss": history["train_loss"], "train_dice": history["train_metric"],
@@ -202,31 +223,37 @@ def main(argv: list[str] | None = None) -> int:
     write_training_curves(out, run, history, curves, [
         ("train_loss", "training loss (Dice + CE)"), ("train_dice", "training dice"), ("val_dice", "validation dice"),
         ("val_dice_in_box", "validation dice in box")], title)
-    weights = Weights(args.arch, run.best)
-    meta = provenance(store, weights, device, args.seed, args.split, n_slices=len(store.indices(args.split)),
-                      n_samples=len(samples), preset=args.preset, run=run.record, best_epoch=history["best_epoch"],
-                      training_fast_path=fast.record())
-    results = {"model": args.arch, "checkpoint": weights.checkpoint, "data": store.description, "split": args.split,
-               "n_slices": meta["n_slices"], "preset": args.preset, "run": run.record,
-               "settings": {"epochs": args.epochs, **{k: getattr(args, k) for k in RUN_SETTINGS},
-                            "channels": list(args.channels), "parameters": sum(p.numel() for p in net.parameters()),
-                            "train_precision": fast.train_precision},
-               "prompts": {name: dict(summary, best_epoch=history["best_epoch"]) for name, (summary, _) in rows.items()},
-               "records": {name: triples(records) for name, (_, records) in rows.items()},
-               "provenance": meta,
-               "timing": {"epochs_trained": trained, "train_seconds": round(seconds, 2),
-                          "train_cpu_seconds": round(cpu_seconds, 2),
-                          "seconds_per_epoch": round(seconds / trained, 2) if trained else None,
-                          "score_seconds": round(score_seconds, 2), "device": meta["device"]}}
     write_csv(out / "per_slice.csv", ["prompt", "case", "z", "organ", "dice"],  # Task 1's per-sample file
               [[name, r["case"], r["z"], organ_name(r["organ"]), f"{r['dice']:.6f}"]
                for name, (_, records) in rows.items() for r in records])
     write_results(out, results, {"table3_baseline.md": titled(f"Table 3 baseline: {args.arch}", baseline_table(results))},
                   config)
     print(f"\n{baseline_table(results)}")
-    print(f"training took {seconds:.1f} s ({cpu_seconds:.1f} s CPU) for {trained} epoch(s); best epoch "
-          f"{history['best_epoch']}; wrote {out / 'metrics.json'}")
-    return 0
+
+
+def results_record(args, session, fast, run, net, history: dict, rows: dict, n_samples: int, trained: int,
+                   timing: dict) -> dict:
+    """metrics.json: Task 1's schema (prompts = the two rows), per-sample records, provenance and timing."""
+    from utils.eval.bootstrap import triples
+    from utils.scaffold.results import provenance
+
+    store, seconds = session.store, timing["seconds"]
+    weights = Weights(args.arch, run.best)
+    meta = provenance(store, weights, session.device, args.seed, args.split, n_slices=len(store.indices(args.split)),
+                      n_samples=n_samples, preset=args.preset, run=run.record, best_epoch=history["best_epoch"],
+                      training_fast_path=fast.record())
+    return {"model": args.arch, "checkpoint": weights.checkpoint, "data": store.description, "split": args.split,
+            "n_slices": meta["n_slices"], "preset": args.preset, "run": run.record,
+            "settings": {"epochs": args.epochs, **{k: getattr(args, k) for k in RUN_SETTINGS},
+                         "channels": list(args.channels), "parameters": sum(p.numel() for p in net.parameters()),
+                         "train_precision": fast.train_precision},
+            "prompts": {name: dict(summary, best_epoch=history["best_epoch"]) for name, (summary, _) in rows.items()},
+            "records": {name: triples(records) for name, (_, records) in rows.items()},
+            "provenance": meta,
+            "timing": {"epochs_trained": trained, "train_seconds": round(seconds, 2),
+                       "train_cpu_seconds": round(timing["cpu_seconds"], 2),
+                       "seconds_per_epoch": round(seconds / trained, 2) if trained else None,
+                       "score_seconds": round(timing["score_seconds"], 2), "device": meta["device"]}}
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import cv2
 import nibabel as nib
@@ -179,7 +180,7 @@ def test_rerun_skips_and_config_change_rewrites(tmp_path):
 
 
 def test_changed_generator_code_rewrites_a_kept_phantom(tmp_path, monkeypatch):
-    import utils.data.phantom as phantom
+    import utils.data.phantom.writing as phantom
 
     raw = write_phantom_dataset(tmp_path, SMALL, progress=False)
     kept = raw / "Training" / "img" / "img0001.nii.gz"
@@ -200,3 +201,19 @@ def test_refuses_to_overwrite_real_data(tmp_path):
     with pytest.raises(FileExistsError):
         write_phantom_dataset(tmp_path, SMALL, progress=False)
     assert real.read_bytes() == b"not a phantom"
+
+
+def test_generator_digest_covers_every_module_of_the_phantom_package():
+    import sys
+
+    import utils.data.phantom.writing as writing
+    from utils.core.hashing import files_digest
+
+    loaded = {Path(m.__file__).resolve() for name, m in list(sys.modules.items())
+              if name == "utils.data.phantom" or name.startswith("utils.data.phantom.")}
+    assert {p.name for p in loaded} >= {"anatomy.py", "organs.py", "tissues.py", "volume.py", "writing.py"}
+    files = writing._generator_files()
+    assert loaded <= set(files)  # every module a volume is made with is hashed (test_hashing: any edit shows)
+    assert writing._generator_digest() == files_digest(files, 16)
+    marker = writing._marker(PhantomConfig())
+    assert marker["generator_sha256"] == files_digest(files, 16) and marker["generator"] == "utils/data/phantom"

@@ -1,8 +1,9 @@
-"""Foundations every stage uses: atomic files, seeding, device and precision, torchrun, the 13 organs.
+"""Foundations every stage uses: atomic files, hashing, seeding, device and precision, torchrun, the 13 organs.
 
 Modules:
 - ``device``: The one place that picks a torch device and sets the process up to run fast on it.
 - ``distributed``: Several processes on one job.
+- ``hashing``: Digests of files and short keys of settings: the one place the suite hashes anything.
 - ``io``: Atomic writes.
 - ``organs``: The 13 BTCV organs, in label order (label value = index + 1; 0 is background).
 - ``precision``: Mixed precision.
@@ -38,6 +39,7 @@ from utils.core.distributed import (  # noqa: F401
     solo,
     world_size,
 )
+from utils.core.hashing import file_sha256, files_digest, json_key, short_digest  # noqa: F401
 from utils.core.io import atomic_path, read_json, write_json, write_text  # noqa: F401
 from utils.core.organs import MAX_LABEL, NUM_ORGANS, ORGAN_TITLES, ORGANS, organ_name, organ_title  # noqa: F401
 from utils.core.precision import PRECISIONS, autocast  # noqa: F401

@@ -4,7 +4,7 @@ Modules:
 - ``augmentation``: Task 2's augmentation (random flip, rotation, intensity shift), deterministic per slice and view.
 - ``dataset``: Finding BTCV volumes on disk, splitting them 24/6, and loading them through MONAI.
 - ``nifti``: Predicted label maps back onto the source CT's own voxel grid, as NIfTI files that open over the CT.
-- ``phantom``: A synthetic, deterministic abdominal CT phantom in BTCV format (the suite's stand-in for BTCV).
+- ``phantom``: A synthetic, deterministic abdominal CT phantom in BTCV format (a package: anatomy, tissues, organs, volume, writing).
 - ``slice_store``: The 2-D slice store.
 """
 from utils.data.augmentation import AugmentSpec, augment_view  # noqa: F401
@@ -45,6 +45,7 @@ from utils.data.slice_store import (  # noqa: F401
     build_store,
     iter_organ_masks,
     resolve_store,
+    store_settings,
     store_key,
     tight_box,
     volume_to_display,

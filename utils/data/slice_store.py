@@ -20,7 +20,6 @@ changed inputs or settings give a new key, hence a new store, never a mix.
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import shutil
 import warnings
@@ -31,20 +30,14 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from utils.data.dataset import CaseFiles, DataError, discover_cases, load_volume
+from utils.core.hashing import file_sha256, short_digest
 from utils.core.io import read_json, write_json, write_text
 from utils.core.organs import NUM_ORGANS
+from utils.data.dataset import CaseFiles, DataError, discover_cases, load_volume
 
 STORE_FORMAT_VERSION = 1
+STORE_KEY_LENGTH = 16  # hex digits of the store-<key> folder name
 DEFAULT_WINDOW = (-175.0, 250.0)  # MONAI's BTCV tutorials' soft-tissue window, in HU
-
-
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def volume_to_display(axial_ras: np.ndarray) -> np.ndarray:
@@ -163,11 +156,26 @@ def resolve_store(path: Path) -> Path:
 
 def store_key(cases: Sequence[CaseFiles], digests: dict[str, str], settings: dict) -> str:
     """Hash of everything the store's contents depend on."""
-    h = hashlib.sha256()
-    h.update(repr(sorted(settings.items())).encode())
-    for c in cases:
-        h.update(f"{c.case_id}|{c.split}|{digests[str(c.image)]}|{digests[str(c.label)]}\n".encode())
-    return h.hexdigest()[:16]
+    # repr of the sorted settings, not JSON: the serialisation every existing store's key was made with.
+    text = repr(sorted(settings.items())) + "".join(
+        f"{c.case_id}|{c.split}|{digests[str(c.image)]}|{digests[str(c.label)]}\n" for c in cases)
+    return short_digest(text, STORE_KEY_LENGTH)
+
+
+def store_settings(window: tuple[float, float] = DEFAULT_WINDOW, slice_margin: int | None = None) -> dict:
+    """The settings a store's contents depend on (part of its key): format, HU window, slice filter."""
+    settings = {
+        "format_version": STORE_FORMAT_VERSION,
+        "window_hu": [float(window[0]), float(window[1])],
+        "orientation": "RAS volume -> display (row 0 anterior, column 0 patient right)",
+        "slice_filter": "at least one organ label > 0",
+    }
+    if slice_margin is not None:  # absent for Tasks 1-3's stores, so their keys stay as they were
+        if int(slice_margin) != slice_margin or slice_margin < 0:
+            raise ValueError(f"slice_margin must be an integer >= 0, got {slice_margin}")
+        settings["slice_filter"] = "every slice from the lowest organ slice - margin to the highest + margin"
+        settings["slice_margin"] = int(slice_margin)
+    return settings
 
 
 def build_store(
@@ -186,24 +194,9 @@ def build_store(
         hence of its key (and of its embedding cache's).
     Returns (store path, summary). A store with the same key is reused as is.
     """
-    from tqdm import tqdm
-
     cases, layout = discover_cases(data_root)
-    digests = {}
-    for c in cases:
-        for p in (c.image, c.label):
-            digests[str(p)] = _file_digest(p)
-    settings = {
-        "format_version": STORE_FORMAT_VERSION,
-        "window_hu": [float(window[0]), float(window[1])],
-        "orientation": "RAS volume -> display (row 0 anterior, column 0 patient right)",
-        "slice_filter": "at least one organ label > 0",
-    }
-    if slice_margin is not None:  # absent for Tasks 1-3's stores, so their keys stay as they were
-        if int(slice_margin) != slice_margin or slice_margin < 0:
-            raise ValueError(f"slice_margin must be an integer >= 0, got {slice_margin}")
-        settings["slice_filter"] = "every slice from the lowest organ slice - margin to the highest + margin"
-        settings["slice_margin"] = int(slice_margin)
+    digests = {str(p): file_sha256(p) for c in cases for p in (c.image, c.label)}
+    settings = store_settings(window, slice_margin)
     key = store_key(cases, digests, settings)
     out_dir = Path(out_dir)
     final = out_dir / f"store-{key}"
@@ -221,75 +214,95 @@ def build_store(
     if tmp.exists():
         shutil.rmtree(tmp)
     (tmp / "slices").mkdir(parents=True)
-    rows: list[dict] = []
-    organ_rows: list[list] = []
-    skipped_empty: list[str] = []
     try:
-        for case in tqdm(cases, desc="volumes", unit="vol", disable=not progress):
-            volume = load_volume(case, window)
-            organ_slices = np.flatnonzero(volume.label.reshape(-1, volume.label.shape[2]).any(axis=0))
-            if organ_slices.size == 0:
-                warnings.warn(f"{case.label}: no organ label in this volume; skipped")
-                skipped_empty.append(str(case.label))
-                continue
-            if slice_margin is not None:
-                first = max(int(organ_slices[0]) - slice_margin, 0)
-                organ_slices = np.arange(first, min(int(organ_slices[-1]) + slice_margin + 1, volume.label.shape[2]))
-            # Display rows run along RAS axis 1 (y), columns along axis 0 (x).
-            spacing = (volume.spacing[1], volume.spacing[0])
-            for z in organ_slices:
-                image = volume_to_display(volume.image[:, :, z])
-                label = volume_to_display(volume.label[:, :, z])
-                name = f"{case.case_id}_{int(z):03d}.npz"
-                buffer = io.BytesIO()
-                np.savez_compressed(buffer, image=image.astype(np.float16), label=label)
-                (tmp / "slices" / name).write_bytes(buffer.getvalue())
-                present, counts = np.unique(label[label > 0], return_counts=True)
-                organs = {str(int(o)): int(n) for o, n in zip(present, counts)}
-                index = len(rows)
-                rows.append({"file": name, "case": case.case_id, "z": int(z), "split": case.split,
-                             "organs": organs, "spacing": list(spacing)})
-                for o in present:
-                    organ_rows.append([index, case.case_id, int(z), case.split, int(o), organs[str(int(o))],
-                                       *tight_box(label == o)])
+        rows, organ_rows, skipped_empty = _cut_slices(cases, window, slice_margin, tmp / "slices", progress)
         if not rows:
             raise DataError(f"{data_root}: no volume holds any organ label; nothing to store")
-        summary = {
-            "layout": layout,
-            "volumes": len(cases) - len(skipped_empty),
-            "skipped_empty_volumes": skipped_empty,
-            "slices": len(rows),
-            "slices_without_organ": sum(not r["organs"] for r in rows),
-            "slices_per_split": {s: sum(r["split"] == s for r in rows) for s in ("train", "val")},
-            "organ_samples": len(organ_rows),
-            "organ_samples_per_label": {str(o): sum(r[4] == o for r in organ_rows) for o in range(1, NUM_ORGANS + 1)},
-        }
-        write_json(tmp / "index.json", {"slices": rows})
-        with open(tmp / "organs.csv", "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(["slice", "case", "z", "split", "organ", "pixels", "x0", "y0", "x1", "y1"])
-            writer.writerows(organ_rows)
-        write_json(
-            tmp / "manifest.json",
-            {
-                "key": key,
-                "data": data_description,
-                "data_root": str(Path(data_root).resolve()),
-                "settings": settings,
-                "inputs": [
-                    {"case": c.case_id, "split": c.split, "image": str(c.image), "label": str(c.label),
-                     "image_sha256": digests[str(c.image)], "label_sha256": digests[str(c.label)]}
-                    for c in cases
-                ],
-                "summary": summary,
-            },
-        )
+        summary = _summary(layout, len(cases), skipped_empty, rows, organ_rows)
+        _write_tables(tmp, rows, organ_rows)
+        write_json(tmp / "manifest.json", {
+            "key": key,
+            "data": data_description,
+            "data_root": str(Path(data_root).resolve()),
+            "settings": settings,
+            "inputs": _inputs(cases, digests),
+            "summary": summary,
+        })
         tmp.rename(final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     write_text(out_dir / "current", final.name + "\n")
     return final, dict(summary, reused=False)
+
+
+def _cut_slices(cases: Sequence[CaseFiles], window: tuple[float, float], slice_margin: int | None, folder: Path,
+                progress: bool) -> tuple[list[dict], list[list], list[str]]:
+    """Write each kept axial slice of every volume to ``folder`` as ``<case>_<z:03d>.npz``; return the
+    index rows (one per slice), the organ rows (one per slice and organ, with its tight box) and the label
+    files skipped for holding no organ."""
+    from tqdm import tqdm
+
+    rows: list[dict] = []
+    organ_rows: list[list] = []
+    skipped_empty: list[str] = []
+    for case in tqdm(cases, desc="volumes", unit="vol", disable=not progress):
+        volume = load_volume(case, window)
+        organ_slices = np.flatnonzero(volume.label.reshape(-1, volume.label.shape[2]).any(axis=0))
+        if organ_slices.size == 0:
+            warnings.warn(f"{case.label}: no organ label in this volume; skipped")
+            skipped_empty.append(str(case.label))
+            continue
+        if slice_margin is not None:
+            first = max(int(organ_slices[0]) - slice_margin, 0)
+            organ_slices = np.arange(first, min(int(organ_slices[-1]) + slice_margin + 1, volume.label.shape[2]))
+        # Display rows run along RAS axis 1 (y), columns along axis 0 (x).
+        spacing = (volume.spacing[1], volume.spacing[0])
+        for z in organ_slices:
+            image = volume_to_display(volume.image[:, :, z])
+            label = volume_to_display(volume.label[:, :, z])
+            name = f"{case.case_id}_{int(z):03d}.npz"
+            buffer = io.BytesIO()
+            np.savez_compressed(buffer, image=image.astype(np.float16), label=label)
+            (folder / name).write_bytes(buffer.getvalue())
+            present, counts = np.unique(label[label > 0], return_counts=True)
+            organs = {str(int(o)): int(n) for o, n in zip(present, counts)}
+            index = len(rows)
+            rows.append({"file": name, "case": case.case_id, "z": int(z), "split": case.split,
+                         "organs": organs, "spacing": list(spacing)})
+            for o in present:
+                organ_rows.append([index, case.case_id, int(z), case.split, int(o), organs[str(int(o))],
+                                   *tight_box(label == o)])
+    return rows, organ_rows, skipped_empty
+
+
+def _inputs(cases: Sequence[CaseFiles], digests: dict[str, str]) -> list[dict]:
+    """The manifest's record of every source volume: case, split, files and their SHA-256."""
+    return [{"case": c.case_id, "split": c.split, "image": str(c.image), "label": str(c.label),
+             "image_sha256": digests[str(c.image)], "label_sha256": digests[str(c.label)]} for c in cases]
+
+
+def _summary(layout: str, n_cases: int, skipped_empty: list[str], rows: list[dict], organ_rows: list[list]) -> dict:
+    """The manifest's summary: volumes, slices and (slice, organ) samples, per split and per organ."""
+    return {
+        "layout": layout,
+        "volumes": n_cases - len(skipped_empty),
+        "skipped_empty_volumes": skipped_empty,
+        "slices": len(rows),
+        "slices_without_organ": sum(not r["organs"] for r in rows),
+        "slices_per_split": {s: sum(r["split"] == s for r in rows) for s in ("train", "val")},
+        "organ_samples": len(organ_rows),
+        "organ_samples_per_label": {str(o): sum(r[4] == o for r in organ_rows) for o in range(1, NUM_ORGANS + 1)},
+    }
+
+
+def _write_tables(folder: Path, rows: list[dict], organ_rows: list[list]) -> None:
+    """``index.json`` (one record per slice) and ``organs.csv`` (one row per slice and organ)."""
+    write_json(folder / "index.json", {"slices": rows})
+    with open(folder / "organs.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["slice", "case", "z", "split", "organ", "pixels", "x0", "y0", "x1", "y1"])
+        writer.writerows(organ_rows)
 
 
 def iter_organ_masks(label: np.ndarray, organs: Iterable[int]) -> Iterable[tuple[int, np.ndarray]]:

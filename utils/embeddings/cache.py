@@ -16,7 +16,6 @@ Kinds: ``base`` has one row per store slice; ``aug`` has ``views`` rows per trai
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import asdict
 from pathlib import Path
 from typing import Sequence
@@ -25,6 +24,7 @@ import numpy as np
 import torch
 
 from utils.core import distributed
+from utils.core.hashing import short_digest
 from utils.core.precision import autocast
 from utils.data.augmentation import AugmentSpec
 from utils.data.slice_store import SliceStore
@@ -34,7 +34,7 @@ from utils.models.sam import SamModel
 
 # 2: "precision" became "encoder_precision"; 3: "input_probe" (a digest of the preprocessed first slice)
 CACHE_FORMAT_VERSION = 3
-DEFAULT_CACHE_ROOT = Path(__file__).resolve().parent.parent / "data" / "embeddings"
+DEFAULT_CACHE_ROOT = Path(__file__).resolve().parents[2] / "data" / "embeddings"
 
 
 def input_probe(model: SamModel, store: SliceStore) -> str:
@@ -47,7 +47,7 @@ def input_probe(model: SamModel, store: SliceStore) -> str:
     if len(store) == 0:
         return "empty"
     x = model.prepare_image(store.load(0)[0]).cpu().numpy().astype(np.float32)
-    return hashlib.sha256(x.tobytes()).hexdigest()[:16]
+    return short_digest(x.tobytes(), 16)
 
 
 def _augmented_label_shape(store: SliceStore, index: SampleIndex) -> tuple[int, int]:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import mmap
 import os
@@ -28,6 +27,7 @@ from typing import Sequence
 
 import numpy as np
 
+from utils.core.hashing import json_key
 from utils.core.io import atomic_path, write_json
 
 
@@ -79,7 +79,7 @@ class MappedNpy:
 
 def signature_key(signature: dict) -> str:
     """16 hex digits of the signature's SHA-256 (sorted keys, so field order does not matter)."""
-    return hashlib.sha256(json.dumps(signature, sort_keys=True).encode()).hexdigest()[:16]
+    return json_key(signature, 16)
 
 
 class EmbeddingStorage:

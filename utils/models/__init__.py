@@ -13,7 +13,6 @@ from utils.models.sam import (  # noqa: F401
     CheckpointError,
     SamModel,
     build_lite_medsam,
-    file_sha256,
     load_decoder_checkpoint,
     load_model,
     to_uint8,

@@ -15,7 +15,6 @@ Images come in as float (H, W) slices in [0, 1] (the slice store's window). Coor
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +23,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-CHECKPOINT_DIR = Path(__file__).resolve().parent.parent / "checkpoints"
+from utils.core.hashing import file_sha256
+
+CHECKPOINT_DIR = Path(__file__).resolve().parents[2] / "checkpoints"  # the repository's, beside the scripts
 
 SAM_CHECKPOINTS = {
     "vit_h": "sam_vit_h_4b8939.pth",
@@ -108,14 +109,6 @@ class SamModel:
 def to_uint8(image: np.ndarray) -> np.ndarray:
     """float slice in [0, 1] -> uint8 0..255 (the image SAM's predictor expects)."""
     return np.clip(np.round(image * 255.0), 0, 255).astype(np.uint8)
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _load_state(path: Path, name: str) -> dict:

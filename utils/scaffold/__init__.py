@@ -3,10 +3,10 @@ device, cache, decoders), run folders and hand-offs, results files.
 
 Modules:
 - ``config``: nanoGPT-style configuration.
-- ``flags``: The flags every task script shares, in groups (data / model / run), and the task parser that adds a script's own hyperparameter constants to them.
+- ``flags``: The flags task scripts share, in groups (data / SAM model / decoder / run) a script takes as it needs them, and the task parser.
 - ``results``: What every results file says about where its numbers came from (:func:`provenance`), and writing results files.
 - ``runs``: Run folders keyed like the caches, checked resume, and checked hand-offs between tasks.
-- ``session``: The opening of every task script's ``main``.
+- ``session``: The opening of every task script's ``main``: store and device (the baselines), plus SAM model and cache.
 """
 from utils.scaffold.config import (  # noqa: F401
     CHECKS,
@@ -16,7 +16,17 @@ from utils.scaffold.config import (  # noqa: F401
     parse_with_presets,
     typed_destinations,
 )
-from utils.scaffold.flags import SPLITS, add_common_args, add_finetuned_args, new_task_parser  # noqa: F401
+from utils.scaffold.flags import (  # noqa: F401
+    SPLITS,
+    add_common_args,
+    add_data_args,
+    add_decoder_args,
+    add_finetuned_args,
+    add_run_args,
+    add_sam_args,
+    flag_group,
+    new_task_parser,
+)
 from utils.scaffold.results import (  # noqa: F401
     config_record,
     provenance,
@@ -38,4 +48,13 @@ from utils.scaffold.runs import (  # noqa: F401
     run_key,
     runs_in,
 )
-from utils.scaffold.session import DecoderChoice, Experiment, fail, open_decoders, open_experiment, quiet_third_party  # noqa: F401
+from utils.scaffold.session import (  # noqa: F401
+    DecoderChoice,
+    Experiment,
+    Session,
+    fail,
+    open_decoders,
+    open_experiment,
+    open_session,
+    quiet_third_party,
+)

@@ -21,8 +21,6 @@ a 50-epoch run are a 3-epoch run, and ``--resume --epochs 50`` extends a 3-epoch
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
-import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,8 +28,10 @@ from typing import Any
 
 import torch
 
+from utils.core.hashing import json_key
 from utils.core.io import read_json, write_json, write_text
 
+RUN_KEY_LENGTH = 12  # hex digits of the run-<key> folder name
 # Identity fields a later task needs to match to reuse a run's weights (the rest may differ).
 DATA_FIELDS = ("model", "checkpoint_sha256", "store_key")
 
@@ -41,7 +41,8 @@ class RunMismatch(ValueError):
 
 
 def run_key(identity: dict) -> str:
-    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    """12 hex digits naming a run's folder (run-<key>), from its identity (see :func:`utils.core.hashing.json_key`)."""
+    return json_key(identity, RUN_KEY_LENGTH)
 
 
 def differences(old: dict, new: dict, fields: tuple[str, ...] | None = None) -> list[str]:

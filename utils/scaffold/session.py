@@ -1,5 +1,6 @@
-"""The opening of every task script's ``main``: seed, slice store, model, device, embedding cache
-(:func:`open_experiment`), and the decoders a script decodes with (:func:`open_decoders`).
+"""The opening of every task script's ``main``: seed, slice store and device (:func:`open_session`, all
+the supervised baselines need), plus the SAM model and its embedding cache (:func:`open_experiment`),
+and the decoders a script decodes with (:func:`open_decoders`).
 """
 from __future__ import annotations
 
@@ -15,10 +16,19 @@ import torch
 from utils.core import distributed
 from utils.core.device import auto_batch, configure_runtime, pick_device
 from utils.core.seeding import seed_everything
+from utils.data.dataset import DataError
 from utils.data.slice_store import SliceStore
 from utils.embeddings.cache import EmbeddingCache
 from utils.embeddings.storage import CacheError
 from utils.models.sam import CheckpointError, SamModel, load_model
+
+
+@dataclass
+class Session:
+    """What every script opens: the slice store and the device it runs on."""
+
+    store: SliceStore
+    device: torch.device
 
 
 @dataclass
@@ -41,22 +51,27 @@ def fail(message: str) -> "SystemExit":
     return SystemExit(1)
 
 
+def open_session(args: argparse.Namespace) -> Session:
+    """Seed, open the store (``args.slices``), pick the device (``args.device``) and set the process up to
+    run on it: the part of :func:`open_experiment` that needs no SAM model, which is all a supervised
+    baseline opens. Reads the data and run flags (:mod:`utils.scaffold.flags`); user errors exit 1 with the
+    reason. Single-process: it does not join a torchrun group."""
+    session = _seed_store_device(args, join_distributed=False)
+    configure_runtime(session.device)
+    return session
+
+
 def open_experiment(args: argparse.Namespace) -> Experiment:
     """Seed, then open the store, load the model on the chosen device and open its embedding cache.
 
     Under torchrun it first joins the process group (:func:`utils.core.distributed.init`); each rank then uses
     ``cuda:LOCAL_RANK`` when the device is a GPU. Under plain ``python`` nothing changes.
     """
-    from utils.data.dataset import DataError
-
-    quiet_third_party()
-    distributed.init()
-    if args.no_progress:
-        os.environ["TQDM_DISABLE"] = "1"
-    seed_everything(args.seed)
+    session = _seed_store_device(args, join_distributed=True)
+    store, device = session.store, session.device
     try:
-        store = SliceStore(args.slices)
-        device = distributed.device_for_rank(pick_device(args.device))
+        # The model is loaded before configure_runtime raises glibc's thresholds (utils.core.device):
+        # the checkpoint's freed buffers go back to the OS.
         model = load_model(args.model, args.checkpoint, device)
         configure_runtime(device)
         args.encode_batch = auto_batch(device, "encode", args.encode_batch)
@@ -66,6 +81,25 @@ def open_experiment(args: argparse.Namespace) -> Experiment:
     except (DataError, CheckpointError, CacheError, RuntimeError, ValueError) as exc:
         raise fail(str(exc)) from exc
     return Experiment(store, model, device, cache)
+
+
+def _seed_store_device(args: argparse.Namespace, join_distributed: bool) -> Session:
+    """Quiet third-party warnings, (join torchrun's group,) honour --no-progress, seed, open the store and
+    pick the device (``cuda:LOCAL_RANK`` under torchrun when it is a GPU)."""
+    quiet_third_party()
+    if join_distributed:
+        distributed.init()
+    if args.no_progress:
+        os.environ["TQDM_DISABLE"] = "1"
+    seed_everything(args.seed)
+    try:
+        store = SliceStore(args.slices)
+        device = pick_device(args.device)
+        if join_distributed:
+            device = distributed.device_for_rank(device)
+    except (DataError, RuntimeError, ValueError) as exc:
+        raise fail(str(exc)) from exc
+    return Session(store, device)
 
 
 @dataclass
