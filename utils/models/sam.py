@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-CHECKPOINT_DIR = Path(__file__).resolve().parent.parent / "checkpoints"
+CHECKPOINT_DIR = Path(__file__).resolve().parents[2] / "checkpoints"  # the repository's (utils/models/sam.py)
 
 SAM_CHECKPOINTS = {
     "vit_h": "sam_vit_h_4b8939.pth",

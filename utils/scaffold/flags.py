@@ -15,7 +15,7 @@ from utils.embeddings.cache import DEFAULT_CACHE_ROOT
 from utils.models.sam import MODEL_NAMES
 from utils.scaffold.config import add_hyperparameters, checked, new_parser
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the repository (utils/scaffold/flags.py)
 SPLITS = ("train", "val", "all")
 
 
