@@ -141,7 +141,7 @@ def write_training_outputs(args, exp, prompt_type: str, decoder, fast, run, conf
     write_training_curves(out, run, history, curves, [("train_loss", "training loss"), ("train_accuracy",
                           "training accuracy"), ("val_accuracy", "validation accuracy")], title)
     meta = provenance(exp.store, exp.model, exp.device, args.seed, "val", precision=args.precision,
-                      encoder_precision=args.encoder_precision, n_slices=len(exp.cache.rows_for("val")),
+                      encoder_precision=args.encoder_precision, n_slices=len(exp.cache.index.rows_for("val")),
                       preset=args.preset, run=run.record, starting_weights=decoder.source,
                       starting_run=decoder.record, training_fast_path=fast.record())
     write_results(out, {"model": exp.model.name, "prompt": prompt_type, "preset": args.preset,
@@ -173,11 +173,11 @@ def main(argv: list[str] | None = None) -> int:
     cache = exp.cache
     decoder = open_decoders(args, exp, [prompt_type])[prompt_type]
     print(f"starting weights: {decoder.source}")
-    train_rows, val_rows = cache.rows_for("train"), cache.rows_for("val")
+    train_rows, val_rows = cache.index.rows_for("train"), cache.index.rows_for("val")
     if not train_rows or not val_rows:
         raise fail(f"{exp.store.path}: Task 3 needs train and val slices in the store")
     cache.ensure(train_rows + val_rows, batch_size=args.encode_batch, progress=not args.no_progress)
-    train_samples, val_samples = cache.samples(train_rows), cache.samples(val_rows)
+    train_samples, val_samples = cache.index.samples(train_rows), cache.index.samples(val_rows)
     module, classifier, prompt_encoder, mask_decoder = build_classifier(args, exp, decoder)
     optimizer = torch.optim.Adam(classifier.parameter_groups(args.learning_rate, args.head_learning_rate))
     loss_fn = torch.nn.CrossEntropyLoss()

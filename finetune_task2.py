@@ -113,7 +113,7 @@ def prepare_data(args, exp) -> TrainingData:
     from utils.train.fastpath import ResidentEmbeddings
 
     cache = exp.cache
-    train_rows, val_rows = cache.rows_for("train"), cache.rows_for("val")
+    train_rows, val_rows = cache.index.rows_for("train"), cache.index.rows_for("val")
     if not train_rows or not val_rows:
         raise fail(f"{exp.store.path}: fine-tuning needs train and val slices; the store has {len(train_rows)} "
                    f"train and {len(val_rows)} val")
@@ -125,10 +125,10 @@ def prepare_data(args, exp) -> TrainingData:
                              root=args.cache_dir, encoder_precision=args.encoder_precision)
         aug.ensure(batch_size=args.encode_batch, progress=not args.no_progress)
         caches.append(aug)
-    train = [(0, r, o) for r, o in cache.samples(train_rows)]
+    train = [(0, r, o) for r, o in cache.index.samples(train_rows)]
     if len(caches) > 1:
-        train += [(1, r, o) for r, o in caches[1].samples(range(len(caches[1])))]
-    val = cache.samples(val_rows)
+        train += [(1, r, o) for r, o in caches[1].index.samples(range(len(caches[1])))]
+    val = cache.index.samples(val_rows)
     val_epoch = val
     if args.val_samples and args.val_samples < len(val):
         generator = torch.Generator().manual_seed(args.seed)
@@ -399,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     meta = provenance(exp.store, exp.model, exp.device, args.seed, "val", precision=args.precision,
-                      encoder_precision=args.encoder_precision, n_slices=len(exp.cache.rows_for("val")),
+                      encoder_precision=args.encoder_precision, n_slices=len(exp.cache.index.rows_for("val")),
                       preset=args.preset, runs={p: o["run"].record for p, o in outcomes.items()},
                       box_jitter=args.box_jitter, training_fast_path=data.fast.record())
     results = {k: meta[k] for k in ("model", "checkpoint", "data", "split")}

@@ -115,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     from utils.core.seeding import seed_everything
     from utils.data.augmentation import AugmentSpec
     from utils.data.dataset import DataError
+    from utils.data.samples import SampleIndex
     from utils.data.slice_store import SliceStore
     from utils.eval.baseline import evaluate_baseline_rows
     from utils.eval.bootstrap import triples
@@ -143,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         raise fail(str(exc)) from exc
     augment = AugmentSpec(views=args.aug_views, seed=args.seed) if args.aug_views else None
     train = training_slices(store, augment)
-    samples = store.samples(args.split)  # Task 1's list: (store row, organ), rows in order, organs ascending
+    samples = SampleIndex(store).split_samples(args.split)  # Task 1's list: (store row, organ), rows in order
     if not store.indices("train") or not samples:
         raise fail(f"{store.path}: the baseline needs train slices and {args.split} samples; the store has "
                    f"{len(store.indices('train'))} train slices and {len(samples)} {args.split} samples")

@@ -150,7 +150,7 @@ class RandomEmbeddings:
     as stored), so a ViT-B-shaped run needs no ViT-B encoder pass (11.6 s per slice on this CPU)."""
 
     def __init__(self, model, store):
-        from utils.embeddings.samples import SampleIndex
+        from utils.data.samples import SampleIndex
 
         self.model, self.store = model, store
         self.index = SampleIndex(store, None)
@@ -231,7 +231,7 @@ def bench_training(device: torch.device, compile_on_cpu: bool = False) -> dict:
         model = cache.model
         for p in model.sam.parameters():
             p.requires_grad_(False)
-        samples = [(0, r, o) for r, o in cache.samples(range(len(cache)))]
+        samples = [(0, r, o) for r, o in cache.index.samples(range(len(cache)))]
         for batch_size in (16, 64):
             pool = (samples * (1 + (per_round * batch_size) // len(samples)))[: per_round * batch_size]
             order = np.arange(len(pool))
@@ -331,7 +331,7 @@ def bench_decoder(device: torch.device) -> list[dict]:
     for precision in ["fp32", *fast_precisions(device)]:
         cache = EmbeddingCache(model, store, root=BENCH_DATA / "cache")
         cache.ensure(progress=False)
-        samples = cache.samples(range(len(cache)))
+        samples = cache.index.samples(range(len(cache)))
         batch = auto_batch(device, "decode")
         evaluate_prompt(cache, samples[:batch], "bound_box", batch_size=batch, precision=precision)  # warm-up
         sync(device)
@@ -415,7 +415,7 @@ def suite_task1(model, store, prompt_types, precision: str, encoder_precision: s
     decode_start = time.perf_counter()
     dice = {}
     for prompt_type in prompt_types:
-        _, records = evaluate_prompt(cache, cache.samples(range(len(cache))), prompt_type, seed=seed,
+        _, records = evaluate_prompt(cache, cache.index.samples(range(len(cache))), prompt_type, seed=seed,
                                      batch_size=auto_batch(model.device, "decode"), precision=precision)
         dice.update({(r["row"], r["organ"], prompt_type): r["dice"] for r in records})
     sync(model.device)

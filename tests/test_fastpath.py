@@ -23,7 +23,7 @@ PROMPT = "three_random_points"  # random draws: prompts differ per epoch and per
 def setup(tiny_study):
     model = load_model("lite_medsam")
     cache = EmbeddingCache(model, tiny_study["store"], root=tiny_study["cache"])
-    samples = cache.samples(cache.rows_for("train"))
+    samples = cache.index.split_samples("train")
     rng = np.random.default_rng(0)
     batch = [(0, *samples[i]) for i in rng.choice(len(samples), size=min(12, len(samples)), replace=False)]
     return model, cache, batch
