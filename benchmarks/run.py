@@ -201,7 +201,6 @@ def bench_training(device: torch.device, compile_on_cpu: bool = False) -> dict:
     """Task 2 / Task 3 training steps, exact vs fast path, interleaved; samples/s wall and per CPU second."""
     import copy
 
-    from finetune_task2 import make_step
     from modified_classifier import ClassifyingMaskDecoder
     from utils.data.slice_store import SliceStore
     from utils.embeddings.cache import EmbeddingCache
@@ -209,6 +208,7 @@ def bench_training(device: torch.device, compile_on_cpu: bool = False) -> dict:
     from utils.inference.decoding import predict_masks_paired
     from utils.models.sam import load_model
     from utils.train.fastpath import CompiledOrEager, ResidentEmbeddings, batches, grad_scaler
+    from utils.train.decoder_step import make_step
     from utils.train.loop import backward_step
 
     per_round, rounds = TRAINING_PLAN[device.type]
@@ -318,12 +318,12 @@ def paper_estimate(rows: list[dict], device: torch.device) -> dict:
 def bench_decoder(device: torch.device) -> list[dict]:
     import copy
 
-    from finetune_task2 import make_step
     from utils.core.device import auto_batch
     from utils.data.slice_store import SliceStore
     from utils.embeddings.cache import EmbeddingCache
     from utils.eval.segmentation import evaluate_prompt
     from utils.models.sam import load_model
+    from utils.train.decoder_step import make_step
 
     model = load_model("lite_medsam", device=device)
     store = SliceStore(phantom_store(f"task1-{device.type}", **TASK1_PHANTOM[device.type]))
