@@ -141,7 +141,7 @@ def write_training_outputs(args, exp, prompt_type: str, decoder, fast, run, conf
     write_training_curves(out, run, history, curves, [("train_loss", "training loss"), ("train_accuracy",
                           "training accuracy"), ("val_accuracy", "validation accuracy")], title)
     meta = provenance(exp.store, exp.model, exp.device, args.seed, "val", precision=args.precision,
-                      encoder_precision=args.encoder_precision, n_slices=len(exp.cache.rows_for("val")),
+                      encoder_precision=args.encoder_precision, n_slices=len(exp.cache.index.rows_for("val")),
                       preset=args.preset, run=run.record, starting_weights=decoder.source,
                       starting_run=decoder.record, training_fast_path=fast.record())
     write_results(out, {"model": exp.model.name, "prompt": prompt_type, "preset": args.preset,
@@ -151,36 +151,64 @@ def write_training_outputs(args, exp, prompt_type: str, decoder, fast, run, conf
     return out / "train_metrics.json"
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def fit_classifier(args, exp, prompt_type: str, decoder, module, classifier, prompt_encoder, fast, val_samples):
+    """Train the classifier in its keyed run folder; returns (run, config, history, epochs trained, seconds)."""
     import torch
 
-    from utils.core import distributed
     from utils.eval.accuracy import accuracy_summary
+    from utils.inference.classify import predict_classes
+    from utils.scaffold.runs import RunMismatch
+    from utils.scaffold.session import fail
+    from utils.train.classifier_step import make_class_step
+    from utils.train.fastpath import ResidentEmbeddings, grad_scaler
+    from utils.train.loop import LoopConfig, TrainingDiverged, run_training
+
+    cache = exp.cache
+    optimizer = torch.optim.Adam(classifier.parameter_groups(args.learning_rate, args.head_learning_rate))
+    resident = ResidentEmbeddings(cache, exp.device) if fast.resident else None
+    step = make_class_step(cache, classifier, prompt_encoder, prompt_type, args.seed, fast.train_precision, resident)
+
+    def validate(epoch):
+        ordered, predicted = predict_classes(cache, classifier, val_samples, prompt_type, args.seed, args.decode_batch,
+                                             args.precision, prompt_encoder)
+        return {"val_accuracy": accuracy_summary([o for _, o in ordered], predicted)["weighted_average"]}
+
+    run, config = open_classifier_run(args, exp, prompt_type, decoder, fast)
+    loop = LoopConfig(epochs=args.epochs, batch_size=args.batch_size, samples_per_epoch=args.samples_per_epoch,
+                      seed=args.seed, monitor="val_accuracy", run=run, progress=not args.no_progress, extra=config,
+                      prepare=step.prepare, prefetch=fast.prefetch, scaler=grad_scaler(fast, exp.device))
+    started = time.perf_counter()
+    train_samples = cache.index.split_samples("train")
+    try:
+        history, trained = run_training(module, optimizer, train_samples, step, validate, loop, resume=args.resume)
+    except (TrainingDiverged, RunMismatch) as exc:
+        raise fail(str(exc)) from exc
+    return run, config, history, trained, time.perf_counter() - started
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from utils.core import distributed
     from utils.eval.segmentation import evaluate_prompt
-    from utils.inference.classify import class_forward, class_inputs, predict_classes
     from utils.inference.prompts import PROMPT_TITLES, parse_prompt_types
-    from utils.scaffold.runs import RunMismatch, load_checkpoint
+    from utils.scaffold.runs import load_checkpoint
     from utils.scaffold.session import fail, open_decoders, open_experiment
-    from utils.train.fastpath import ResidentEmbeddings, grad_scaler, resolve
-    from utils.train.loop import LoopConfig, StepResult, TrainingDiverged, run_training
+    from utils.train.fastpath import resolve
 
     try:
         prompt_type, = parse_prompt_types(args.prompt)
     except ValueError as exc:
         raise fail(f"--prompt takes one prompt type: {exc}") from exc
     exp = open_experiment(args)
-    cache = exp.cache
+    cache, index = exp.cache, exp.cache.index
     decoder = open_decoders(args, exp, [prompt_type])[prompt_type]
     print(f"starting weights: {decoder.source}")
-    train_rows, val_rows = cache.rows_for("train"), cache.rows_for("val")
+    train_rows, val_rows = index.rows_for("train"), index.rows_for("val")
     if not train_rows or not val_rows:
         raise fail(f"{exp.store.path}: Task 3 needs train and val slices in the store")
     cache.ensure(train_rows + val_rows, batch_size=args.encode_batch, progress=not args.no_progress)
-    train_samples, val_samples = cache.samples(train_rows), cache.samples(val_rows)
+    val_samples = index.samples(val_rows)
     module, classifier, prompt_encoder, mask_decoder = build_classifier(args, exp, decoder)
-    optimizer = torch.optim.Adam(classifier.parameter_groups(args.learning_rate, args.head_learning_rate))
-    loss_fn = torch.nn.CrossEntropyLoss()
 
     def mdice():
         return evaluate_prompt(cache, val_samples, prompt_type, seed=args.seed, batch_size=args.decode_batch,
@@ -195,33 +223,8 @@ def main(argv: list[str] | None = None) -> int:
                        cache_bytes=len(cache) * 256 * 64 * 64 * 2)
     except ValueError as exc:
         raise fail(str(exc)) from exc
-    resident = ResidentEmbeddings(cache, exp.device) if fast.resident else None
-
-    def prepare(batch, epoch):
-        return class_inputs(cache, batch, prompt_type, args.seed, epoch, resident)
-
-    def step(batch, epoch):
-        # a list of (row, organ) samples, or what prepare() made of one ahead (a tuple of tensors)
-        inputs = prepare(batch, epoch) if isinstance(batch, list) else batch
-        logits, targets = class_forward(classifier, prompt_encoder, inputs, fast.train_precision)
-        loss = loss_fn(logits, targets)
-        return StepResult(loss=loss, metric_sum=float((logits.argmax(1) == targets).sum()), count=len(targets))
-
-    def validate(epoch):
-        ordered, predicted = predict_classes(cache, classifier, val_samples, prompt_type, args.seed, args.decode_batch,
-                                             args.precision, prompt_encoder)
-        return {"val_accuracy": accuracy_summary([o for _, o in ordered], predicted)["weighted_average"]}
-
-    run, config = open_classifier_run(args, exp, prompt_type, decoder, fast)
-    loop = LoopConfig(epochs=args.epochs, batch_size=args.batch_size, samples_per_epoch=args.samples_per_epoch,
-                      seed=args.seed, monitor="val_accuracy", run=run, progress=not args.no_progress, extra=config,
-                      prepare=prepare, prefetch=fast.prefetch, scaler=grad_scaler(fast, exp.device))
-    started = time.perf_counter()
-    try:
-        history, trained = run_training(module, optimizer, train_samples, step, validate, loop, resume=args.resume)
-    except (TrainingDiverged, RunMismatch) as exc:
-        raise fail(str(exc)) from exc
-    train_seconds = time.perf_counter() - started
+    run, config, history, trained, train_seconds = fit_classifier(args, exp, prompt_type, decoder, module, classifier,
+                                                                  prompt_encoder, fast, val_samples)
     module.load_state_dict(load_checkpoint(run.best)["model"])
     mdice_after = mdice()
     print(f"validation mDice after (best checkpoint, epoch {history['best_epoch']}): {mdice_after['mDice']:.4f} "

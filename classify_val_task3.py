@@ -41,7 +41,7 @@ def pick_examples(samples, cache, truth, predicted, n):
     """The smallest organs first (the hard cases), then a spread of others, mixing hits and misses."""
     if n <= 0:
         return []
-    by_area = sorted(range(len(samples)), key=lambda i: cache.organs(samples[i][0])[samples[i][1]])
+    by_area = sorted(range(len(samples)), key=lambda i: cache.index.organs(samples[i][0])[samples[i][1]])
     small = by_area[: n // 2]
     misses = [i for i in by_area[n // 2:] if truth[i] != predicted[i]][: n // 4]
     rest = [i for i in by_area[::-1] if i not in small and i not in misses]
@@ -85,13 +85,13 @@ def main(argv: list[str] | None = None) -> int:
     module.load_state_dict(state["model"])
     module.to(exp.device).eval()
 
-    rows = cache.rows_for(args.split)
+    rows = cache.index.rows_for(args.split)
     cache.ensure(rows, batch_size=args.encode_batch, progress=not args.no_progress)
-    samples = cache.samples(rows)
+    samples = cache.index.samples(rows)
     ordered, predicted = predict_classes(cache, classifier, samples, args.prompt, args.seed, args.decode_batch,
                                          args.precision, prompt_encoder)
     truth = [o for _, o in ordered]
-    train_truth = [o for _, o in cache.samples(cache.rows_for("train"))]
+    train_truth = [o for _, o in cache.index.split_samples("train")]
     summary = accuracy_summary(truth, predicted, train_truth or None)
     meta = provenance(store, model, exp.device, args.seed, args.split, precision=args.precision,
                       encoder_precision=args.encoder_precision, n_slices=len(rows),
@@ -100,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
                       starting_weights=state["config"].get("starting_weights"))
     results = {"model": model.name, "prompt": args.prompt, "split": args.split, **summary, "provenance": meta}
     # per sample (case, organ, 1 if named right else 0), for the tables' bootstrap intervals
-    results["records"] = {"correct": [(store.records[cache.store_index(row)].case_id, int(organ), int(organ == int(p)))
+    results["records"] = {"correct": [(store.records[cache.index.store_index(row)].case_id, int(organ),
+                                        int(organ == int(p)))
                                       for (row, organ), p in zip(ordered, predicted)]}
     out = args.results / "task3"
     if not distributed.is_main():  # torchrun: every rank computed the gathered results; rank 0 writes them

@@ -18,8 +18,6 @@ results/task2/{<prompt>/history.json, <prompt>/curves.png, metrics.json, table2.
 """
 from __future__ import annotations
 
-import contextlib
-import copy
 import sys
 import time
 from dataclasses import dataclass
@@ -112,8 +110,8 @@ def prepare_data(args, exp) -> TrainingData:
     from utils.scaffold.session import fail
     from utils.train.fastpath import ResidentEmbeddings
 
-    cache = exp.cache
-    train_rows, val_rows = cache.rows_for("train"), cache.rows_for("val")
+    cache, index = exp.cache, exp.cache.index
+    train_rows, val_rows = index.rows_for("train"), index.rows_for("val")
     if not train_rows or not val_rows:
         raise fail(f"{exp.store.path}: fine-tuning needs train and val slices; the store has {len(train_rows)} "
                    f"train and {len(val_rows)} val")
@@ -125,11 +123,10 @@ def prepare_data(args, exp) -> TrainingData:
                              root=args.cache_dir, encoder_precision=args.encoder_precision)
         aug.ensure(batch_size=args.encode_batch, progress=not args.no_progress)
         caches.append(aug)
-    train = [(0, r, o) for r, o in cache.samples(train_rows)]
-    if len(caches) > 1:
-        train += [(1, r, o) for r, o in caches[1].samples(range(len(caches[1])))]
-    val = cache.samples(val_rows)
-    val_epoch = val
+    train = [(0, r, o) for r, o in index.samples(train_rows)]
+    if len(caches) > 1:  # every row of the augmented cache is a view of a training slice
+        train += [(1, r, o) for r, o in caches[1].index.samples(range(len(caches[1])))]
+    val = val_epoch = index.samples(val_rows)
     if args.val_samples and args.val_samples < len(val):
         generator = torch.Generator().manual_seed(args.seed)
         pick = sorted(torch.randperm(len(val), generator=generator)[: args.val_samples].tolist())
@@ -179,142 +176,61 @@ def original_results(args, exp, prompt_types, val_samples) -> tuple[dict, str, d
             {p: triples(records) for p, (_, records) in scored.items()})
 
 
-@dataclass
-class PreparedGroup:
-    """One slice size's share of a batch, ready for the decoder: what the fast path makes ahead."""
+def run_settings(args, exp, data: TrainingData, prompt_type: str) -> dict:
+    """RUN_SETTINGS' values; with --largest-batch on a GPU, the largest power-of-two batch whose step fits,
+    lr scaled linearly from --batch-size (utils.train.fastpath.scaled_lr); a CPU keeps them, saying so."""
+    from utils.train.decoder_step import largest_decoder_batch
+    from utils.train.fastpath import scaled_lr
 
-    cache_id: int
-    samples: list  # (row, organ), grouped by row
-    targets: "object"  # bool (n, H, W) masks on the model's device
-    points: "object"  # prompt-encoder inputs from utils.inference.decoding.prompt_inputs
-    boxes: "object"
-    embeddings: "object"  # float32 (n, 256, 64, 64) on the model's device
-    size: tuple
-
-
-def make_prepare(caches, prompt_type: str, seed: int, resident: dict | None = None,
-                 box_jitter: int = DEFAULT_BOX_JITTER_PX):
-    """prepare(batch, epoch) -> [PreparedGroup]: labels, prompts and embeddings of a batch of
-    (cache id, row, organ) samples, grouped by slice (each slice's label and embedding read once).
-    No autograd: safe to run in a background thread. ``resident``: {cache id: ResidentEmbeddings}."""
-    from utils.inference.batches import build_batch, gather_embeddings
-    from utils.inference.decoding import prompt_inputs
-    from utils.train.fastpath import slice_grouped
-
-    def prepare(batch, epoch):
-        groups: dict = {}
-        for cache_id, row, organ in slice_grouped(batch):
-            groups.setdefault((cache_id, caches[cache_id].index.shape(row)), []).append((row, organ))
-        out = []
-        for (cache_id, size), samples in groups.items():
-            cache = caches[cache_id]
-            masks, prompts, sizes = build_batch(cache, samples, prompt_type, seed, epoch, box_jitter)
-            points, boxes = prompt_inputs(cache.model, prompts, sizes)
-            embeddings = (resident[cache_id].gather([r for r, _ in samples]) if resident
-                          else gather_embeddings(cache, samples))
-            out.append(PreparedGroup(cache_id, samples, masks.to(embeddings.device), points, boxes, embeddings, size))
-        return out
-
-    return prepare
-
-
-def make_step(caches, prompt_type: str, seed: int, trainable, precision: str, paired=None, resident=None,
-              box_jitter: int = DEFAULT_BOX_JITTER_PX):
-    """Forward + Dice loss for a batch of (cache id, row, organ) samples, or for what ``make_prepare``
-    made of one (the fast path prepares batches ahead). ``precision``: the training forward's autocast
-    (``--train-precision``); ``paired``: a compiled :func:`utils.inference.decoding.predict_masks_paired`.
-
-    The loss is MONAI's DiceLoss (sigmoid) at the slice's resolution, averaged over the batch's samples
-    (a group of each slice size weighs by its sample count)."""
-    from monai.losses import DiceLoss
-
-    from utils.core.precision import autocast
-    from utils.eval.dice import batch_dice
-    from utils.inference.decoding import decode_inputs, predict_masks_paired
-    from utils.train.loop import StepResult
-
-    loss_fn = DiceLoss(sigmoid=True)
-    prepare = make_prepare(caches, prompt_type, seed, resident, box_jitter)
-    paired = paired or predict_masks_paired
-
-    def step(batch, epoch):
-        groups = batch if batch and isinstance(batch[0], PreparedGroup) else prepare(batch, epoch)
-        n = sum(len(g.samples) for g in groups)
-        loss = 0.0
-        dice_sum = 0.0
-        for g in groups:
-            model = caches[g.cache_id].model
-            with autocast(model.device, precision):
-                low_res, _ = decode_inputs(g.embeddings, g.points, g.boxes, False, trainable["prompt_encoder"],
-                                           trainable["mask_decoder"], paired=paired)
-            logits = model.postprocess(low_res.float(), g.size)[:, 0].flatten(1)
-            targets = g.targets.flatten(1).float()
-            loss = loss + loss_fn(logits[:, None], targets[:, None]) * (len(g.samples) / n)
-            dice_sum += float(batch_dice(logits.detach() > 0, targets > 0.5).sum())
-        return StepResult(loss=loss, metric_sum=dice_sum, count=n)
-
-    step.prepare = prepare
-    return step
-
-
-def largest_batch_for(args, exp, data: TrainingData, prompt_type: str) -> tuple[int, float]:
-    """(batch, lr) for --largest-batch: on a GPU the largest power-of-two batch whose training step fits,
-    lr scaled linearly from --batch-size (utils.train.fastpath.scaled_lr); on a CPU (throughput flat in the
-    batch, benchmarks/run.py) --batch-size and --learning-rate unchanged, said so."""
-    import torch
-
-    from utils.train.fastpath import cuda_step_fits, largest_batch, scaled_lr
-
+    settings = {k: getattr(args, k) for k in RUN_SETTINGS}
+    if not args.largest_batch:
+        return settings
     if exp.device.type != "cuda":
         print("--largest-batch: a CPU gains nothing from larger batches; keeping --batch-size")
-        return args.batch_size, args.learning_rate
-    probe = torch.nn.ModuleDict({"prompt_encoder": copy.deepcopy(exp.model.sam.prompt_encoder),
-                                 "mask_decoder": copy.deepcopy(exp.model.sam.mask_decoder)}).requires_grad_(True)
-    step = make_step(data.caches, prompt_type, args.seed, probe, data.fast.train_precision, resident=data.resident)
-
-    def one_step(batch: int) -> None:
-        samples = (data.train * (1 + batch // max(len(data.train), 1)))[:batch]
-        step(samples, 0).loss.backward()
-        probe.zero_grad(set_to_none=True)
-
-    batch = largest_batch(cuda_step_fits(one_step), args.batch_size)
+        return settings
+    batch = largest_decoder_batch(data.caches, data.train, prompt_type, args.seed, data.fast.train_precision,
+                                  args.batch_size, data.resident)
     lr = scaled_lr(args.learning_rate, args.batch_size, batch, "sgd")
     print(f"--largest-batch: batch {batch}, lr {lr:g} (linear scaling from batch {args.batch_size}, lr {args.learning_rate:g})")
-    return batch, lr
+    return dict(settings, batch_size=batch, learning_rate=lr)
+
+
+def open_prompt_run(args, exp, data: TrainingData, prompt_type: str, settings: dict):
+    """The keyed run folder of this prompt's run (checked resume); torchrun: rank 0 makes it."""
+    from utils.core import distributed
+    from utils.scaffold.runs import RunMismatch, identity_of, open_run
+    from utils.scaffold.session import fail
+
+    identity = identity_of("task2", exp, prompt_type, args.seed, args.precision, args.encoder_precision,
+                           **settings, fast_path=data.fast.record(),
+                           # only a jittered_box run depends on the jitter (other runs' keys stay as they were)
+                           **({"box_jitter": args.box_jitter} if prompt_type == "jittered_box" else {}))
+    try:
+        run, note = distributed.main_then_share(open_run, args.checkpoint_dir / exp.model.name / prompt_type, identity,
+                                                args.resume)
+    except RunMismatch as exc:
+        raise fail(str(exc)) from exc
+    print(note)
+    return run
 
 
 def finetune_prompt(args, exp, data: TrainingData, prompt_type: str, config: dict) -> dict:
     """Train one prompt type's decoder in its run folder; return its scored best checkpoint and history."""
     import torch
 
-    from utils.core import distributed
     from utils.eval.bootstrap import triples
     from utils.eval.segmentation import evaluate_prompt
     from utils.inference.decoding import predict_masks_paired
-    from utils.scaffold.runs import RunMismatch, identity_of, load_checkpoint, open_run
+    from utils.scaffold.runs import RunMismatch, load_checkpoint
     from utils.scaffold.session import fail
+    from utils.train.decoder_step import make_step, trainable_decoder
     from utils.train.fastpath import CompiledOrEager, grad_scaler
     from utils.train.loop import LoopConfig, TrainingDiverged, run_training
 
-    model = exp.model
-    settings = {k: getattr(args, k) for k in RUN_SETTINGS}
-    if args.largest_batch:
-        settings["batch_size"], settings["learning_rate"] = largest_batch_for(args, exp, data, prompt_type)
-    identity = identity_of("task2", exp, prompt_type, args.seed, args.precision, args.encoder_precision,
-                           **settings, fast_path=data.fast.record(),
-                           # only a jittered_box run depends on the jitter (other runs' keys stay as they were)
-                           **({"box_jitter": args.box_jitter} if prompt_type == "jittered_box" else {}))
-    try:
-        run, note = distributed.main_then_share(open_run, args.checkpoint_dir / model.name / prompt_type, identity,
-                                                args.resume)  # torchrun: rank 0 makes the folder
-    except RunMismatch as exc:
-        raise fail(str(exc)) from exc
-    print(note)
+    settings = run_settings(args, exp, data, prompt_type)
+    run = open_prompt_run(args, exp, data, prompt_type, settings)
     torch.manual_seed(args.seed)
-    trainable = torch.nn.ModuleDict({"prompt_encoder": copy.deepcopy(model.sam.prompt_encoder),
-                                     "mask_decoder": copy.deepcopy(model.sam.mask_decoder)})
-    for p in trainable.parameters():
-        p.requires_grad_(True)
+    trainable = trainable_decoder(exp.model)
     optimizer = torch.optim.SGD(trainable.parameters(), lr=settings["learning_rate"], momentum=args.momentum,
                                 weight_decay=args.weight_decay)
 
@@ -334,7 +250,7 @@ def finetune_prompt(args, exp, data: TrainingData, prompt_type: str, config: dic
     loop = LoopConfig(epochs=args.epochs, batch_size=settings["batch_size"], samples_per_epoch=args.samples_per_epoch,
                       seed=args.seed, monitor="val_mDice", run=run, progress=not args.no_progress,
                       extra=dict(config, prompt=prompt_type, task="task2", fast_path=fast.record()),
-                      prepare=step.prepare, prefetch=fast.prefetch, scaler=grad_scaler(fast, model.device))
+                      prepare=step.prepare, prefetch=fast.prefetch, scaler=grad_scaler(fast, exp.model.device))
     started = time.perf_counter()
     try:
         history, trained = run_training(trainable, optimizer, data.train, step, validate, loop, resume=args.resume)
@@ -362,44 +278,37 @@ def write_prompt_outputs(out: Path, prompt_type: str, outcome: dict, title: str)
         ("train_loss", "training loss"), ("train_dice", "training dice"), ("val_dice", "validation dice")], title)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    from utils.core import distributed
-    from utils.inference.prompts import PROMPT_TITLES, parse_prompt_types
-    from utils.report.tables import mdice_table, table2, table3, titled
-    from utils.scaffold.results import config_record, provenance, write_results
-    from utils.scaffold.session import fail, open_experiment
+def finetune_all(args, exp, data: TrainingData, prompt_types: list[str], originals: dict, config: dict) -> dict:
+    """{prompt: outcome} in the order asked for. --parallel prompts under torchrun: each rank trains its share
+    of the prompt types alone (and writes their curves); every rank gets every outcome."""
+    import contextlib
 
-    try:
-        prompt_types = parse_prompt_types(args.prompts)
-    except ValueError as exc:
-        raise fail(str(exc)) from exc
-    exp = open_experiment(args)
-    for p in exp.model.sam.parameters():
-        p.requires_grad_(False)
-    data = prepare_data(args, exp)
-    print(f"{exp.store.description}: {len(data.train)} training samples ({1 + args.aug_views} view(s) per slice), "
-          f"{len(data.val)} validation samples ({len(data.val_epoch)} per epoch); preset {args.preset}")
-    config = config_record(args)
-    originals, original_source, original_records = original_results(args, exp, prompt_types, data.val)
+    from utils.core import distributed
+    from utils.inference.prompts import PROMPT_TITLES
+
     outcomes = {}
-    out = args.results / "task2"
     by_prompt = args.parallel == "prompts" and distributed.is_distributed()
     for prompt_type in distributed.shard(prompt_types) if by_prompt else prompt_types:
         print(f"\n== {PROMPT_TITLES[prompt_type]}: zero-shot val mDice {originals[prompt_type]['mDice']:.4f}")
         with distributed.solo() if by_prompt else contextlib.nullcontext():  # prompts: this rank trains alone
             outcomes[prompt_type] = finetune_prompt(args, exp, data, prompt_type, config)
             if distributed.is_main():
-                write_prompt_outputs(out, prompt_type, outcomes[prompt_type], f"Task 2, {PROMPT_TITLES[prompt_type]} "
-                                     f"({exp.model.name}, {exp.store.description}, preset {args.preset})")
+                write_prompt_outputs(args.results / "task2", prompt_type, outcomes[prompt_type],
+                                     f"Task 2, {PROMPT_TITLES[prompt_type]} ({exp.model.name}, "
+                                     f"{exp.store.description}, preset {args.preset})")
     if by_prompt:  # every rank's prompt types, back in the order asked for
         gathered = {p: o for part in distributed.gather(outcomes) for p, o in part.items()}
         outcomes = {p: gathered[p] for p in prompt_types}
-    if not distributed.is_main():  # torchrun: rank 0 writes the results
-        return 0
+    return outcomes
+
+
+def task2_results(args, exp, data: TrainingData, outcomes: dict, originals: dict, original_source: str,
+                  original_records: dict) -> dict:
+    """results/task2/metrics.json: each prompt's best checkpoint scored, the zero-shot scores, per-sample records."""
+    from utils.scaffold.results import provenance
 
     meta = provenance(exp.store, exp.model, exp.device, args.seed, "val", precision=args.precision,
-                      encoder_precision=args.encoder_precision, n_slices=len(exp.cache.rows_for("val")),
+                      encoder_precision=args.encoder_precision, n_slices=len(exp.cache.index.rows_for("val")),
                       preset=args.preset, runs={p: o["run"].record for p, o in outcomes.items()},
                       box_jitter=args.box_jitter, training_fast_path=data.fast.record())
     results = {k: meta[k] for k in ("model", "checkpoint", "data", "split")}
@@ -415,6 +324,34 @@ def main(argv: list[str] | None = None) -> int:
         "timing": {"encode_seconds": round(data.encode_seconds, 2),
                    "seconds_per_epoch": {p: o["seconds_per_epoch"] for p, o in outcomes.items()}},
     })
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from utils.core import distributed
+    from utils.inference.prompts import parse_prompt_types
+    from utils.report.tables import mdice_table, table2, table3, titled
+    from utils.scaffold.results import config_record, write_results
+    from utils.scaffold.session import fail, open_experiment
+
+    try:
+        prompt_types = parse_prompt_types(args.prompts)
+    except ValueError as exc:
+        raise fail(str(exc)) from exc
+    exp = open_experiment(args)
+    for p in exp.model.sam.parameters():
+        p.requires_grad_(False)
+    data = prepare_data(args, exp)
+    print(f"{exp.store.description}: {len(data.train)} training samples ({1 + args.aug_views} view(s) per slice), "
+          f"{len(data.val)} validation samples ({len(data.val_epoch)} per epoch); preset {args.preset}")
+    config = config_record(args)
+    originals, original_source, original_records = original_results(args, exp, prompt_types, data.val)
+    outcomes = finetune_all(args, exp, data, prompt_types, originals, config)
+    if not distributed.is_main():  # torchrun: rank 0 writes the results
+        return 0
+    results = task2_results(args, exp, data, outcomes, originals, original_source, original_records)
+    out = args.results / "task2"
     tables = {"table2.md": titled("Table 2: mDice of different prompts after fine-tuning", table2(results))}
     if table3(results):
         tables["table3.md"] = titled("Table 3: performance comparison", table3(results))

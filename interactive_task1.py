@@ -108,7 +108,7 @@ def pick_samples(samples: list[tuple[int, int]], per_organ: int, seed: int) -> l
 
 def pick_example(cache, samples: list[tuple[int, int]]) -> tuple[int, int]:
     """The sample of median organ area: a typical organ for the rounds figure, neither liver nor a speck."""
-    by_area = sorted(samples, key=lambda s: (cache.organs(s[0])[s[1]], s))
+    by_area = sorted(samples, key=lambda s: (cache.index.organs(s[0])[s[1]], s))
     return by_area[len(by_area) // 2]
 
 
@@ -125,8 +125,8 @@ def run_start(cache, samples, start: str, args, decoder, example) -> tuple[dict,
     bar = tqdm(total=len(samples), desc=f"{start}: {args.clicks} clicks", unit="sample", disable=args.no_progress)
     for batch in group_by_size(cache, samples, args.decode_batch):
         truths, prompts, sizes = build_batch(cache, batch, start, args.seed, box_jitter=args.box_jitter)
-        rngs = [child_rng(args.seed, CLICK_STREAM, cache.store_index(r), cache.view_id(r), o, prompt_type_id(start))
-                for r, o in batch]
+        rngs = [child_rng(args.seed, CLICK_STREAM, cache.index.store_index(r), cache.index.view_id(r), o,
+                          prompt_type_id(start)) for r, o in batch]
         decode_round = cache_decoder(cache, batch, sizes[0], False, decoder.prompt_encoder, decoder.mask_decoder,
                                      args.precision)
         keep = example in batch
@@ -167,11 +167,11 @@ def main(argv: list[str] | None = None) -> int:
     finetuned = args.finetuned != "none"
     # The box-robustness table uses the bound-box decoder (Task 2's, with --finetuned), whatever the starts.
     decoders = open_decoders(args, exp, list(dict.fromkeys(starts + (["bound_box"] if jitters else []))))
-    rows = cache.rows_for(args.split)
+    rows = cache.index.rows_for(args.split)
     if not rows:
         raise fail(f"{exp.store.path}: the store has no {args.split} slices; try --split all")
     encoded = cache.ensure(rows, batch_size=args.encode_batch, progress=not args.no_progress)
-    everything = cache.samples(rows)
+    everything = cache.index.samples(rows)
     samples = pick_samples(everything, args.samples_per_organ, args.seed)
     example = pick_example(cache, samples)
     subset = (f"{args.samples_per_organ} per organ (fewer where an organ has fewer), drawn with seed {args.seed}"
@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         summary = summarise_rounds([o for _, o in samples], dice, NOC_THRESHOLDS)
         results["starts"][start] = dict(summary, decoder=decoder.source)
         for (row, organ), curve in zip(samples, dice):
-            record = exp.store.records[cache.store_index(row)]
+            record = exp.store.records[cache.index.store_index(row)]
             per_sample_rows.append([start, record.case_id, record.z, organ_name(organ),
                                     len(per_sample[(row, organ)]["clicks"])] + [f"{d:.6f}" for d in curve])
         curve = " ".join(f"{d:.3f}" for d in summary["dice_per_click"])
@@ -220,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
         save_dice_vs_clicks({kind: summary}, out / f"dice_vs_clicks_{start}.png", f"Dice vs clicks: {title}",
                             NOC_THRESHOLDS)
         row, organ = example
-        record = exp.store.records[cache.store_index(row)]
+        record = exp.store.records[cache.index.store_index(row)]
         save_rounds(cache.view(row)[0], shown["truth"], shown["masks"], shown["start_prompt"], shown["clicks"],
                     shown["dice"], out / f"rounds_{start}.png",
                     f"{organ_title(organ)} (case {record.case_id}, z={record.z}): {title}")

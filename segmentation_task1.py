@@ -49,7 +49,7 @@ def pick_examples(samples: list[tuple[int, int]], cache, n: int) -> list[tuple[i
     """n samples spread from the largest to the smallest organ areas (small organs are the hard ones)."""
     if n <= 0 or not samples:
         return []
-    by_area = sorted(samples, key=lambda s: -cache.organs(s[0])[s[1]])
+    by_area = sorted(samples, key=lambda s: -cache.index.organs(s[0])[s[1]])
     step = max(1, (len(by_area) - 1) // max(n - 1, 1))
     return [by_area[min(i * step, len(by_area) - 1)] for i in range(n)]
 
@@ -68,7 +68,7 @@ def draw_overlays(cache, samples, prompt_type: str, args, decoder, path: Path, t
                                 decoder.mask_decoder, args.precision)
     examples = []
     for (row, organ), mask, prompt, logit in zip(samples, masks.numpy(), prompts, logits.cpu().numpy()):
-        record = cache.store.records[cache.store_index(row)]
+        record = cache.index.store.records[cache.index.store_index(row)]
         pred = logit > 0
         examples.append({"image": cache.view(row)[0], "truth": mask, "pred": pred, "prompt": prompt,
                          "dice": dice_score(pred, mask),
@@ -95,13 +95,13 @@ def main(argv: list[str] | None = None) -> int:
     cache = exp.cache
     finetuned = args.finetuned != "none"
     decoders = open_decoders(args, exp, prompt_types, require_finetuned=finetuned)
-    rows = cache.rows_for(args.split)
+    rows = cache.index.rows_for(args.split)
     if not rows:
         raise fail(f"{exp.store.path}: the store has no {args.split} slices; try --split all")
     started = time.perf_counter()
     encoded = cache.ensure(rows, batch_size=args.encode_batch, progress=not args.no_progress)
     encode_seconds = time.perf_counter() - started
-    samples = cache.samples(rows)
+    samples = cache.index.samples(rows)
     print(f"{exp.store.description}: {len(rows)} {args.split} slices, {len(samples)} organ samples; "
           f"model {exp.model.name} on {exp.device}; encoded {encoded} new slice(s) in {encode_seconds:.1f} s")
 

@@ -130,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
 def training_data(args, session):
     """(fast path, augmentation, training samples, scored (slice, organ) samples); user errors exit 1."""
     from utils.data.augmentation import AugmentSpec
+    from utils.data.samples import SampleIndex
     from utils.scaffold.session import fail
     from utils.train.baseline import training_slices
     from utils.train.fastpath import resolve
@@ -141,7 +142,7 @@ def training_data(args, session):
         raise fail(str(exc)) from exc
     augment = AugmentSpec(views=args.aug_views, seed=args.seed) if args.aug_views else None
     train = training_slices(store, augment)
-    samples = store.samples(args.split)  # Task 1's list: (store row, organ), rows in order, organs ascending
+    samples = SampleIndex(store).split_samples(args.split)  # Task 1's list: (store row, organ), rows in order
     if not store.indices("train") or not samples:
         raise fail(f"{store.path}: the baseline needs train slices and {args.split} samples; the store has "
                    f"{len(store.indices('train'))} train slices and {len(samples)} {args.split} samples")

@@ -96,7 +96,7 @@ def fill_rank(rank: int, world: int, port: int, slices: str, root: str, batch: i
 
         cache.storage.write = write_then_die
     cache.ensure(batch_size=batch, progress=False)
-    assert cache.done.all()
+    assert cache.storage.done.all()
     torch.distributed.destroy_process_group()
 
 

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from utils.data.augmentation import AugmentSpec, augment_view
+from utils.data.samples import SampleIndex
 from utils.data.slice_store import SliceStore
 from utils.eval.baseline import evaluate_baseline, evaluate_baseline_rows
 from utils.eval.dice import summarise_dice
@@ -129,7 +130,7 @@ def test_step_runs_in_the_shared_loop(store, tmp_path):
     net = build_baseline("resunet", TINY)
     refs = training_slices(store)
     step = make_baseline_step(net, SliceLoader(store))
-    val = store.samples("val")
+    val = SampleIndex(store).split_samples("val")
     run = Run(tmp_path, "test", {"task": "baseline"})
     config = LoopConfig(epochs=3, batch_size=2, samples_per_epoch=0, seed=0, monitor="mDice", run=run,
                         progress=False)
@@ -215,7 +216,7 @@ def hand_dice(p, t):
 
 def test_evaluate_baseline_visits_exactly_the_given_samples_in_order(fixed_store):
     store, _, _ = fixed_store
-    val = store.samples("val")
+    val = SampleIndex(store).split_samples("val")
     assert val == [(1, 1), (1, 6), (2, 1)]
     samples = [val[2], val[0], val[1], (0, 6)]  # any order, any split: exactly what the caller passes
     net = FixedMapNet()
@@ -229,7 +230,7 @@ def test_evaluate_baseline_visits_exactly_the_given_samples_in_order(fixed_store
 
 def test_evaluate_baseline_dice_equals_a_hand_computation(fixed_store):
     store, pred, truth = fixed_store
-    samples = store.samples("val")
+    samples = SampleIndex(store).split_samples("val")
     rows = evaluate_baseline_rows(FixedMapNet(), store, samples)
     plain = [r["dice"] for r in rows["none"][1]]
     boxed = [r["dice"] for r in rows["bound_box_crop"][1]]

@@ -44,7 +44,7 @@ def oracle(predictor, prompt, multimask=False):
 @pytest.mark.parametrize("prompt_type", PROMPT_TYPES)
 def test_batched_decoding_equals_sam_predictor(vit_b_setup, prompt_type):
     model, cache, predictor = vit_b_setup
-    samples = cache.samples([0])
+    samples = cache.index.samples([0])
     assert len(samples) >= 3
     masks, prompts, sizes = build_batch(cache, samples, prompt_type, seed=0)
     with torch.inference_mode():
@@ -64,7 +64,7 @@ def test_batched_decoding_equals_sam_predictor(vit_b_setup, prompt_type):
 
 def test_multimask_picks_best_iou_like_predictor(vit_b_setup):
     model, cache, predictor = vit_b_setup
-    samples = cache.samples([0])
+    samples = cache.index.samples([0])
     _, prompts, sizes = build_batch(cache, samples, "bound_box", seed=0)
     with torch.inference_mode():
         low, _ = decode(model, predictor.features, prompts, sizes, multimask_output=True)
@@ -75,7 +75,7 @@ def test_multimask_picks_best_iou_like_predictor(vit_b_setup):
 
 def test_pairs_from_different_images_are_not_crossed(vit_b_setup):
     model, cache, predictor = vit_b_setup
-    _, prompts, sizes = build_batch(cache, cache.samples([0])[:2], "bound_box", seed=0)
+    _, prompts, sizes = build_batch(cache, cache.index.samples([0])[:2], "bound_box", seed=0)
     features = predictor.features
     other = torch.randn_like(features)
     with torch.inference_mode():

@@ -1,4 +1,7 @@
+import dataclasses
+import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -116,7 +119,7 @@ def _fill_cache(args):
     model.sam.image_encoder = CountingEncoder()
     cache = EmbeddingCache(model, _Store(store_path), root=root)
     cache.ensure(rows=rows, batch_size=1, progress=False)
-    return str(cache.path), cache.done.tolist()
+    return str(cache.path), cache.storage.done.tolist()
 
 
 def test_two_processes_creating_one_cache_both_succeed_and_agree(setup):
@@ -129,7 +132,7 @@ def test_two_processes_creating_one_cache_both_succeed_and_agree(setup):
     assert len(paths) == 1 and all(all(done) for _, done in results)
     assert not [p for p in root.iterdir() if p.name.endswith(".tmp") or p.name.startswith(".")]
     cache = EmbeddingCache(model, store, root=root)
-    assert cache.done.all()
+    assert cache.storage.done.all()
     expected = model.sam.image_encoder(model.prepare_image(store.load(1)[0])[None])[0]
     assert torch.allclose(cache.embeddings([1])[0], expected.half().float())
 
@@ -141,7 +144,7 @@ def test_rows_written_by_another_process_are_not_unmarked(setup):
     second = EmbeddingCache(model, store, root=root)
     first.ensure(rows=[0, 1], progress=False)
     second.ensure(rows=[2], progress=False)
-    assert EmbeddingCache(model, store, root=root).done[[0, 1, 2]].all()
+    assert EmbeddingCache(model, store, root=root).storage.done[[0, 1, 2]].all()
     assert second.ensure(rows=[0, 1, 2], progress=False) == 0  # it sees the first opener's rows
 
 
@@ -150,7 +153,7 @@ def test_interrupted_run_resumes_where_it_stopped(setup):
     cache = EmbeddingCache(model, store, root=root)
     cache.ensure(rows=[0, 1, 2], batch_size=2, progress=False)
     resumed = EmbeddingCache(model, store, root=root)
-    assert resumed.done[:3].all() and not resumed.done[3:].any()
+    assert resumed.storage.done[:3].all() and not resumed.storage.done[3:].any()
     assert resumed.ensure(progress=False) == len(store) - 3
 
 
@@ -214,3 +217,47 @@ def test_reading_every_row_leaves_no_cache_pages_resident(setup):
     plain = np.load(file, mmap_mode="r")
     assert np.array_equal(np.asarray(plain[rows]), embeddings.numpy().astype(np.float16))
     assert _resident_kib(file) >= file.stat().st_size // 1024 // 2
+
+
+class _FixedStore:
+    """What a cache's signature reads of a store, with fixed contents (no files: the key cannot drift with them)."""
+
+    key = "0123456789abcdef"
+    path = Path("fixed-store")
+
+    def __len__(self):
+        return 3
+
+    def indices(self, split):
+        return {"train": [0, 1], "val": [2], "all": [0, 1, 2]}[split]
+
+    def label(self, index):
+        label = np.zeros((40, 48), np.uint8)
+        label[10:20, 12:30] = 1 + index
+        return label
+
+    def load(self, index):
+        image = np.linspace(0, 1, 40 * 48, dtype=np.float32).reshape(40, 48) ** (1 + index)
+        return image, self.label(index)
+
+
+@pytest.mark.parametrize("augment, key", [
+    (None, "36967a4a33036412"),
+    (AugmentSpec(views=2, seed=3), "cf5267a1282ea016"),
+])
+def test_signature_and_key_of_a_known_configuration_never_change(tmp_path, augment, key):
+    """Pinned at commit 2b6f3e0 (before the cache was split into signature / encoding / reading): a changed
+    field, value or key function would silently orphan every cache already built."""
+    from dist_helpers import StubModel
+
+    from utils.embeddings.storage import signature_key
+
+    cache = EmbeddingCache(StubModel(), _FixedStore(), augment, root=tmp_path, encoder_precision="bf16")
+    assert cache.signature == {
+        "format_version": 3, "model": "stub", "checkpoint_sha256": "0" * 64, "store_key": "0123456789abcdef",
+        "preprocessing": "stub: image repeated to 3 channels, 64x64 nearest", "input_probe": "30026eea66b1a2be",
+        "encoder_precision": "bf16", "dtype": "float16", "kind": "aug" if augment else "base",
+        "augment": dataclasses.asdict(augment) if augment else None, "rows": 4 if augment else 3}
+    assert signature_key(cache.signature) == key
+    assert cache.path == tmp_path / f"stub-{cache.signature['kind']}-{key}"
+    assert json.loads((cache.path / "signature.json").read_text()) == cache.signature

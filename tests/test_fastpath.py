@@ -1,5 +1,6 @@
-"""The training fast path against the exact path on a tiny store (utils/fastpath.py, finetune_task2.make_step,
-classify_train_task3's step). Oracles: the evaluation path one sample at a time, per-step prompts, the cache."""
+"""The training fast path against the exact path on a tiny store (utils.train.fastpath, Task 2's step
+utils.train.decoder_step, Task 3's utils.train.classifier_step). Oracles: the evaluation path one sample at a
+time, per-step prompts, the cache."""
 import copy
 import json
 
@@ -15,6 +16,7 @@ from utils.inference.batches import build_batch, predict_logits, sample_prompt
 from utils.inference.decoding import predict_masks_paired, prompt_inputs
 from utils.models.sam import load_model
 from utils.train import fastpath
+from utils.train.decoder_step import make_prepare, make_step, trainable_decoder
 
 PROMPT = "three_random_points"  # random draws: prompts differ per epoch and per sample
 
@@ -23,7 +25,7 @@ PROMPT = "three_random_points"  # random draws: prompts differ per epoch and per
 def setup(tiny_study):
     model = load_model("lite_medsam")
     cache = EmbeddingCache(model, tiny_study["store"], root=tiny_study["cache"])
-    samples = cache.samples(cache.rows_for("train"))
+    samples = cache.index.split_samples("train")
     rng = np.random.default_rng(0)
     batch = [(0, *samples[i]) for i in rng.choice(len(samples), size=min(12, len(samples)), replace=False)]
     return model, cache, batch
@@ -31,9 +33,7 @@ def setup(tiny_study):
 
 def trainable_of(model):
     torch.manual_seed(0)
-    t = torch.nn.ModuleDict({"prompt_encoder": copy.deepcopy(model.sam.prompt_encoder),
-                             "mask_decoder": copy.deepcopy(model.sam.mask_decoder)})
-    return t.requires_grad_(True)
+    return trainable_decoder(model)
 
 
 def grads(module):
@@ -45,7 +45,7 @@ def test_step_loss_equals_per_sample_oracle(setup):
     at a time through the evaluation path (predict_logits): grouping changes no number."""
     model, cache, batch = setup
     trainable = trainable_of(model)
-    step = finetune_task2.make_step([cache], PROMPT, 0, trainable, "fp32")
+    step = make_step([cache], PROMPT, 0, trainable, "fp32")
     with torch.no_grad():
         loss = float(step(batch, 2).loss)
         shuffled = float(step(batch[::-1], 2).loss)
@@ -64,7 +64,7 @@ def test_prepared_ahead_equals_per_step_prompts(setup):
     """What prepare() makes ahead (targets, prompt tensors, embeddings) equals what each sample's own
     per-step draw gives, for every sample and epoch."""
     model, cache, batch = setup
-    prepare = finetune_task2.make_prepare([cache], PROMPT, 0)
+    prepare = make_prepare([cache], PROMPT, 0)
     for epoch in (0, 3):
         groups = prepare(batch, epoch)
         assert sorted((0, r, o) for g in groups for r, o in g.samples) == sorted(batch)
@@ -80,7 +80,7 @@ def test_prepared_ahead_equals_per_step_prompts(setup):
 
 def test_background_prefetch_yields_the_inline_batches(setup):
     _, cache, batch = setup
-    prepare = finetune_task2.make_prepare([cache], PROMPT, 0)
+    prepare = make_prepare([cache], PROMPT, 0)
     order = np.arange(len(batch))
     inline = list(fastpath.batches(batch, order, 5, 1, prepare, background=False))
     ahead = list(fastpath.batches(batch, order, 5, 1, prepare, background=True))
@@ -103,7 +103,7 @@ def test_bf16_training_step_close_to_exact(setup):
     out = {}
     for precision in ("fp32", "bf16"):
         trainable = trainable_of(model)
-        step = finetune_task2.make_step([cache], PROMPT, 0, trainable, precision)
+        step = make_step([cache], PROMPT, 0, trainable, precision)
         loss = step(batch, 0).loss
         loss.backward()
         out[precision] = (float(loss), grads(trainable))
@@ -123,7 +123,7 @@ def test_resident_step_equals_cache_step(setup):
     model, cache, batch = setup
     losses = []
     for resident in (None, {0: fastpath.ResidentEmbeddings(cache, torch.device("cpu"))}):
-        step = finetune_task2.make_step([cache], PROMPT, 0, trainable_of(model), "fp32", resident=resident)
+        step = make_step([cache], PROMPT, 0, trainable_of(model), "fp32", resident=resident)
         with torch.no_grad():
             losses.append(float(step(batch, 0).loss))
     assert losses[0] == losses[1]
@@ -148,8 +148,8 @@ def test_compile_falls_back_to_eager_and_says_so(setup, monkeypatch, capsys):
     paired = fastpath.CompiledOrEager(predict_masks_paired, True)
     trainable = trainable_of(model)
     with torch.no_grad():
-        fallback = float(finetune_task2.make_step([cache], PROMPT, 0, trainable, "fp32", paired)(batch, 0).loss)
-        exact = float(finetune_task2.make_step([cache], PROMPT, 0, trainable, "fp32")(batch, 0).loss)
+        fallback = float(make_step([cache], PROMPT, 0, trainable, "fp32", paired)(batch, 0).loss)
+        exact = float(make_step([cache], PROMPT, 0, trainable, "fp32")(batch, 0).loss)
     assert "inductor error" in paired.note and fallback == exact
 
 
@@ -214,3 +214,38 @@ def test_task3_prepared_bf16_step_close_to_exact(setup):
     ce = torch.nn.functional.cross_entropy
     assert abs(float(ce(bf16, targets)) - float(ce(fp32, targets))) < 0.02
     assert (bf16.argmax(1) == fp32.argmax(1)).float().mean() >= 0.9
+
+
+def test_task3_step_prepared_or_not_equals_class_logits(setup):
+    """make_class_step on a list of samples, and on what its prepare made of them ahead, gives the loss
+    and correct count of class_logits (the per-step inference path) for the same samples and epoch."""
+    from modified_classifier import ClassifyingMaskDecoder
+    from utils.inference.classify import class_logits
+    from utils.train.classifier_step import make_class_step
+
+    model, cache, batch = setup
+    samples = [(r, o) for _, r, o in batch]
+    torch.manual_seed(0)
+    classifier = ClassifyingMaskDecoder(copy.deepcopy(model.sam.mask_decoder))
+    pe = model.sam.prompt_encoder
+    step = make_class_step(cache, classifier, pe, "one_central_point", 0, "fp32")
+    with torch.no_grad():
+        inline = step(samples, 2)
+        ahead = step(step.prepare(samples, 2), 2)
+        logits, targets = class_logits(cache, classifier, samples, "one_central_point", 0, 2, pe)
+    expected = float(torch.nn.functional.cross_entropy(logits, targets))
+    assert float(inline.loss) == float(ahead.loss) == pytest.approx(expected, abs=1e-6)
+    assert inline.count == ahead.count == len(samples)
+    assert inline.metric_sum == ahead.metric_sum == float((logits.argmax(1) == targets).sum())
+
+
+def test_trainable_decoder_is_a_trainable_copy(setup):
+    model, _, _ = setup
+    frozen = {n: p.requires_grad for n, p in model.sam.named_parameters()}
+    trainable = trainable_decoder(model)
+    assert set(trainable) == {"prompt_encoder", "mask_decoder"}
+    assert all(p.requires_grad for p in trainable.parameters())
+    for name, part in (("prompt_encoder", model.sam.prompt_encoder), ("mask_decoder", model.sam.mask_decoder)):
+        for (k, mine), (_, theirs) in zip(trainable[name].state_dict().items(), part.state_dict().items()):
+            assert torch.equal(mine, theirs) and mine.data_ptr() != theirs.data_ptr(), k
+    assert {n: p.requires_grad for n, p in model.sam.named_parameters()} == frozen  # the model's own untouched

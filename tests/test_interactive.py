@@ -252,7 +252,7 @@ def vit_b_setup(tmp_path_factory):
     image, _ = store.load(0)
     predictor = SamPredictor(model.sam)
     predictor.set_image(np.repeat(to_uint8(image)[:, :, None], 3, axis=2))
-    samples = cache.samples([0])[:3]  # three organs are enough, and keep this CPU test short
+    samples = cache.index.samples([0])[:3]  # three organs are enough, and keep this CPU test short
     truths = np.stack([cache.label(row) == organ for row, organ in samples])
     return model, cache, predictor, samples, truths
 

@@ -10,6 +10,7 @@ import classify_train_task3
 import classify_val_task3
 from modified_classifier import ClassifyingMaskDecoder
 from utils.core.organs import NUM_ORGANS
+from utils.data.samples import SampleIndex
 from utils.embeddings.cache import EmbeddingCache
 from utils.eval.accuracy import accuracy_summary
 from utils.inference.batches import build_batch
@@ -25,7 +26,7 @@ def cache(tiny_study):
 
 def test_class_logits_shape_and_masks_equal_plain_decoder(cache):
     model = cache.model
-    samples = cache.samples(cache.rows_for("val"))[:5]
+    samples = cache.index.split_samples("val")[:5]
     _, prompts, sizes = build_batch(cache, samples, "one_central_point", seed=0)
     classifier = ClassifyingMaskDecoder(model.sam.mask_decoder)
     with torch.inference_mode():
@@ -97,7 +98,7 @@ def test_short_run_beats_majority_baseline_on_held_out_slices(trained, tiny_stud
     assert metrics["split"] == "val"
     assert metrics["weighted_average"] > metrics["majority_baseline"]
     assert sum(v["n"] for v in metrics["organs"].values()) == len(
-        tiny_study["store"].samples("val"))
+        SampleIndex(tiny_study["store"]).split_samples("val"))
     assert np.isclose(sum(v["share"] for v in metrics["organs"].values()), 1.0)
     for name in ("table4.md", "confusion.png", "examples.png"):
         assert (results / "task3" / name).stat().st_size > 0
@@ -120,7 +121,7 @@ def test_validation_records_give_the_reported_accuracy(trained, tiny_study):
         assert classify_val_task3.main(script_args(tiny_study, results, "--classifier", best)) == 0
     metrics = json.loads(metrics_path.read_text())
     correct = metrics["records"]["correct"]
-    assert len(correct) == metrics["n"] == len(tiny_study["store"].samples("val"))
+    assert len(correct) == metrics["n"] == len(SampleIndex(tiny_study["store"]).split_samples("val"))
     assert np.mean([v for _, _, v in correct]) == pytest.approx(metrics["weighted_average"])
     per_organ = {}
     for _, organ, v in correct:
@@ -176,7 +177,7 @@ def test_mdice_before_is_task2s_own_score_of_the_same_decoder(tiny_study, tmp_pa
     model.sam.mask_decoder.load_state_dict({k[len("mask_decoder."):]: v for k, v in state.items()
                                             if k.startswith("mask_decoder.")})
     cache = EmbeddingCache(model, tiny_study["store"], root=tiny_study["cache"])
-    rescored, _ = evaluate_prompt(cache, cache.samples(cache.rows_for("val")), "one_central_point", seed=0)
+    rescored, _ = evaluate_prompt(cache, cache.index.split_samples("val"), "one_central_point", seed=0)
     assert metrics["val_mDice_before"]["mDice"] == pytest.approx(rescored["mDice"], abs=1e-5)
 
     assert classify_train_task3.main(script_args(tiny_study, results, *common, "--seed", "1",

@@ -1,10 +1,12 @@
-"""CT volumes on disk and the 2-D slice store cut from them: BTCV layouts, the phantom, augmentation, NIfTI export.
+"""CT volumes on disk and the 2-D slice store cut from them: BTCV layouts, the phantom, augmentation, the (slice,
+organ) sample list, NIfTI export.
 
 Modules:
 - ``augmentation``: Task 2's augmentation (random flip, rotation, intensity shift), deterministic per slice and view.
 - ``dataset``: Finding BTCV volumes on disk, splitting them 24/6, and loading them through MONAI.
 - ``nifti``: Predicted label maps back onto the source CT's own voxel grid, as NIfTI files that open over the CT.
 - ``phantom``: A synthetic, deterministic abdominal CT phantom in BTCV format (a package: anatomy, tissues, organs, volume, writing).
+- ``samples``: The one (slice, organ) sample list: the rows of a store (or of its augmented views) and what each is.
 - ``slice_store``: The 2-D slice store.
 """
 from utils.data.augmentation import AugmentSpec, augment_view  # noqa: F401
@@ -37,6 +39,7 @@ from utils.data.phantom import (  # noqa: F401
     phantom_affine,
     write_phantom_dataset,
 )
+from utils.data.samples import SampleIndex  # noqa: F401
 from utils.data.slice_store import (  # noqa: F401
     DEFAULT_WINDOW,
     STORE_FORMAT_VERSION,
@@ -45,8 +48,8 @@ from utils.data.slice_store import (  # noqa: F401
     build_store,
     iter_organ_masks,
     resolve_store,
-    store_settings,
     store_key,
+    store_settings,
     tight_box,
     volume_to_display,
 )

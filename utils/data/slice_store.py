@@ -24,7 +24,6 @@ import io
 import shutil
 import warnings
 from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -126,16 +125,6 @@ class SliceStore:
                 return data["label"]
         except (OSError, ValueError, KeyError) as exc:
             raise DataError(f"{path}: unreadable slice file ({exc}); rebuild the store with preprocess_slices.py") from exc
-
-    @cached_property
-    def organ_samples(self) -> list[tuple[int, int]]:
-        """The per-organ view: (store row, organ label) for every organ on every slice, in store order."""
-        return [(r.index, organ) for r in self.records for organ in sorted(r.organs)]
-
-    def samples(self, split: str) -> list[tuple[int, int]]:
-        """(store row, organ label) pairs of ``split``."""
-        rows = set(self.indices(split))
-        return [s for s in self.organ_samples if s[0] in rows]
 
 
 def resolve_store(path: Path) -> Path:

@@ -1,10 +1,12 @@
-"""The image encoder's outputs, computed once per slice: keyed storage, the cache, and its (slice, organ) samples.
+"""The image encoder's outputs, computed once per slice: the signature, keyed storage, encoding, and the cache.
 
 Modules:
 - ``cache``: Image-encoder outputs, computed once per slice (and per augmented view), read by every task.
-- ``samples``: Which rows a cache has and what each row is.
+- ``encoding``: Filling a cache: the frozen image encoder run over the rows not yet stored.
+- ``signature``: What a cache's embeddings depend on: the signature that names and guards its storage folder.
 - ``storage``: Keyed, memory-mapped storage of image-encoder outputs.
 """
-from utils.embeddings.cache import CACHE_FORMAT_VERSION, DEFAULT_CACHE_ROOT, EmbeddingCache, input_probe  # noqa: F401
-from utils.embeddings.samples import SampleIndex  # noqa: F401
+from utils.embeddings.cache import DEFAULT_CACHE_ROOT, EmbeddingCache, EmbeddingReader  # noqa: F401
+from utils.embeddings.encoding import encode_images, encode_missing  # noqa: F401
+from utils.embeddings.signature import CACHE_FORMAT_VERSION, cache_signature, input_probe  # noqa: F401
 from utils.embeddings.storage import CacheError, EmbeddingStorage, MappedNpy, signature_key  # noqa: F401

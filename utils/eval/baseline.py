@@ -73,7 +73,7 @@ def evaluate_baseline_rows(
                 if restrict:
                     if not true.any():
                         raise ValueError(f"sample (row {row}, organ {organ}): the organ is not on this slice, so it "
-                                         "has no ground-truth box; pass samples of present organs (store.samples)")
+                                         "has no ground-truth box; pass samples of present organs (SampleIndex.samples)")
                     pred = restrict_to_box(pred, bound_box(true))
                 preds.append(pred)
                 trues.append(true)
@@ -106,7 +106,8 @@ def evaluate_baseline(
 ) -> tuple[dict, list[dict]]:
     """Dice of every (store row, organ) sample of ``samples``, in their order, with the suite's Dice.
 
-    samples: (store row, organ label) pairs, e.g. Task 1's validation samples ``store.samples("val")``
+    samples: (store row, organ label) pairs, e.g. Task 1's validation samples
+        (:class:`utils.data.samples.SampleIndex`: ``SampleIndex(store).split_samples("val")``)
         (with Task 1's base cache, cache row = store row). Each slice is predicted once per run of
         consecutive samples on it (``batch_size`` slices per forward pass).
     restrict_to_boxes: keep each organ's prediction only inside the tight box of its ground-truth mask

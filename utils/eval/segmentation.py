@@ -8,7 +8,7 @@ from typing import Sequence
 import torch
 
 from utils.core import distributed
-from utils.embeddings.cache import EmbeddingCache
+from utils.embeddings.cache import EmbeddingReader
 from utils.eval.dice import batch_dice, summarise_dice
 from utils.inference.batches import build_batch, group_by_size, predict_logits
 from utils.inference.prompts import DEFAULT_BOX_JITTER_PX
@@ -16,7 +16,7 @@ from utils.inference.prompts import DEFAULT_BOX_JITTER_PX
 
 @torch.inference_mode()
 def evaluate_prompt(
-    cache: EmbeddingCache,
+    cache: EmbeddingReader,
     samples: Sequence[tuple[int, int]],
     prompt_type: str,
     seed: int = 0,
@@ -46,9 +46,9 @@ def evaluate_prompt(
                                 precision)
         dice = batch_dice(logits.cpu() > 0, masks)
         bar.update(len(batch))
-        return [{"case": cache.store.records[cache.store_index(row)].case_id,
-                 "z": cache.store.records[cache.store_index(row)].z, "row": row, "organ": organ, "dice": d}
-                for (row, organ), d in zip(batch, dice.tolist())]
+        records = [cache.index.store.records[cache.index.store_index(row)] for row, _ in batch]
+        return [{"case": record.case_id, "z": record.z, "row": row, "organ": organ, "dice": d}
+                for record, (row, organ), d in zip(records, batch, dice.tolist())]
 
     # Under torchrun the batches are dealt to the ranks and gathered in order: the records of one process.
     records = [r for part in distributed.map_batches(score, list(group_by_size(cache, samples, batch_size)))

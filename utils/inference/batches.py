@@ -10,7 +10,7 @@ import torch
 
 from utils.core.precision import autocast
 from utils.core.seeding import child_rng
-from utils.embeddings.cache import EmbeddingCache
+from utils.embeddings.cache import EmbeddingReader
 from utils.inference.decoding import decode
 from utils.inference.prompts import (
     DEFAULT_BOX_JITTER_PX,
@@ -20,14 +20,15 @@ from utils.inference.prompts import (
 )
 
 
-def sample_prompt(cache: EmbeddingCache, row: int, organ: int, mask: np.ndarray, prompt_type: str, seed: int,
+def sample_prompt(cache: EmbeddingReader, row: int, organ: int, mask: np.ndarray, prompt_type: str, seed: int,
                   epoch: int = -1, box_jitter: int = DEFAULT_BOX_JITTER_PX) -> Prompt:
     """The prompt for one (cache row, organ) sample; random draws depend only on these keys and seed.
 
     ``epoch`` >= 0 gives training a fresh draw per epoch; evaluation uses -1 (one fixed draw).
     ``box_jitter`` (slice px) is used by ``jittered_box`` only.
     """
-    return prompt_for(mask, prompt_type, seed, cache.store_index(row), organ, cache.view_id(row), epoch, box_jitter)
+    index = cache.index
+    return prompt_for(mask, prompt_type, seed, index.store_index(row), organ, index.view_id(row), epoch, box_jitter)
 
 
 def prompt_for(mask: np.ndarray, prompt_type: str, seed: int, store_index: int, organ: int, view: int = 0,
@@ -41,7 +42,7 @@ def prompt_for(mask: np.ndarray, prompt_type: str, seed: int, store_index: int, 
     return make_prompt(mask, prompt_type, rng, box_jitter=box_jitter)
 
 
-def build_batch(cache: EmbeddingCache, samples: Sequence[tuple[int, int]], prompt_type: str, seed: int,
+def build_batch(cache: EmbeddingReader, samples: Sequence[tuple[int, int]], prompt_type: str, seed: int,
                 epoch: int = -1, box_jitter: int = DEFAULT_BOX_JITTER_PX):
     """(masks bool (N, H, W) tensor, prompts, original sizes) for N samples of one slice size.
 
@@ -58,7 +59,7 @@ def build_batch(cache: EmbeddingCache, samples: Sequence[tuple[int, int]], promp
     return torch.from_numpy(np.stack(masks)), prompts, sizes
 
 
-def gather_embeddings(cache: EmbeddingCache, samples: Sequence[tuple[int, int]]) -> torch.Tensor:
+def gather_embeddings(cache: EmbeddingReader, samples: Sequence[tuple[int, int]]) -> torch.Tensor:
     """float32 (N, 256, 64, 64): each sample's slice embedding, each slice read from the cache once."""
     rows = [r for r, _ in samples]
     unique, inverse = np.unique(rows, return_inverse=True)
@@ -66,7 +67,7 @@ def gather_embeddings(cache: EmbeddingCache, samples: Sequence[tuple[int, int]])
     return cache.embeddings(unique, device)[torch.as_tensor(inverse, device=device)]
 
 
-def predict_logits(cache: EmbeddingCache, samples: Sequence[tuple[int, int]], prompts: Sequence[Prompt],
+def predict_logits(cache: EmbeddingReader, samples: Sequence[tuple[int, int]], prompts: Sequence[Prompt],
                    sizes: Sequence[tuple[int, int]], multimask_output: bool = False,
                    prompt_encoder=None, mask_decoder=None, precision: str = "fp32") -> torch.Tensor:
     """(N, H, W) float32 mask logits on the slice for N samples (all of one slice size).
@@ -80,7 +81,7 @@ def predict_logits(cache: EmbeddingCache, samples: Sequence[tuple[int, int]], pr
     return model.postprocess(low_res.float(), sizes[0])[:, 0]
 
 
-def group_by_size(cache: EmbeddingCache, samples: Sequence[tuple[int, int]], batch_size: int):
+def group_by_size(cache: EmbeddingReader, samples: Sequence[tuple[int, int]], batch_size: int):
     """Batches of at most ``batch_size`` samples, each batch of one slice size, in sample order."""
     batches: dict[tuple[int, int], list] = {}
     for sample in samples:

@@ -10,12 +10,12 @@ import torch
 
 from utils.core import distributed
 from utils.core.precision import autocast
-from utils.embeddings.cache import EmbeddingCache
+from utils.embeddings.cache import EmbeddingReader
 from utils.inference.batches import build_batch, gather_embeddings, group_by_size
 from utils.inference.decoding import prompt_inputs
 
 
-def class_inputs(cache: EmbeddingCache, samples: Sequence[tuple[int, int]], prompt_type: str, seed: int,
+def class_inputs(cache: EmbeddingReader, samples: Sequence[tuple[int, int]], prompt_type: str, seed: int,
                  epoch: int = -1, resident=None) -> tuple:
     """(points, boxes, embeddings float32 (N, 256, 64, 64), targets int64 (N,) = organ label - 1) for N
     samples of one slice size, on the model's device: everything before the forward pass (no autograd,
@@ -38,7 +38,7 @@ def class_forward(classifier, prompt_encoder, inputs: tuple, precision: str = "f
     return logits, targets
 
 
-def class_logits(cache: EmbeddingCache, classifier, samples: Sequence[tuple[int, int]], prompt_type: str, seed: int,
+def class_logits(cache: EmbeddingReader, classifier, samples: Sequence[tuple[int, int]], prompt_type: str, seed: int,
                  epoch: int = -1, prompt_encoder=None, precision: str = "fp32") -> tuple[torch.Tensor, torch.Tensor]:
     """(logits float32 (N, 13), targets int64 (N,) = organ label - 1) for N samples of one slice size.
 
@@ -49,7 +49,7 @@ def class_logits(cache: EmbeddingCache, classifier, samples: Sequence[tuple[int,
 
 
 @torch.inference_mode()
-def predict_classes(cache: EmbeddingCache, classifier, samples: Sequence[tuple[int, int]], prompt_type: str,
+def predict_classes(cache: EmbeddingReader, classifier, samples: Sequence[tuple[int, int]], prompt_type: str,
                     seed: int = 0, batch_size: int = 32, precision: str = "fp32", prompt_encoder=None
                     ) -> tuple[list[tuple[int, int]], np.ndarray]:
     """Predicted organ label (1..13) for every sample; returns (samples in prediction order, labels).

@@ -1,7 +1,9 @@
-"""Training: the one loop of Tasks 2, 3 and the baselines, its fast path, and the baselines' step.
+"""Training: the one loop of Tasks 2, 3 and the baselines, its fast path, and each task's step.
 
 Modules:
 - ``baseline``: Training the supervised 2-D baselines (U-Net / ResU-Net, :mod:`utils.models.unet`) on the slice store.
+- ``classifier_step``: Task 3's training step: the classifying mask decoder names the organ of each sample.
+- ``decoder_step``: Task 2's training step: SAM's prompt encoder + mask decoder on cached embeddings, Dice loss.
 - ``fastpath``: The training fast path of Tasks 2 and 3.
 - ``loop``: The one training loop of Tasks 2 and 3.
 """
@@ -12,6 +14,14 @@ from utils.train.baseline import (  # noqa: F401
     foreground_dice,
     make_baseline_step,
     training_slices,
+)
+from utils.train.classifier_step import make_class_step  # noqa: F401
+from utils.train.decoder_step import (  # noqa: F401
+    PreparedGroup,
+    largest_decoder_batch,
+    make_prepare,
+    make_step,
+    trainable_decoder,
 )
 from utils.train.fastpath import (  # noqa: F401
     SWITCH,

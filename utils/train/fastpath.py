@@ -122,12 +122,13 @@ class CompiledOrEager:
 class ResidentEmbeddings:
     """Every row of an embedding cache held in one device tensor (float16, as the cache stores them).
 
-    ``gather(rows)`` returns float32 (N, 256, 64, 64), bit-identical to ``cache.embeddings(rows)``.
+    ``gather(rows)`` returns float32 (N, 256, 64, 64), bit-identical to ``cache.embeddings(rows)``
+    (float16 -> float32 -> float16 is exact). ``cache``: any :class:`utils.embeddings.cache.EmbeddingReader`.
     """
 
     def __init__(self, cache, device: torch.device, chunk: int = 64):
         n = len(cache)
-        parts = [torch.from_numpy(cache.storage.read(list(range(s, min(s + chunk, n))))).to(device, torch.float16)
+        parts = [cache.embeddings(list(range(s, min(s + chunk, n))), device).to(torch.float16)
                  for s in range(0, n, chunk)]
         self.table = torch.cat(parts) if parts else torch.zeros(0, 256, 64, 64, dtype=torch.float16, device=device)
         self.device = torch.device(device)

@@ -1,9 +1,11 @@
-"""Which rows a cache has and what each row is: the (slice, organ) sample index of Tasks 1-3.
+"""The one (slice, organ) sample list of Tasks 1-3 and the baselines: the rows of a store and what each is.
 
-A *row* is one encoded image: a store slice as stored (``view`` 0) or an augmented view of a training
-slice (``view`` 1..K). A *sample* is (row, organ label) for every organ on that row; its mask is
-``label(row) == organ``, and its prompts are drawn from that mask (:mod:`utils.inference.batches`), seeded by
-(seed, store slice, view, organ), never by call order.
+A *row* is one image: a store slice as stored (``view`` 0) or an augmented view of a training slice
+(``view`` 1..K, :mod:`utils.data.augmentation`). A *sample* is (row, organ label) for every organ on that
+row; its mask is ``label(row) == organ``, and its prompts are drawn from that mask
+(:mod:`utils.inference.batches`), seeded by (seed, store slice, view, organ), never by call order. An
+embedding cache has one row per row of its index (:mod:`utils.embeddings.cache`); without augmentation a
+row is the store row, so ``SampleIndex(store).samples(rows)`` are (store row, organ) pairs.
 """
 from __future__ import annotations
 
@@ -16,7 +18,10 @@ from utils.data.slice_store import SliceStore
 
 
 class SampleIndex:
-    """The rows of one store (``augment=None``: one per slice) or of its augmented training views."""
+    """The rows of one store (``augment=None``: one per slice) or of its augmented training views.
+
+    ``stored_label(row)``: where the labels of augmented rows are read (the cache keeps them with the
+    embeddings, made with their images); base rows read theirs from the store."""
 
     def __init__(self, store: SliceStore, augment: AugmentSpec | None = None,
                  stored_label: Callable[[int], np.ndarray] | None = None):
@@ -30,7 +35,6 @@ class SampleIndex:
                 raise ValueError("an augmented cache needs views >= 1")
             self.kind = "aug"
             self.sources = [(i, v) for i in store.indices("train") for v in range(1, augment.views + 1)]
-        # Augmented labels are made with their images and kept with the embeddings: read them there.
         self._stored_label = stored_label
         self._organs: dict[int, dict[int, int]] = {}
         self._shapes: dict[int, tuple[int, int]] = {}
@@ -39,9 +43,11 @@ class SampleIndex:
         return len(self.sources)
 
     def store_index(self, row: int) -> int:
+        """The store slice ``row`` shows (its row in the store)."""
         return self.sources[row][0]
 
     def view_id(self, row: int) -> int:
+        """0 for the slice as stored, 1..K for its augmented views."""
         return self.sources[row][1]
 
     def rows_for(self, split: str) -> list[int]:
@@ -60,6 +66,8 @@ class SampleIndex:
     def label(self, row: int) -> np.ndarray:
         """uint8 (H, W) label of ``row``."""
         if self.kind == "aug":
+            if self._stored_label is None:
+                raise ValueError("an augmented SampleIndex reads its labels through stored_label; none was given")
             return self._stored_label(row)
         return self.store.label(self.sources[row][0])
 
@@ -82,3 +90,7 @@ class SampleIndex:
     def samples(self, rows: Sequence[int]) -> list[tuple[int, int]]:
         """(row, organ label) for every organ on each of ``rows``, in row order, organs ascending."""
         return [(r, o) for r in rows for o in sorted(self.organs(r))]
+
+    def split_samples(self, split: str) -> list[tuple[int, int]]:
+        """:meth:`samples` of every row of ``split`` ("train", "val" or "all")."""
+        return self.samples(self.rows_for(split))
