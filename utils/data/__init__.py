@@ -45,8 +45,8 @@ from utils.data.slice_store import (  # noqa: F401
     build_store,
     iter_organ_masks,
     resolve_store,
-    store_settings,
     store_key,
+    store_settings,
     tight_box,
     volume_to_display,
 )
