@@ -1,13 +1,25 @@
-"""Foundations every stage uses: atomic files, seeding, device and precision, torchrun, the 13 organs.
+"""Foundations every stage uses: atomic files, checkpoint files, the suite's errors, seeding, device and
+precision, torchrun, the 13 organs.
 
 Modules:
+- ``checkpoints``: Checkpoint files: read on the CPU, written atomically, and their kinds told apart.
 - ``device``: The one place that picks a torch device and sets the process up to run fast on it.
 - ``distributed``: Several processes on one job.
+- ``errors``: The suite's own errors (``SuiteError`` and the kinds every stage raises).
 - ``io``: Atomic writes.
 - ``organs``: The 13 BTCV organs, in label order (label value = index + 1; 0 is background).
 - ``precision``: Mixed precision.
 - ``seeding``: Seeding.
 """
+from utils.core.checkpoints import (  # noqa: F401
+    KINDS,
+    check_kind,
+    checkpoint_kind,
+    cpu_state,
+    load_checkpoint,
+    save_checkpoint,
+    weights_of,
+)
 from utils.core.device import (  # noqa: F401
     AUTO_BATCH,
     auto_batch,
@@ -38,6 +50,7 @@ from utils.core.distributed import (  # noqa: F401
     solo,
     world_size,
 )
+from utils.core.errors import CheckpointError, ResultsError, SuiteError  # noqa: F401
 from utils.core.io import atomic_path, read_json, write_json, write_text  # noqa: F401
 from utils.core.organs import MAX_LABEL, NUM_ORGANS, ORGAN_TITLES, ORGANS, organ_name, organ_title  # noqa: F401
 from utils.core.precision import PRECISIONS, autocast  # noqa: F401

@@ -13,8 +13,8 @@ from utils.models.sam import (  # noqa: F401
     CheckpointError,
     SamModel,
     build_lite_medsam,
+    decoder_from_state,
     file_sha256,
-    load_decoder_checkpoint,
     load_model,
     to_uint8,
 )
