@@ -230,4 +230,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from utils.scaffold.boundary import run_script  # the one error boundary (--debug: tracebacks)
+
+    sys.exit(run_script(main))

@@ -1,25 +1,29 @@
 """What every script stands on: hyperparameters as flags, the common flags, the session (store, model,
-device, cache, decoders), run folders and hand-offs, results files.
+device, cache, decoders), run folders and hand-offs, results files, and the one error boundary.
 
 Modules:
+- ``boundary``: The one error boundary every script's entry goes through (``sys.exit(run_script(main))``).
 - ``config``: nanoGPT-style configuration.
 - ``flags``: The flags every task script shares, in groups (data / model / run), and the task parser that adds a script's own hyperparameter constants to them.
 - ``results``: What every results file says about where its numbers came from (:func:`provenance`), and writing results files.
 - ``runs``: Run folders keyed like the caches, checked resume, and checked hand-offs between tasks.
 - ``session``: The opening of every task script's ``main``.
 """
+from utils.scaffold.boundary import DEBUG_ENV, debug_requested, run_script  # noqa: F401
 from utils.scaffold.config import (  # noqa: F401
     CHECKS,
     add_hyperparameters,
     checked,
+    comma_list,
     new_parser,
     parse_with_presets,
     typed_destinations,
 )
-from utils.scaffold.flags import SPLITS, add_common_args, add_finetuned_args, new_task_parser  # noqa: F401
+from utils.scaffold.flags import SPLITS, add_common_args, add_finetuned_args, new_task_parser, one_prompt_type  # noqa: F401
 from utils.scaffold.results import (  # noqa: F401
     config_record,
     provenance,
+    read_results,
     scored_alike,
     write_csv,
     write_results,
@@ -33,9 +37,16 @@ from utils.scaffold.runs import (  # noqa: F401
     differences,
     find_handoff,
     identity_of,
-    load_checkpoint,
     open_run,
     run_key,
     runs_in,
 )
-from utils.scaffold.session import DecoderChoice, Experiment, fail, open_decoders, open_experiment, quiet_third_party  # noqa: F401
+from utils.scaffold.session import (  # noqa: F401
+    DecoderChoice,
+    Experiment,
+    fail,
+    open_decoders,
+    open_experiment,
+    quiet_third_party,
+    wanted_data,
+)

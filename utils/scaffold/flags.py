@@ -12,6 +12,7 @@ from pathlib import Path
 
 from utils.core.precision import PRECISIONS
 from utils.embeddings.cache import DEFAULT_CACHE_ROOT
+from utils.inference.prompts import parse_prompt_types
 from utils.models.sam import MODEL_NAMES
 from utils.scaffold.config import add_hyperparameters, checked, new_parser
 
@@ -45,6 +46,14 @@ def add_common_args(parser: argparse.ArgumentParser, split: str | None = "val") 
     parser.add_argument("--encode-batch", type=checked(int, "non_negative"), default=0,
                         help="slices per image-encoder call (default 0 = auto: 8 on a CPU, 32 on a GPU)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def one_prompt_type(text: str) -> str:
+    """A check for a flag naming ONE prompt type (``--prompt``): 'a' -> 'a', ValueError for none or several."""
+    types = parse_prompt_types(text)
+    if len(types) != 1:
+        raise ValueError(f"takes one prompt type, got {text!r}")
+    return types[0]
 
 
 def add_finetuned_args(parser: argparse.ArgumentParser, default: str) -> None:
