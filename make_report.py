@@ -88,9 +88,9 @@ class ResultsFiles:
         except ResultsError:
             return None
 
-    def baselines(self, readable_only: bool = False) -> dict[str, dict]:
-        read = self.readable if readable_only else self.get
-        return {arch: m for arch in BASELINE_ARCHS if (m := read(f"baseline/{arch}/metrics.json"))}
+    def baselines(self) -> dict[str, dict]:
+        """Table 3's measured baselines that have been run: {arch: metrics}."""
+        return {arch: m for arch in BASELINE_ARCHS if (m := self.get(f"baseline/{arch}/metrics.json"))}
 
 
 def _provenance_rows(name: str, meta: dict, preset: str | None) -> str:
@@ -296,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {path}")
     if files.damaged:
         raise ResultsError(f"{'; '.join(map(str, files.damaged.values()))} (the rest of {path} was written; "
-                           "the section that needs it is marked)")
+                           "the section that needs it is marked)") from next(iter(files.damaged.values()))
     return 0
 
 

@@ -8,7 +8,8 @@ from conftest import script_args
 import classify_train_task3
 import finetune_task2
 import segmentation_task1
-from utils.core.checkpoints import load_checkpoint
+from utils.core.checkpoints import TASK3, load_checkpoint
+from utils.core.errors import CheckpointError
 from utils.scaffold.boundary import run_script
 from utils.scaffold.runs import Run, RunMismatch, find_handoff, open_run, run_key
 from utils.train.loop import LoopConfig, StepResult, run_training
@@ -147,6 +148,27 @@ def test_auto_handoff_takes_only_a_run_for_the_same_model_and_data(tmp_path):
         find_handoff(str(other.path), tmp_path, "one_central_point", wanted)
     handoff, why = find_handoff(str(other.best), tmp_path, "one_central_point", wanted, allow_other_data=True)
     assert handoff.other_data and handoff.record["other_data"] and "OTHER data" in why
+
+
+def test_auto_handoff_from_another_store_is_recorded_as_other_data(tmp_path):
+    """--finetuned auto --finetuned-store (the 3-D stage): Task 2's run made on the store it names, recorded as
+    trained on other data, exactly as that run's PATH with --allow-other-data would be."""
+    wanted = {"model": "lite_medsam", "checkpoint_sha256": "abc", "store_key": "S1"}
+    other = fake_task2_run(tmp_path, store_key="S2")
+    handoff, why = find_handoff("auto", tmp_path, "one_central_point", wanted, search_store_key="S2")
+    as_path, _ = find_handoff(str(other.best), tmp_path, "one_central_point", wanted, allow_other_data=True)
+    assert handoff.record == as_path.record and handoff.other_data and "OTHER data" in why
+    assert handoff.state["epoch"] == 2  # the checkpoint, read once, travels with the hand-off
+
+
+def test_a_handoff_of_the_wrong_kind_is_refused_saying_what_it_is(tmp_path):
+    wanted = {"model": "lite_medsam", "checkpoint_sha256": "abc", "store_key": "S1"}
+    task2 = fake_task2_run(tmp_path)
+    with pytest.raises(CheckpointError, match=r"given as --classifier\): this is a Task 2 decoder .*, not a Task 3"):
+        find_handoff(str(task2.path), tmp_path, "one_central_point", wanted, kind=TASK3, flag="--classifier")
+    with pytest.raises(CheckpointError, match=r"given as --classifier auto, found under .*: this is a Task 2"):
+        find_handoff("auto", tmp_path, "one_central_point", wanted, kind=TASK3, flag="--classifier")
+    assert find_handoff(str(task2.path), tmp_path, "one_central_point", wanted)[0].run_key == task2.key
 
 
 def test_task3_refuses_a_task2_checkpoint_from_another_store(tiny_study, tmp_path, capsys):

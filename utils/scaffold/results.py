@@ -71,15 +71,17 @@ def read_results(path: Path, rewrite: str) -> dict | None:
     path = Path(path)
     if not path.is_file():
         return None
+
+    def damaged(problem: str) -> ResultsError:
+        return ResultsError(f"{path}: damaged or unreadable results file ({problem}); rerun `{rewrite}` to rewrite it")
+
     try:
         data = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, ValueError) as exc:
-        problem = f"{type(exc).__name__}: {exc}"
-    else:
-        if isinstance(data, dict):
-            return data
-        problem = f"holds a JSON {type(data).__name__}, not an object"
-    raise ResultsError(f"{path}: damaged or unreadable results file ({problem}); rerun `{rewrite}` to rewrite it")
+        raise damaged(f"{type(exc).__name__}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise damaged(f"holds a JSON {type(data).__name__}, not an object")
+    return data
 
 
 def config_record(args) -> dict:
