@@ -66,7 +66,9 @@ def parse_args(argv: list[str] | None = None):
     parser.add_argument("--resume", action="store_true", help="continue the run with today's settings")
     parser.add_argument("--checkpoint-dir", type=Path, default=ROOT / "checkpoints" / "classifier",
                         help="root of the classifier run folders (default checkpoints/classifier)")
-    return parse_with_presets(parser, argv, PRESETS)
+    from utils.scaffold.flags import one_prompt_type
+
+    return parse_with_presets(parser, argv, PRESETS, checks={"prompt": one_prompt_type})  # bad values: exit 2
 
 
 def build_classifier(args, exp, decoder):
@@ -243,4 +245,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from utils.scaffold.boundary import run_script  # the one error boundary (--debug: tracebacks)
+
+    sys.exit(run_script(main))

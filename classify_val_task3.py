@@ -34,7 +34,9 @@ def parse_args(argv: list[str] | None = None):
                         help="prompts per decoder call (default 0 = auto: 8 on a CPU, 64 on a GPU)")
     parser.add_argument("--examples", type=checked(int, "non_negative"), default=6,
                         help="example samples drawn in examples.png")
-    return parse_with_presets(parser, argv)
+    from utils.scaffold.flags import one_prompt_type
+
+    return parse_with_presets(parser, argv, checks={"prompt": one_prompt_type})  # bad values: exit 2
 
 
 def pick_examples(samples, cache, truth, predicted, n):
@@ -48,69 +50,65 @@ def pick_examples(samples, cache, truth, predicted, n):
     return (small + misses + rest)[:n]
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def open_classifier(args, exp):
+    """The Task 3 classifier to validate (--classifier auto|PATH), found by the scaffold's one hand-off and checked
+    to be a Task 3 classifier for --prompt before its weights are loaded. Returns (handoff, classifier, prompt
+    encoder), on the device, in eval mode."""
     import torch
 
     from modified_classifier import ClassifyingMaskDecoder
-    from utils.core import distributed
-    from utils.core.organs import ORGAN_TITLES, organ_title
-    from utils.eval.accuracy import accuracy_summary, confusion_matrix
-    from utils.inference.batches import sample_prompt
-    from utils.inference.classify import predict_classes
-    from utils.inference.prompts import PROMPT_TITLES
-    from utils.report.plots import save_class_examples, save_confusion
-    from utils.report.tables import table4, titled
-    from utils.scaffold.results import config_record, provenance, write_results
-    from utils.scaffold.runs import RunMismatch, find_handoff, load_checkpoint
-    from utils.scaffold.session import fail, open_experiment
+    from utils.core.checkpoints import TASK3
+    from utils.scaffold.runs import RunMismatch, find_handoff
+    from utils.scaffold.session import wanted_data
 
-    exp = open_experiment(args)
-    model, store, cache = exp.model, exp.store, exp.cache
-    wanted = {"model": model.name, "checkpoint_sha256": model.checkpoint_sha256, "store_key": store.key}
-    try:
-        found, source = find_handoff(args.classifier, args.classifier_dir, args.prompt, wanted, args.allow_other_data)
-        if found is None:
-            raise RunMismatch(f"no classifier: {source.replace('pre-trained decoder: ', '')}; run "
-                              f"classify_train_task3.py --model {model.name} --prompt {args.prompt} first")
-        state = load_checkpoint(found.checkpoint)
-    except (RunMismatch, FileNotFoundError) as exc:
-        raise fail(str(exc)) from exc
-    if found.identity.get("task") != "task3" or found.identity.get("prompt") != args.prompt:
-        raise fail(f"{found.checkpoint}: a {found.identity.get('task')} run for --prompt {found.identity.get('prompt')}, "
-                   f"not a Task 3 classifier for --prompt {args.prompt}")
-    classifier = ClassifyingMaskDecoder(model.sam.mask_decoder)
-    prompt_encoder = model.sam.prompt_encoder
+    found, source = find_handoff(args.classifier, args.classifier_dir, args.prompt, wanted_data(exp),
+                                 args.allow_other_data, TASK3, "--classifier")
+    if found is None:
+        raise RunMismatch(f"no classifier: {source.replace('pre-trained decoder: ', '')}; run "
+                          f"classify_train_task3.py --model {exp.model.name} --prompt {args.prompt} first")
+    if found.identity.get("prompt") != args.prompt:
+        raise RunMismatch(f"{found.checkpoint}: a {found.identity.get('task')} run for --prompt "
+                          f"{found.identity.get('prompt')}, not a Task 3 classifier for --prompt {args.prompt}")
+    classifier = ClassifyingMaskDecoder(exp.model.sam.mask_decoder)
+    prompt_encoder = exp.model.sam.prompt_encoder
     module = torch.nn.ModuleDict({"prompt_encoder": prompt_encoder, "classifier": classifier})
-    module.load_state_dict(state["model"])
+    module.load_state_dict(found.state["model"])
     module.to(exp.device).eval()
+    return found, classifier, prompt_encoder
 
-    rows = cache.index.rows_for(args.split)
-    cache.ensure(rows, batch_size=args.encode_batch, progress=not args.no_progress)
-    samples = cache.index.samples(rows)
-    ordered, predicted = predict_classes(cache, classifier, samples, args.prompt, args.seed, args.decode_batch,
-                                         args.precision, prompt_encoder)
+
+def score(args, exp, found, ordered, predicted, rows) -> dict:
+    """metrics.json: accuracy per organ and overall, provenance and the per-sample records (for the intervals)."""
+    from utils.eval.accuracy import accuracy_summary
+    from utils.scaffold.results import provenance
+
+    store, cache, config = exp.store, exp.cache, found.state["config"]
     truth = [o for _, o in ordered]
     train_truth = [o for _, o in cache.index.split_samples("train")]
     summary = accuracy_summary(truth, predicted, train_truth or None)
-    meta = provenance(store, model, exp.device, args.seed, args.split, precision=args.precision,
+    meta = provenance(store, exp.model, exp.device, args.seed, args.split, precision=args.precision,
                       encoder_precision=args.encoder_precision, n_slices=len(rows),
-                      preset=state["config"].get("preset"), classifier_checkpoint=str(found.checkpoint),
+                      preset=config.get("preset"), classifier_checkpoint=str(found.checkpoint),
                       classifier_run=found.run_key, classifier_epoch=found.epoch, classifier_other_data=found.other_data,
-                      starting_weights=state["config"].get("starting_weights"))
-    results = {"model": model.name, "prompt": args.prompt, "split": args.split, **summary, "provenance": meta}
+                      starting_weights=config.get("starting_weights"))
+    results = {"model": exp.model.name, "prompt": args.prompt, "split": args.split, **summary, "provenance": meta}
     # per sample (case, organ, 1 if named right else 0), for the tables' bootstrap intervals
     results["records"] = {"correct": [(store.records[cache.index.store_index(row)].case_id, int(organ),
                                         int(organ == int(p)))
                                       for (row, organ), p in zip(ordered, predicted)]}
-    out = args.results / "task3"
-    if not distributed.is_main():  # torchrun: every rank computed the gathered results; rank 0 writes them
-        return 0
-    write_results(out, results, {"table4.md": titled(f"Table 4: Classification accuracy of different organs with "
-                                                     f"{PROMPT_TITLES[args.prompt]} prompts", table4(results))},
-                  dict(config_record(args), classifier_run=found.record))
+    return results
+
+
+def write_figures(args, exp, out, ordered, predicted) -> None:
+    """confusion.png, and examples.png: the smallest organs first, then misses and a spread of others."""
+    from utils.core.organs import ORGAN_TITLES, organ_title
+    from utils.eval.accuracy import confusion_matrix
+    from utils.inference.batches import sample_prompt
+    from utils.report.plots import save_class_examples, save_confusion
+
+    cache, truth = exp.cache, [o for _, o in ordered]
     save_confusion(confusion_matrix(truth, predicted), ORGAN_TITLES, out / "confusion.png",
-                   f"Task 3 confusion ({model.name}, {args.split}, {store.description})")
+                   f"Task 3 confusion ({exp.model.name}, {args.split}, {exp.store.description})")
     examples = []
     for i in pick_examples(ordered, cache, truth, predicted, args.examples):
         row, organ = ordered[i]
@@ -120,11 +118,38 @@ def main(argv: list[str] | None = None) -> int:
                          "truth": organ_title(organ), "predicted": organ_title(int(predicted[i]))})
     if examples:
         save_class_examples(examples, out / "examples.png",
-                            f"Task 3 examples, smallest organs first ({model.name}, {store.description})")
+                            f"Task 3 examples, smallest organs first ({exp.model.name}, {exp.store.description})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from utils.core import distributed
+    from utils.inference.classify import predict_classes
+    from utils.inference.prompts import PROMPT_TITLES
+    from utils.report.tables import table4, titled
+    from utils.scaffold.results import config_record, write_results
+    from utils.scaffold.session import open_experiment
+
+    exp = open_experiment(args)
+    found, classifier, prompt_encoder = open_classifier(args, exp)
+    rows = exp.cache.index.rows_for(args.split)
+    exp.cache.ensure(rows, batch_size=args.encode_batch, progress=not args.no_progress)
+    ordered, predicted = predict_classes(exp.cache, classifier, exp.cache.index.samples(rows), args.prompt, args.seed,
+                                         args.decode_batch, args.precision, prompt_encoder)
+    results = score(args, exp, found, ordered, predicted, rows)
+    out = args.results / "task3"
+    if not distributed.is_main():  # torchrun: every rank computed the gathered results; rank 0 writes them
+        return 0
+    write_results(out, results, {"table4.md": titled(f"Table 4: Classification accuracy of different organs with "
+                                                     f"{PROMPT_TITLES[args.prompt]} prompts", table4(results))},
+                  dict(config_record(args), classifier_run=found.record))
+    write_figures(args, exp, out, ordered, predicted)
     print(f"\n{table4(results)}")
     print(f"wrote {out / 'metrics.json'} and {out / 'table4.md'}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from utils.scaffold.boundary import run_script  # the one error boundary (--debug: tracebacks)
+
+    sys.exit(run_script(main))

@@ -87,7 +87,9 @@ def parse_args(argv: list[str] | None = None):
                         help="under torchrun: data = every prompt type in turn, each global batch split across the "
                              "ranks (DDP); prompts = the prompt types dealt to the ranks, each trained by one rank "
                              "alone (which writes that prompt's run and history). Ignored in one process")
-    return parse_with_presets(parser, argv, PRESETS)
+    from utils.inference.prompts import parse_prompt_types
+
+    return parse_with_presets(parser, argv, PRESETS, checks={"prompts": parse_prompt_types})  # bad: exit 2
 
 
 @dataclass
@@ -365,4 +367,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from utils.scaffold.boundary import run_script  # the one error boundary (--debug: tracebacks)
+
+    sys.exit(run_script(main))

@@ -71,7 +71,9 @@ def parse_args(argv: list[str] | None = None):
                         help="center (default): deepest pixel of the largest error region; random: a seeded "
                              "uniform error pixel (SAM-Med2D)")
     add_finetuned_args(parser, default="none")
-    return parse_with_presets(parser, argv, PRESETS)
+    from utils.inference.prompts import parse_prompt_types
+
+    return parse_with_presets(parser, argv, PRESETS, checks={"start": parse_prompt_types, "jitters": parse_jitters})
 
 
 def parse_jitters(text: str) -> list[int]:
@@ -259,4 +261,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from utils.scaffold.boundary import run_script  # the one error boundary (--debug: tracebacks)
+
+    sys.exit(run_script(main))

@@ -10,13 +10,13 @@ files in results/, so running it twice gives the same report.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
+from utils.core.errors import ResultsError  # noqa: E402
 from utils.core.io import write_text  # noqa: E402
 from utils.inference.prompts import PROMPT_TITLES, PROMPT_TYPES  # noqa: E402
 from utils.report.tables import (  # noqa: E402
@@ -29,16 +29,68 @@ from utils.report.tables import (  # noqa: E402
     table_interactive,
     task3_settings_note,
 )
+from utils.scaffold.results import read_results  # noqa: E402
+
+# The command that writes each results file again (named when one is damaged).
+REWRITES = {
+    "preprocess/summary.json": "python preprocess_slices.py --phantom (or --data-root BTCV_DIR)",
+    "task1/metrics.json": "python segmentation_task1.py",
+    "task2/metrics.json": "python finetune_task2.py --preset quick",
+    "task3/train_metrics.json": "python classify_train_task3.py --preset quick",
+    "task3/metrics.json": "python classify_val_task3.py",
+    "interactive/metrics.json": "python interactive_task1.py --preset quick",
+    "interactive_finetuned/metrics.json": "python interactive_task1.py --preset quick --finetuned auto",
+    "baseline/unet/metrics.json": "python train_baseline.py --arch unet",
+    "baseline/resunet/metrics.json": "python train_baseline.py --arch resunet",
+    "task3d/metrics.json": "python segmentation_3d.py --slices data/slices_3d",
+    "task3d_finetuned/metrics.json": "python segmentation_3d.py --slices data/slices_3d --finetuned auto "
+                                     "--finetuned-store data/slices",
+    "task3d/store/preprocess/summary.json": "python preprocess_slices.py --phantom --data-root data/phantom_3d "
+                                            "--phantom-cases 35 --phantom-slices 18 --slice-margin 2 --out "
+                                            "data/slices_3d --results results/task3d/store",
+    "study.json": "python run_study.py --phantom (make reproduce)",
+}
+BASELINE_ARCHS = ("unet", "resunet")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from utils.scaffold.config import new_parser
+
+    parser = new_parser(__doc__)
     parser.add_argument("--results", type=Path, default=ROOT / "results", help="results folder (default results/)")
     return parser.parse_args(argv)
 
 
-def _load(path: Path) -> dict | None:
-    return json.loads(path.read_text()) if path.is_file() else None
+class ResultsFiles:
+    """The results folder's JSON files, each read once: missing ones are None; a damaged one raises
+    ResultsError (naming the file and the command that rewrites it) and is remembered in ``damaged``."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.damaged: dict[str, ResultsError] = {}
+        self._read: dict[str, dict | None] = {}
+
+    def get(self, name: str) -> dict | None:
+        if name in self.damaged:
+            raise self.damaged[name]
+        if name not in self._read:
+            try:
+                self._read[name] = read_results(self.root / name, REWRITES[name])
+            except ResultsError as exc:
+                self.damaged[name] = exc
+                raise
+        return self._read[name]
+
+    def readable(self, name: str) -> dict | None:
+        """Like :meth:`get`, but a damaged file reads as None (the overview skips it; its section says why)."""
+        try:
+            return self.get(name)
+        except ResultsError:
+            return None
+
+    def baselines(self) -> dict[str, dict]:
+        """Table 3's measured baselines that have been run: {arch: metrics}."""
+        return {arch: m for arch in BASELINE_ARCHS if (m := self.get(f"baseline/{arch}/metrics.json"))}
 
 
 def _provenance_rows(name: str, meta: dict, preset: str | None) -> str:
@@ -47,60 +99,66 @@ def _provenance_rows(name: str, meta: dict, preset: str | None) -> str:
             f"{meta.get('encoder_precision', 'fp32')} / {meta.get('precision', 'fp32')} | {meta.get('date')} |")
 
 
-def build_report(results: Path) -> str:
-    pre = _load(results / "preprocess" / "summary.json")
-    t1 = _load(results / "task1" / "metrics.json")
-    t2 = _load(results / "task2" / "metrics.json")
-    t3_train = _load(results / "task3" / "train_metrics.json")
-    t3 = _load(results / "task3" / "metrics.json")
-    study = _load(results / "study.json")
-    baselines = {arch: m for arch in ("unet", "resunet") if (m := _load(results / "baseline" / arch / "metrics.json"))}
+def phantom_warning(files: ResultsFiles) -> list[str]:
+    datas = {m["provenance"]["data"] for name in ("task1", "task2", "task3")
+             if (m := files.readable(f"{name}/metrics.json"))}
+    if not any("phantom" in d for d in datas):
+        return []
+    return ["> **These numbers come from the suite's synthetic BTCV-format phantom, not from BTCV.** They "
+            "show that every stage of the study runs and what it measures on that phantom; they are not "
+            "figures about real CT and must not be compared with the study report's numbers.", ""]
 
-    out = ["# SAM on BTCV: study report", ""]
-    datas = {m["provenance"]["data"] for m in (t1, t2, t3) if m}
-    if any("phantom" in d for d in datas):
-        out += ["> **These numbers come from the suite's synthetic BTCV-format phantom, not from BTCV.** They "
-                "show that every stage of the study runs and what it measures on that phantom; they are not "
-                "figures about real CT and must not be compared with the study report's numbers.", ""]
-    out += ["## Where every number comes from", "",
-            "| results | data | split | slices | model | checkpoint sha256 | preset | seed | device "
-            "| precision (encoder / decoder) | date |",
-            "|---|---|---|---|---|---|---|---|---|---|---|"]
-    if t1:
-        out.append(_provenance_rows("Table 1 (Task 1)", t1["provenance"], None))
-    if t2:
-        out.append(_provenance_rows("Tables 2-3 (Task 2)", t2["provenance"], t2.get("preset")))
-    if t3:
-        out.append(_provenance_rows("Table 4 (Task 3)", t3["provenance"], t3["provenance"].get("preset")))
-    for folder, name in (("task3d", "3-D (zero-shot)"), ("task3d_finetuned", "3-D (Task 2's decoders)")):
-        m3d = _load(results / folder / "metrics.json")
-        if m3d:
-            out.append(_provenance_rows(name, m3d["provenance"], None))
-    for arch, m in baselines.items():
-        out.append(_provenance_rows(f"Table 3 ({arch} baseline)", m["provenance"], m.get("preset")))
+
+def provenance_section(files: ResultsFiles) -> list[str]:
+    """One row per results file that was read (a damaged one is named below the table)."""
+    out = ["| results | data | split | slices | model | checkpoint sha256 | preset | seed | device "
+           "| precision (encoder / decoder) | date |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
+    rows = [("Table 1 (Task 1)", "task1/metrics.json", lambda m: None),
+            ("Tables 2-3 (Task 2)", "task2/metrics.json", lambda m: m.get("preset")),
+            ("Table 4 (Task 3)", "task3/metrics.json", lambda m: m["provenance"].get("preset")),
+            ("3-D (zero-shot)", "task3d/metrics.json", lambda m: None),
+            ("3-D (Task 2's decoders)", "task3d_finetuned/metrics.json", lambda m: None)]
+    rows += [(f"Table 3 ({arch} baseline)", f"baseline/{arch}/metrics.json", lambda m: m.get("preset"))
+             for arch in BASELINE_ARCHS]
+    for title, name, preset in rows:
+        if m := files.readable(name):
+            out.append(_provenance_rows(title, m["provenance"], preset(m)))
     out.append("")
-    if pre:
-        s = pre["summary"]
-        out += [f"Slice store: {pre['data']}, {s['volumes']} volumes ({s['layout']}), {s['slices']} slices with an "
-                f"organ (train {s['slices_per_split']['train']}, val {s['slices_per_split']['val']}), "
-                f"{s['organ_samples']} (slice, organ) samples, CT window {pre['window_hu'][0]:g}..{pre['window_hu'][1]:g} HU.",
-                ""]
-        for name in ("phantom_montage.png", "slices_montage.png"):
-            if (results / "preprocess" / name).is_file():
-                out += [f"![slices with label overlays](preprocess/{name})", ""]
-    else:
-        out += ["_The slice store has not been built: run `python preprocess_slices.py --phantom` "
+    out += [f"_Not in the table: {files.damaged[name]}._" for _, name, _ in rows if name in files.damaged]
+    return out + ([""] if set(files.damaged) & {name for _, name, _ in rows} else [])
+
+
+def store_section(files: ResultsFiles) -> list[str]:
+    """The slice store's summary line and montage (preprocess_slices.py)."""
+    pre = files.get("preprocess/summary.json")
+    if not pre:
+        return ["_The slice store has not been built: run `python preprocess_slices.py --phantom` "
                 "(or `--data-root BTCV_DIR`)._", ""]
+    s = pre["summary"]
+    out = [f"Slice store: {pre['data']}, {s['volumes']} volumes ({s['layout']}), {s['slices']} slices with an "
+           f"organ (train {s['slices_per_split']['train']}, val {s['slices_per_split']['val']}), "
+           f"{s['organ_samples']} (slice, organ) samples, CT window {pre['window_hu'][0]:g}..{pre['window_hu'][1]:g} HU.",
+           ""]
+    for name in ("phantom_montage.png", "slices_montage.png"):
+        if (files.root / "preprocess" / name).is_file():
+            out += [f"![slices with label overlays](preprocess/{name})", ""]
+    return out
 
-    out += ["## Task 1: zero-shot segmentation", ""]
-    if t1:
-        out += ["### Table 1: mDice of different prompts", "", table1(t1)]
-        overlays = [p for p in PROMPT_TYPES if (results / "task1" / "overlays" / f"{p}.png").is_file()]
-        out += [f"![Task 1 overlays, {PROMPT_TITLES[p]}](task1/overlays/{p}.png)" for p in overlays[:2]] + [""]
-    else:
-        out += ["_Task 1 has not been run: run `python segmentation_task1.py`._", ""]
 
-    out += ["## Task 2: fine-tuning the prompt encoder and mask decoder", ""]
+def task1_section(files: ResultsFiles) -> list[str]:
+    t1 = files.get("task1/metrics.json")
+    if not t1:
+        return ["_Task 1 has not been run: run `python segmentation_task1.py`._", ""]
+    overlays = [p for p in PROMPT_TYPES if (files.root / "task1" / "overlays" / f"{p}.png").is_file()]
+    return (["### Table 1: mDice of different prompts", "", table1(t1)]
+            + [f"![Task 1 overlays, {PROMPT_TITLES[p]}](task1/overlays/{p}.png)" for p in overlays[:2]] + [""])
+
+
+def task2_section(files: ResultsFiles) -> list[str]:
+    """Tables 2-3 (Task 2 and the measured baselines) and the training curves."""
+    t2, baselines, results = files.get("task2/metrics.json"), files.baselines(), files.root
+    out = []
     if t2:
         out += ["### Table 2: mDice of different prompts after fine-tuning", "", table2(t2)]
     if table3(t2, baselines):
@@ -110,62 +168,53 @@ def build_report(results: Path) -> str:
     if not baselines:
         out += ["_The U-Net baselines of Table 3 have not been run: run `python train_baseline.py --arch unet` "
                 "and `--arch resunet`._", ""]
-    if t2:
-        out += ["### Training curves (Figures 1-2 of the study report)", ""]
-        for p in t2["prompts"]:
-            if (results / "task2" / p / "curves.png").is_file():
-                out += [f"![{PROMPT_TITLES[p]}](task2/{p}/curves.png)", ""]
-    else:
-        out += ["_Task 2 has not been run: run `python finetune_task2.py --preset quick`._", ""]
+    if not t2:
+        return out + ["_Task 2 has not been run: run `python finetune_task2.py --preset quick`._", ""]
+    out += ["### Training curves (Figures 1-2 of the study report)", ""]
+    for p in t2["prompts"]:
+        if (results / "task2" / p / "curves.png").is_file():
+            out += [f"![{PROMPT_TITLES[p]}](task2/{p}/curves.png)", ""]
+    return out
 
-    out += interactive_section(results)
 
-    out += ["## Task 3: naming the organ", ""]
-    if t3:
-        out += ["### Table 4: classification accuracy per organ", "", table4(t3)]
+def task3_section(files: ResultsFiles) -> list[str]:
+    """Table 4, the note on what classification training did to segmentation, and the figures."""
+    t3, t3_train = files.get("task3/metrics.json"), files.get("task3/train_metrics.json")
+    if not t3:
         if t3_train:
-            before, after = t3_train["val_mDice_before"]["mDice"], t3_train["val_mDice_after"]["mDice"]
-            out += [f"{task3_settings_note(t3_train)} Training the shared transformer for classification changed "
-                    f"the validation mDice with {PROMPT_TITLES[t3_train['prompt']]} prompts from {before:.4f} to "
-                    f"{after:.4f} (starting weights: {t3_train['starting_weights']}).".lstrip(), ""]
-        for name, title in (("curves.png", "training curves"), ("confusion.png", "confusion matrix"),
-                            ("examples.png", "examples (Figure 3 style)")):
-            if (results / "task3" / name).is_file():
-                out += [f"![Task 3 {title}](task3/{name})", ""]
-    elif t3_train:
-        out += ["_Task 3 validation has not been run: run `python classify_val_task3.py`._", ""]
-    else:
-        out += ["_Task 3 has not been run: run `python classify_train_task3.py --preset quick`, then "
+            return ["_Task 3 validation has not been run: run `python classify_val_task3.py`._", ""]
+        return ["_Task 3 has not been run: run `python classify_train_task3.py --preset quick`, then "
                 "`python classify_val_task3.py`._", ""]
+    out = ["### Table 4: classification accuracy per organ", "", table4(t3)]
+    if t3_train:
+        before, after = t3_train["val_mDice_before"]["mDice"], t3_train["val_mDice_after"]["mDice"]
+        out += [f"{task3_settings_note(t3_train)} Training the shared transformer for classification changed "
+                f"the validation mDice with {PROMPT_TITLES[t3_train['prompt']]} prompts from {before:.4f} to "
+                f"{after:.4f} (starting weights: {t3_train['starting_weights']}).".lstrip(), ""]
+    for name, title in (("curves.png", "training curves"), ("confusion.png", "confusion matrix"),
+                        ("examples.png", "examples (Figure 3 style)")):
+        if (files.root / "task3" / name).is_file():
+            out += [f"![Task 3 {title}](task3/{name})", ""]
+    return out
 
-    out += section_3d(results)
 
-    if study:
-        out += ["## Wall time of the run that produced these results", "",
-                "| stage | seconds | command |", "|---|---|---|"]
-        for stage, seconds in study["wall_seconds"].items():
-            out.append(f"| {stage} | {seconds} | `{study['commands'].get(stage, '')}` |")
-        out.append("")
-    return "\n".join(out).rstrip() + "\n"
-
-
-def section_3d(results: Path) -> list[str]:
+def section_3d(files: ResultsFiles) -> list[str]:
     """The 3-D section: the dense store, then zero-shot and fine-tuned tables and figures (segmentation_3d.py)."""
-    out = ["## 3-D: volumes from slice prompts, and whole organs from one prompt", ""]
-    store = _load(results / "task3d" / "store" / "preprocess" / "summary.json")
+    out = []
+    store = files.get("task3d/store/preprocess/summary.json")
     if store:
         s = store["summary"]
         out += [f"3-D store: {store['data']}, {s['volumes']} volume(s), {s['slices']} slices (every slice through "
                 f"the organs, {s.get('slices_without_organ', 0)} of them without any organ).", ""]
     found = False
     for folder, title in (("task3d", "zero-shot"), ("task3d_finetuned", "Task 2's fine-tuned decoders")):
-        metrics = _load(results / folder / "metrics.json")
+        metrics = files.get(f"{folder}/metrics.json")
         if not metrics:
             continue
         found = True
         out += [f"### 3-D results ({title})", "", table3d(metrics)]
         for figure in ["slice_vs_3d.png"] + [f"views_{c}.png" for c in metrics["cases"][:1]]:
-            if (results / folder / figure).is_file():
+            if (files.root / folder / figure).is_file():
                 out += [f"![{title}: {figure[:-4]}]({folder}/{figure})", ""]
     if not found:
         out += ["_The 3-D stage has not been run: run `python preprocess_slices.py --phantom --data-root "
@@ -174,22 +223,22 @@ def section_3d(results: Path) -> list[str]:
     return out
 
 
-def interactive_section(results: Path) -> list[str]:
+def interactive_section(files: ResultsFiles) -> list[str]:
     """Interactive segmentation (interactive_task1.py): NoC tables, Dice-vs-clicks curves, box robustness."""
-    runs = {"zero-shot": _load(results / "interactive" / "metrics.json"),
-            "fine-tuned": _load(results / "interactive_finetuned" / "metrics.json")}
-    out = ["## Interactive segmentation: correction clicks and imprecise boxes", ""]
+    runs = {"zero-shot": files.get("interactive/metrics.json"),
+            "fine-tuned": files.get("interactive_finetuned/metrics.json")}
     if not any(runs.values()):
-        return out + ["_Not run: run `python interactive_task1.py --preset quick` (and again with "
-                      "`--finetuned auto` after Task 2)._", ""]
+        return ["_Not run: run `python interactive_task1.py --preset quick` (and again with "
+                "`--finetuned auto` after Task 2)._", ""]
     folders = {"zero-shot": "interactive", "fine-tuned": "interactive_finetuned"}
+    out = []
     for kind, metrics in runs.items():
         if not metrics:
             continue
         out += [f"### Dice after each click and NoC ({kind})", "", table_interactive(metrics)]
         for start in metrics["starts"]:
             for name, what in ((f"dice_vs_clicks_{start}.png", "Dice vs clicks"), (f"rounds_{start}.png", "rounds")):
-                if (results / folders[kind] / name).is_file():
+                if (files.root / folders[kind] / name).is_file():
                     out += [f"![{what}, {PROMPT_TITLES.get(start, start)} start, {kind}]({folders[kind]}/{name})", ""]
     tuned = runs["fine-tuned"]
     if tuned and tuned.get("box_robustness") and not tuned["box_robustness"]["fine_tuned"]:
@@ -199,15 +248,59 @@ def interactive_section(results: Path) -> list[str]:
     return out
 
 
+def wall_time_section(files: ResultsFiles) -> list[str]:
+    study = files.get("study.json")
+    if not study:
+        return []
+    out = ["| stage | seconds | command |", "|---|---|---|"]
+    for stage, seconds in study["wall_seconds"].items():
+        out.append(f"| {stage} | {seconds} | `{study['commands'].get(stage, '')}` |")
+    return out + [""]
+
+
+# The report, top to bottom: (heading or None, the section's lines under it). A section whose results file is
+# damaged keeps its heading and says which file and which command rewrites it; the others are written as usual.
+SECTIONS = (
+    ("Where every number comes from", provenance_section),
+    (None, store_section),
+    ("Task 1: zero-shot segmentation", task1_section),
+    ("Task 2: fine-tuning the prompt encoder and mask decoder", task2_section),
+    ("Interactive segmentation: correction clicks and imprecise boxes", interactive_section),
+    ("Task 3: naming the organ", task3_section),
+    ("3-D: volumes from slice prompts, and whole organs from one prompt", section_3d),
+    ("Wall time of the run that produced these results", wall_time_section),
+)
+
+
+def build_report(results: Path | ResultsFiles) -> str:
+    """REPORT.md's text from the files under ``results`` (a damaged one marks its section; see ``damaged``)."""
+    files = results if isinstance(results, ResultsFiles) else ResultsFiles(results)
+    out = ["# SAM on BTCV: study report", ""] + phantom_warning(files)
+    for heading, section in SECTIONS:
+        try:
+            lines = section(files)
+        except ResultsError as exc:
+            lines = [f"_**This section could not be written.** {exc}._", ""]
+        if heading and lines:  # a section with nothing to say is left out (the wall times need run_study.py)
+            lines = [f"## {heading}", ""] + lines
+        out += lines
+    return "\n".join(out).rstrip() + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if not args.results.is_dir():
-        print(f"error: {args.results}: no results folder; run the task scripts (or make reproduce) first", file=sys.stderr)
-        return 1
-    path = write_text(args.results / "REPORT.md", build_report(args.results))
+        raise ResultsError(f"{args.results}: no results folder; run the task scripts (or make reproduce) first")
+    files = ResultsFiles(args.results)
+    path = write_text(args.results / "REPORT.md", build_report(files))
     print(f"wrote {path}")
+    if files.damaged:
+        raise ResultsError(f"{'; '.join(map(str, files.damaged.values()))} (the rest of {path} was written; "
+                           "the section that needs it is marked)") from next(iter(files.damaged.values()))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from utils.scaffold.boundary import run_script  # the one error boundary (--debug: tracebacks)
+
+    sys.exit(run_script(main))

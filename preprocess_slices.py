@@ -32,7 +32,9 @@ SEED = 0
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from utils.scaffold.config import new_parser
+
+    parser = new_parser(__doc__)
     parser.add_argument("--data-root", type=Path, default=None,
                         help="BTCV folder (dataset_0.json, RawData/, img+label/ or imagesTr+labelsTr/). "
                              "With --phantom: where the phantom is written (default data/phantom)")
@@ -94,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     from utils.core.io import write_json
     from utils.data.dataset import DataError
     from utils.data.slice_store import SliceStore, build_store
+    from utils.scaffold.session import fail
 
     started = time.perf_counter()
     data_root = args.data_root
@@ -119,8 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         store_path, summary = build_store(data_root, args.out, window=tuple(args.window), progress=not args.no_progress,
                                           slice_margin=args.slice_margin)
     except (DataError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        raise fail(str(exc)) from exc
     store = SliceStore(store_path)
     seconds = time.perf_counter() - started
     size_mb = sum(p.stat().st_size for p in store_path.rglob("*") if p.is_file()) / 2**20
@@ -145,4 +147,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from utils.scaffold.boundary import run_script  # the one error boundary (--debug: tracebacks)
+
+    sys.exit(run_script(main))

@@ -30,7 +30,9 @@ sys.path.insert(0, str(ROOT))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from utils.scaffold.config import checked, new_parser
+
+    parser = new_parser(__doc__)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--phantom", action="store_true", help="generate and use the synthetic phantom")
     source.add_argument("--data-root", type=Path, help="real BTCV folder")
@@ -46,7 +48,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="slice store of every slice for the 3-D stage (default data/slices_3d)")
     parser.add_argument("--results", type=Path, default=ROOT / "results", help="results folder")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    parser.add_argument("--nproc", type=int, default=1,
+    parser.add_argument("--nproc", type=checked(int, "positive"), default=1,
                         help="ranks per task stage (one per GPU; on a CPU they share its cores). 1 (default): each "
                              "stage runs in this process; N > 1: each task stage is launched with torchrun")
     return parser.parse_args(argv)
@@ -142,16 +144,16 @@ def run_stage(name: str, module, stage_args: list[str], nproc: int) -> tuple[int
     print(f"\n=== {name}: {command}", flush=True)
     if launch:
         return subprocess.run(torchrun_command(nproc, script, stage_args), cwd=ROOT).returncode, command
-    return module.main(stage_args), command
+    from utils.scaffold.boundary import run_script
+
+    return run_script(module.main, stage_args), command  # a stage's error: its one line, then the stage named
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.nproc < 1:
-        print(f"error: --nproc {args.nproc}: give 1 or more ranks", file=sys.stderr)
-        return 1
     import make_report
     from utils.core.io import write_json
+    from utils.scaffold.boundary import run_script
 
     timings: dict[str, float] = {}
     commands: dict[str, str] = {}
@@ -171,11 +173,13 @@ def main(argv: list[str] | None = None) -> int:
         "cpu_count": os.cpu_count(), "nproc": args.nproc,
     })
     print(f"\n=== report: python make_report.py --results {args.results}")
-    make_report.main(["--results", str(args.results)])
+    run_script(make_report.main, ["--results", str(args.results)])
     print("\nwall time per stage (s): " + ", ".join(f"{k} {v}" for k, v in timings.items()))
     print(f"report: {args.results / 'REPORT.md'}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from utils.scaffold.boundary import run_script  # the one error boundary (--debug: tracebacks)
+
+    sys.exit(run_script(main))

@@ -33,7 +33,6 @@ predictions/<mode>/<prompt>/<case>.nii.gz.
 """
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 import time
@@ -72,7 +71,10 @@ def parse_args(argv: list[str] | None = None):
                         help="with --finetuned auto: the slice store Task 2 trained on, when it is not --slices "
                              "(Task 2 trains on Tasks 1-3's organ-slice store; this stage needs a store of every "
                              "slice). The hand-off is recorded in the results as trained on other data")
-    return parse_with_presets(parser, argv)
+    from utils.inference.prompts import parse_prompt_types
+    from utils.scaffold.config import comma_list
+
+    return parse_with_presets(parser, argv, checks={"prompts": parse_prompt_types, "modes": comma_list(MODES)})
 
 
 @dataclass
@@ -159,49 +161,24 @@ def plan_volumes(store, split: str, cases: list[str]) -> list[VolumeSlices]:
 
 
 def resolve_decoders(args, exp, prompt_types: list[str]) -> tuple[dict, dict | None]:
-    """--finetuned none|auto|PATH (+ --finetuned-store) -> ({prompt: DecoderChoice}, the record for the results)."""
+    """--finetuned none|auto|PATH (+ --finetuned-store) -> ({prompt: DecoderChoice}, the record for the results).
+
+    Resolved, kind-checked and loaded by the scaffold's one hand-off (utils.scaffold.session.open_decoders)."""
     from utils.data.dataset import DataError
     from utils.data.slice_store import SliceStore
-    from utils.scaffold.runs import RunMismatch, find_handoff
-    from utils.scaffold.session import DecoderChoice, fail, open_decoders
+    from utils.scaffold.session import fail, open_decoders
 
+    try:
+        train_store = SliceStore(args.finetuned_store) if args.finetuned_store else None
+    except DataError as exc:
+        raise fail(f"--finetuned-store: {exc}") from exc
+    choices = open_decoders(args, exp, prompt_types, require_finetuned=True, trained_on=train_store, same_prompt=True)
     if args.finetuned == "none":
-        if args.finetuned_store:
-            raise fail("--finetuned-store goes with --finetuned auto")
-        return {p: DecoderChoice(None, None, None, "pre-trained decoder (--finetuned none)") for p in prompt_types}, None
-    known = {exp.store.key: {"slice_store": str(exp.store.path), "store_key": exp.store.key,
-                             "data": exp.store.description}}
-    if args.finetuned_store:
-        if args.finetuned != "auto":
-            raise fail("--finetuned-store goes with --finetuned auto (a PATH names its run already)")
-        try:
-            train_store = SliceStore(args.finetuned_store)
-        except DataError as exc:
-            raise fail(f"--finetuned-store: {exc}") from exc
-        known[train_store.key] = {"slice_store": str(train_store.path), "store_key": train_store.key,
-                                  "data": train_store.description}
-        wanted = {"model": exp.model.name, "checkpoint_sha256": exp.model.checkpoint_sha256,
-                  "store_key": train_store.key}
-        choices = {}
-        for prompt in prompt_types:
-            try:
-                handoff, why = find_handoff("auto", args.finetuned_dir, prompt, wanted)
-            except RunMismatch as exc:
-                raise fail(str(exc)) from exc
-            if handoff is None:
-                raise fail(f"--finetuned auto --finetuned-store {args.finetuned_store}: {why}; run finetune_task2.py "
-                           f"--slices {args.finetuned_store} --prompts {prompt} first")
-            # The same checked hand-off as a PATH given with --allow-other-data: recorded as other data.
-            one = argparse.Namespace(**{**vars(args), "finetuned": str(handoff.checkpoint), "allow_other_data": True})
-            choices[prompt] = open_decoders(one, exp, [prompt], require_finetuned=True)[prompt]
-    else:
-        choices = open_decoders(args, exp, prompt_types, require_finetuned=True)
+        return choices, None
+    known = {store.key: {"slice_store": str(store.path), "store_key": store.key, "data": store.description}
+             for store in (exp.store, train_store) if store is not None}
     record = {}
     for prompt, choice in choices.items():
-        trained_for = choice.handoff.identity.get("prompt")
-        if trained_for != prompt:
-            raise fail(f"{choice.handoff.checkpoint}: a Task 2 decoder for {trained_for} prompts, not {prompt}; "
-                       "pass one prompt type with a PATH, or use --finetuned auto")
         key = choice.handoff.identity.get("store_key")
         trained_on = known.get(key, {"slice_store": None, "store_key": key, "data": "another slice store"})
         record[prompt] = dict(choice.record, source=choice.source, trained_on=trained_on,
@@ -433,4 +410,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from utils.scaffold.boundary import run_script  # the one error boundary (--debug: tracebacks)
+
+    sys.exit(run_script(main))

@@ -42,7 +42,9 @@ HYPERPARAMETERS = {
 def parse_args(argv: list[str] | None = None):
     parser = new_task_parser(__doc__, HYPERPARAMETERS, split="val")
     add_finetuned_args(parser, default="none")
-    return parse_with_presets(parser, argv)
+    from utils.inference.prompts import parse_prompt_types
+
+    return parse_with_presets(parser, argv, checks={"prompts": parse_prompt_types})  # bad values: exit 2
 
 
 def pick_examples(samples: list[tuple[int, int]], cache, n: int) -> list[tuple[int, int]]:
@@ -152,4 +154,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from utils.scaffold.boundary import run_script  # the one error boundary (--debug: tracebacks)
+
+    sys.exit(run_script(main))

@@ -258,4 +258,6 @@ def results_record(args, session, fast, run, net, history: dict, rows: dict, n_s
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from utils.scaffold.boundary import run_script  # the one error boundary (--debug: tracebacks)
+
+    sys.exit(run_script(main))

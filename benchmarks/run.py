@@ -47,7 +47,9 @@ MODULES = {"encoder": encoder, "decoder": decoder, "training": training, "task1"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from utils.scaffold.config import new_parser
+
+    parser = new_parser(__doc__)
     parser.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda")
     parser.add_argument("--encoders", default="lite_medsam,vit_b,vit_h", help="models for the encoder section")
@@ -106,4 +108,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from utils.scaffold.boundary import run_script  # the one error boundary (--debug: tracebacks)
+
+    sys.exit(run_script(main))

@@ -158,4 +158,6 @@ def test_run_study_launches_task_stages_with_torchrun():
     command = run_study.torchrun_command(2, "finetune_task2.py", ["--preset", "quick"])
     assert command[1:5] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     assert command[-3:] == [str(Path(run_study.__file__).parent / "finetune_task2.py"), "--preset", "quick"]
-    assert run_study.main(["--phantom", "--nproc", "0"]) == 1
+    with pytest.raises(SystemExit) as exit_info:  # a bad flag value: argparse's exit 2
+        run_study.main(["--phantom", "--nproc", "0"])
+    assert exit_info.value.code == 2

@@ -140,9 +140,9 @@ def test_random_rule_is_seeded_and_finetuned_auto_says_what_it_used(tiny_study):
 
 
 @pytest.mark.parametrize("flags, message", [(["--jitters", "5,x"], "--jitters"),
-                                            (["--start", "bound_box,laser"], "unknown prompt type")])
+                                            (["--start", "bound_box,laser"], "argument --start: unknown prompt type")])
 def test_bad_flags_say_what_to_do(tiny_study, capsys, flags, message):
-    with pytest.raises(SystemExit) as exit_info:
+    with pytest.raises(SystemExit) as exit_info:  # argparse's usage and exit 2, like every bad flag value
         interactive_task1.main(script_args(tiny_study, tiny_study["base"] / "it_bad", *flags))
-    assert exit_info.value.code == 1
+    assert exit_info.value.code == 2
     assert message in capsys.readouterr().err

@@ -1,6 +1,5 @@
 """Runs that cannot lie: flags that do what they say, keyed run folders, checked resume and hand-offs."""
 import json
-import pathlib
 
 import pytest
 import torch
@@ -9,7 +8,10 @@ from conftest import script_args
 import classify_train_task3
 import finetune_task2
 import segmentation_task1
-from utils.scaffold.runs import Run, RunMismatch, find_handoff, load_checkpoint, open_run, run_key
+from utils.core.checkpoints import TASK3, load_checkpoint
+from utils.core.errors import CheckpointError
+from utils.scaffold.boundary import run_script
+from utils.scaffold.runs import Run, RunMismatch, find_handoff, open_run, run_key
 from utils.train.loop import LoopConfig, StepResult, run_training
 
 # ------------------------------------------------------------------------------------------ flags
@@ -124,16 +126,6 @@ def test_resume_trains_only_the_missing_epochs_and_refuses_fewer(tmp_path):
         _tiny_loop(run, 2, resume=True)
 
 
-def test_checkpoints_load_with_weights_only(tmp_path):
-    good = tmp_path / "good.pt"
-    torch.save({"model": {"w": torch.ones(2)}, "epoch": 0, "config": {"lr": 0.1, "name": "x", "none": None}}, good)
-    assert load_checkpoint(good)["epoch"] == 0
-    bad = tmp_path / "bad.pt"
-    torch.save({"model": {}, "path": pathlib.Path("x")}, bad)  # arbitrary objects: refused, not unpickled
-    with pytest.raises(RunMismatch, match=r"bad\.pt: not a readable suite checkpoint"):
-        load_checkpoint(bad)
-
-
 # ------------------------------------------------------------------------------------------ hand-offs
 
 
@@ -158,12 +150,31 @@ def test_auto_handoff_takes_only_a_run_for_the_same_model_and_data(tmp_path):
     assert handoff.other_data and handoff.record["other_data"] and "OTHER data" in why
 
 
+def test_auto_handoff_from_another_store_is_recorded_as_other_data(tmp_path):
+    """--finetuned auto --finetuned-store (the 3-D stage): Task 2's run made on the store it names, recorded as
+    trained on other data, exactly as that run's PATH with --allow-other-data would be."""
+    wanted = {"model": "lite_medsam", "checkpoint_sha256": "abc", "store_key": "S1"}
+    other = fake_task2_run(tmp_path, store_key="S2")
+    handoff, why = find_handoff("auto", tmp_path, "one_central_point", wanted, search_store_key="S2")
+    as_path, _ = find_handoff(str(other.best), tmp_path, "one_central_point", wanted, allow_other_data=True)
+    assert handoff.record == as_path.record and handoff.other_data and "OTHER data" in why
+    assert handoff.state["epoch"] == 2  # the checkpoint, read once, travels with the hand-off
+
+
+def test_a_handoff_of_the_wrong_kind_is_refused_saying_what_it_is(tmp_path):
+    wanted = {"model": "lite_medsam", "checkpoint_sha256": "abc", "store_key": "S1"}
+    task2 = fake_task2_run(tmp_path)
+    with pytest.raises(CheckpointError, match=r"given as --classifier\): this is a Task 2 decoder .*, not a Task 3"):
+        find_handoff(str(task2.path), tmp_path, "one_central_point", wanted, kind=TASK3, flag="--classifier")
+    with pytest.raises(CheckpointError, match=r"given as --classifier auto, found under .*: this is a Task 2"):
+        find_handoff("auto", tmp_path, "one_central_point", wanted, kind=TASK3, flag="--classifier")
+    assert find_handoff(str(task2.path), tmp_path, "one_central_point", wanted)[0].run_key == task2.key
+
+
 def test_task3_refuses_a_task2_checkpoint_from_another_store(tiny_study, tmp_path, capsys):
     other = fake_task2_run(tmp_path, store_key="another-store", checkpoint_sha256="x")
     argv = script_args(tiny_study, tmp_path / "results", "--preset", "quick", "--finetuned", other.path)
-    with pytest.raises(SystemExit) as exit_info:
-        classify_train_task3.main(argv)
-    assert exit_info.value.code == 1
+    assert run_script(classify_train_task3.main, argv) == 1
     assert "trained for other data or weights" in capsys.readouterr().err
 
 
@@ -172,9 +183,7 @@ def test_task2_resume_with_a_changed_learning_rate_refuses(tiny_study, tmp_path,
                          "--samples-per-epoch", "8", "--batch-size", "8", "--val-samples", "8",
                          "--checkpoint-dir", tmp_path / "ckpt")
     assert finetune_task2.main(common + ["--epochs", "1", "--learning-rate", "0.01"]) == 0
-    with pytest.raises(SystemExit) as exit_info:
-        finetune_task2.main(common + ["--epochs", "2", "--learning-rate", "0.05", "--resume"])
-    assert exit_info.value.code == 1
+    assert run_script(finetune_task2.main, common + ["--epochs", "2", "--learning-rate", "0.05", "--resume"]) == 1
     assert "learning_rate: 0.01 (that run) vs 0.05 (now)" in capsys.readouterr().err
     metrics = json.loads((tmp_path / "results" / "task2" / "metrics.json").read_text())
     run = metrics["prompts"]["bound_box"]["run"]

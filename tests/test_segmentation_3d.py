@@ -11,6 +11,7 @@ from synthetic import blob_volume, write_pair
 
 import preprocess_slices
 import segmentation_3d
+from utils.core.errors import SuiteError
 from utils.core.organs import ORGANS, organ_name
 from utils.data.slice_store import build_store
 from utils.eval.volume import score_volume
@@ -112,41 +113,39 @@ def store_copy(dense, tmp_path):
     return copy
 
 
-def test_missing_slice_names_the_volume(dense, tmp_path, capsys):
+def test_missing_slice_names_the_volume(dense, tmp_path):
     copy = store_copy(dense, tmp_path)
     index = json.loads((copy / "index.json").read_text())
     index["slices"] = [r for r in index["slices"] if not (r["case"] == CASE and r["z"] == 3)]
     (copy / "index.json").write_text(json.dumps(index))
-    with pytest.raises(SystemExit):
+    with pytest.raises(SuiteError) as error:
         run(dense, tmp_path / "results", slices=copy)
-    err = capsys.readouterr().err
+    err = str(error.value)
     assert f"volume {CASE}" in err and "missing from the store" in err and "z = 3" in err
 
 
-def test_missing_source_label_names_the_volume_and_file(dense, tmp_path, capsys):
+def test_missing_source_label_names_the_volume_and_file(dense, tmp_path):
     copy = store_copy(dense, tmp_path)
     manifest = json.loads((copy / "manifest.json").read_text())
     gone = tmp_path / "moved" / "label0035.nii.gz"
     manifest["inputs"][0]["label"] = str(gone)
     (copy / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(SystemExit):
+    with pytest.raises(SuiteError) as error:
         run(dense, tmp_path / "results", slices=copy)
-    err = capsys.readouterr().err
+    err = str(error.value)
     assert f"volume {CASE}" in err and str(gone) in err and "missing" in err
 
 
-def test_store_of_organ_slices_only_is_refused_with_the_fix(dense, tmp_path, capsys):
+def test_store_of_organ_slices_only_is_refused_with_the_fix(dense, tmp_path):
     build_store(dense / "phantom", tmp_path / "organ_only", progress=False)
-    with pytest.raises(SystemExit):
+    with pytest.raises(SuiteError, match="--slice-margin"):
         run(dense, tmp_path / "results", slices=tmp_path / "organ_only")
-    assert "--slice-margin" in capsys.readouterr().err
 
 
-def test_finetuned_store_without_task2_run_says_what_to_run(dense, tmp_path, capsys):
-    with pytest.raises(SystemExit):
+def test_finetuned_store_without_task2_run_says_what_to_run(dense, tmp_path):
+    with pytest.raises(SuiteError, match="finetune_task2.py"):
         run(dense, tmp_path / "results", "--finetuned", "auto", "--finetuned-store", dense / "slices",
             "--finetuned-dir", tmp_path / "no_runs")
-    assert "finetune_task2.py" in capsys.readouterr().err
 
 
 def test_real_btcv_layout_with_one_volume_in_lps_orientation(tmp_path):

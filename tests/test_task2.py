@@ -8,6 +8,7 @@ from conftest import script_args
 import finetune_task2
 import segmentation_task1
 import utils.scaffold.session
+from utils.scaffold.boundary import run_script
 
 PROMPT = "one_central_point"  # LiteMedSAM was trained on boxes: points start near 0 and can only learn
 TRAIN = ["--preset", "quick", "--prompts", PROMPT, "--aug-views", "0", "--samples-per-epoch", "24",
@@ -108,10 +109,8 @@ def test_wrong_model_checkpoint_is_refused(watched_model, tiny_study, capsys):
     state["run"]["identity"]["model"] = "vit_h"
     bad = tiny_study["base"] / "bad.pt"
     torch.save(state, bad)
-    with pytest.raises(SystemExit) as exit_info:
-        segmentation_task1.main(script_args(tiny_study, tiny_study["base"] / "bad", "--prompts", PROMPT,
-                                            "--finetuned", bad))
-    assert exit_info.value.code == 1
+    assert run_script(segmentation_task1.main, script_args(tiny_study, tiny_study["base"] / "bad", "--prompts",
+                                                           PROMPT, "--finetuned", bad)) == 1
     assert "fine-tuned from --model vit_h" in capsys.readouterr().err
 
 

@@ -16,6 +16,7 @@ import segmentation_task1
 import train_baseline
 from utils.eval.bootstrap import bootstrap_accuracy, bootstrap_difference, bootstrap_mdice, triples
 from utils.report.tables import table1, table2, table3, table4
+from utils.scaffold.boundary import run_script
 
 TINY = ["--preset", "quick", "--channels", "4,8,16", "--aug-views", "1", "--batch-size", "4",
         "--samples-per-epoch", "8", "--learning-rate", "0.01"]
@@ -100,8 +101,8 @@ def test_resume_gives_the_same_history_as_an_uninterrupted_run(baseline_run, tin
 
 def test_bad_store_names_the_folder_and_the_fix(tiny_study, capsys):
     missing = tiny_study["base"] / "no_store_here"
-    with pytest.raises(SystemExit):
-        train_baseline.main(["--slices", str(missing), "--results", str(tiny_study["base"] / "x"), "--no-progress"])
+    assert run_script(train_baseline.main, ["--slices", str(missing), "--results", str(tiny_study["base"] / "x"),
+                                            "--no-progress"]) == 1
     err = capsys.readouterr().err
     assert str(missing) in err and "preprocess_slices.py" in err
 

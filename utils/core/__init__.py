@@ -1,14 +1,26 @@
-"""Foundations every stage uses: atomic files, hashing, seeding, device and precision, torchrun, the 13 organs.
+"""Foundations every stage uses: atomic files, checkpoint files, hashing, the suite's errors, seeding,
+device and precision, torchrun, the 13 organs.
 
 Modules:
+- ``checkpoints``: Checkpoint files: read on the CPU, written atomically, and their kinds told apart.
 - ``device``: The one place that picks a torch device and sets the process up to run fast on it.
 - ``distributed``: Several processes on one job.
 - ``hashing``: Digests of files and short keys of settings: the one place the suite hashes anything.
+- ``errors``: The suite's own errors (``SuiteError`` and the kinds every stage raises).
 - ``io``: Atomic writes.
 - ``organs``: The 13 BTCV organs, in label order (label value = index + 1; 0 is background).
 - ``precision``: Mixed precision.
 - ``seeding``: Seeding.
 """
+from utils.core.checkpoints import (  # noqa: F401
+    KINDS,
+    check_kind,
+    checkpoint_kind,
+    cpu_state,
+    load_checkpoint,
+    save_checkpoint,
+    weights_of,
+)
 from utils.core.device import (  # noqa: F401
     AUTO_BATCH,
     auto_batch,
@@ -39,6 +51,7 @@ from utils.core.distributed import (  # noqa: F401
     solo,
     world_size,
 )
+from utils.core.errors import CheckpointError, ResultsError, SuiteError  # noqa: F401
 from utils.core.hashing import file_sha256, files_digest, json_key, short_digest  # noqa: F401
 from utils.core.io import atomic_path, read_json, write_json, write_text  # noqa: F401
 from utils.core.organs import MAX_LABEL, NUM_ORGANS, ORGAN_TITLES, ORGANS, organ_name, organ_title  # noqa: F401

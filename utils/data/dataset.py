@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from utils.core.errors import SuiteError
 from utils.core.organs import MAX_LABEL
 
 SPLITS = ("train", "val")
@@ -29,7 +30,7 @@ MONAI_VAL_CASE_IDS = frozenset(range(35, 41))
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 
 
-class DataError(ValueError):
+class DataError(SuiteError, ValueError):
     """Bad input data: the message names the file and says what is wrong and how to fix it."""
 
 

@@ -27,11 +27,12 @@ from typing import Sequence
 
 import numpy as np
 
+from utils.core.errors import SuiteError
 from utils.core.hashing import json_key
 from utils.core.io import atomic_path, write_json
 
 
-class CacheError(RuntimeError):
+class CacheError(SuiteError, RuntimeError):
     """A damaged or mismatched cache file; the message names the file and how to fix it."""
 
 

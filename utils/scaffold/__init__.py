@@ -1,17 +1,20 @@
 """What every script stands on: hyperparameters as flags, the common flags, the session (store, model,
-device, cache, decoders), run folders and hand-offs, results files.
+device, cache, decoders), run folders and hand-offs, results files, and the one error boundary.
 
 Modules:
+- ``boundary``: The one error boundary every script's entry goes through (``sys.exit(run_script(main))``).
 - ``config``: nanoGPT-style configuration.
 - ``flags``: The flags task scripts share, in groups (data / SAM model / decoder / run) a script takes as it needs them, and the task parser.
 - ``results``: What every results file says about where its numbers came from (:func:`provenance`), and writing results files.
 - ``runs``: Run folders keyed like the caches, checked resume, and checked hand-offs between tasks.
 - ``session``: The opening of every task script's ``main``: store and device (the baselines), plus SAM model and cache.
 """
+from utils.scaffold.boundary import DEBUG_ENV, debug_requested, run_script  # noqa: F401
 from utils.scaffold.config import (  # noqa: F401
     CHECKS,
     add_hyperparameters,
     checked,
+    comma_list,
     new_parser,
     parse_with_presets,
     typed_destinations,
@@ -26,10 +29,12 @@ from utils.scaffold.flags import (  # noqa: F401
     add_sam_args,
     flag_group,
     new_task_parser,
+    one_prompt_type,
 )
 from utils.scaffold.results import (  # noqa: F401
     config_record,
     provenance,
+    read_results,
     scored_alike,
     write_csv,
     write_results,
@@ -43,7 +48,6 @@ from utils.scaffold.runs import (  # noqa: F401
     differences,
     find_handoff,
     identity_of,
-    load_checkpoint,
     open_run,
     run_key,
     runs_in,
@@ -57,4 +61,5 @@ from utils.scaffold.session import (  # noqa: F401
     open_experiment,
     open_session,
     quiet_third_party,
+    wanted_data,
 )

@@ -21,9 +21,17 @@ CHECKS: dict[str, tuple[Callable[[float], bool], str]] = {
 
 
 def new_parser(doc: str | None) -> argparse.ArgumentParser:
-    """The parser every script starts from: its docstring as help, no abbreviated flags."""
-    return argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                   allow_abbrev=False)
+    """The parser every script starts from: its docstring as help, no abbreviated flags, and ``--debug``.
+
+    ``--debug`` is read by the error boundary (:mod:`utils.scaffold.boundary`) before parsing; it is declared
+    here so every script accepts it and lists it in ``--help``. It stays out of the namespace unless typed,
+    so config.json and checkpoints are as they were without it.
+    """
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
+    parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="on an error, show its traceback as well (also: SAM_BTCV_DEBUG=1)")
+    return parser
 
 
 def checked(kind: type, check: str) -> Callable[[str], Any]:
@@ -80,11 +88,27 @@ def typed_destinations(parser: argparse.ArgumentParser, argv: list[str] | None) 
     return set(typed)
 
 
+def comma_list(choices: tuple[str, ...]) -> Callable[[str], list[str]]:
+    """A check for :func:`parse_with_presets`: 'a,b' -> ['a', 'b'], each one of ``choices`` (ValueError otherwise)."""
+
+    def parse(text: str) -> list[str]:
+        names = [t.strip() for t in text.split(",") if t.strip()]
+        if not names or set(names) - set(choices):
+            raise ValueError(f"{text!r}: choose from {', '.join(choices)} (comma-separated)")
+        return names
+
+    return parse
+
+
 def parse_with_presets(parser: argparse.ArgumentParser, argv: list[str] | None,
-                       presets: dict[str, dict[str, Any]] | None = None) -> argparse.Namespace:
+                       presets: dict[str, dict[str, Any]] | None = None,
+                       checks: dict[str, Callable[[str], Any]] | None = None) -> argparse.Namespace:
     """Parse ``argv``; with ``presets``, overwrite every flag the user did not type with ``args.preset``'s value.
 
-    ``args.typed_flags`` lists the flags that were typed (recorded in config.json).
+    ``checks``: {destination: parse function} for text flags whose value is a list or a name
+    (``{"prompts": parse_prompt_types}``); a value the function refuses (ValueError) is an argparse error
+    (usage, exit 2) like any other bad flag value. The text itself is kept. ``args.typed_flags`` lists the
+    flags that were typed (recorded in config.json).
     """
     args = parser.parse_args(argv)
     typed = typed_destinations(parser, argv)
@@ -94,5 +118,11 @@ def parse_with_presets(parser: argparse.ArgumentParser, argv: list[str] | None,
         for key, value in presets[args.preset].items():
             if key not in typed:
                 setattr(args, key, value)
+    for dest, check in (checks or {}).items():
+        try:
+            check(getattr(args, dest))
+        except ValueError as exc:
+            flag = "--" + dest.replace("_", "-")
+            parser.error(str(exc) if str(exc).startswith(flag) else f"argument {flag}: {exc}")
     args.typed_flags = sorted(typed)
     return args

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from utils.core.precision import PRECISIONS
 from utils.embeddings.cache import DEFAULT_CACHE_ROOT
+from utils.inference.prompts import parse_prompt_types
 from utils.models.sam import MODEL_NAMES
 from utils.scaffold.config import add_hyperparameters, checked, new_parser
 
@@ -122,6 +123,14 @@ def add_common_args(parser: argparse.ArgumentParser, split: str | None = "val") 
     """Every group a SAM script takes (data, SAM model, decoder, run), in :data:`COMMON_ORDER`. ``split=None``:
     the script picks its own splits (training scripts train on train and validate on val): no --split."""
     add_flags(parser, tuple(n for n in COMMON_ORDER if split is not None or n != "--split"), split=split)
+
+
+def one_prompt_type(text: str) -> str:
+    """A check for a flag naming ONE prompt type (``--prompt``): 'a' -> 'a', ValueError for none or several."""
+    types = parse_prompt_types(text)
+    if len(types) != 1:
+        raise ValueError(f"takes one prompt type, got {text!r}")
+    return types[0]
 
 
 def add_finetuned_args(parser: argparse.ArgumentParser, default: str) -> None:

@@ -1,9 +1,11 @@
-"""What every results file says about where its numbers came from (:func:`provenance`), and writing
-results files: metrics JSON, Markdown tables, config.json, CSV, training curves.
+"""What every results file says about where its numbers came from (:func:`provenance`), writing
+results files (metrics JSON, Markdown tables, config.json, CSV, training curves), and reading them back
+(:func:`read_results`: a damaged one is named with the command that rewrites it).
 """
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import platform
 from pathlib import Path
 from typing import Any, Sequence
@@ -11,6 +13,7 @@ from typing import Any, Sequence
 import torch
 
 from utils.core.device import describe
+from utils.core.errors import ResultsError
 from utils.core.io import write_json, write_text
 from utils.data.slice_store import SliceStore
 from utils.models.sam import SamModel
@@ -57,6 +60,28 @@ def write_training_curves(folder: Path, run, history: dict, curves: dict[str, li
                                              run=run.record))
     for target in (run.path, folder):
         save_curves(curves, panels, target / "curves.png", title)
+
+
+def read_results(path: Path, rewrite: str) -> dict | None:
+    """A results JSON file (a metrics.json, summary.json, ...) as a dict; None when there is none.
+
+    A file that is there but cannot be used (unreadable, truncated or otherwise not JSON, not a JSON object)
+    raises ResultsError naming it and ``rewrite``, the command that writes it again.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return None
+
+    def damaged(problem: str) -> ResultsError:
+        return ResultsError(f"{path}: damaged or unreadable results file ({problem}); rerun `{rewrite}` to rewrite it")
+
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise damaged(f"{type(exc).__name__}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise damaged(f"holds a JSON {type(data).__name__}, not an object")
+    return data
 
 
 def config_record(args) -> dict:

@@ -22,12 +22,17 @@ from __future__ import annotations
 
 import datetime as _dt
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
+from utils.core.checkpoints import (
+    KINDS,
+    TASK2,
+    check_kind,
+    load_checkpoint,  # noqa: F401 (its home was here: imported from here too)
+)
+from utils.core.errors import SuiteError
 from utils.core.hashing import json_key
 from utils.core.io import read_json, write_json, write_text
 
@@ -36,7 +41,7 @@ RUN_KEY_LENGTH = 12  # hex digits of the run-<key> folder name
 DATA_FIELDS = ("model", "checkpoint_sha256", "store_key")
 
 
-class RunMismatch(ValueError):
+class RunMismatch(SuiteError, ValueError):
     """A resume or hand-off that would mix runs made with other settings; the message names the fields."""
 
 
@@ -134,6 +139,7 @@ class Handoff:
     identity: dict
     epoch: int
     other_data: bool
+    state: dict | None = field(default=None, repr=False, compare=False)  # the checkpoint, read and kind-checked
 
     @property
     def record(self) -> dict:
@@ -146,52 +152,52 @@ class Handoff:
         return f"{task} run {self.run_key} ({self.checkpoint}, epoch {self.epoch}){other}"
 
 
-def load_checkpoint(path: str | Path) -> dict:
-    """A suite checkpoint (tensors, dicts, numbers, strings) read with ``weights_only=True`` on the CPU."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no checkpoint here")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for damaged or foreign files
-        raise RunMismatch(f"{path}: not a readable suite checkpoint ({type(exc).__name__}: {exc}); "
-                          "delete it and rerun the run that makes it") from exc
-
-
-def find_handoff(choice: str, runs_root: Path, prompt: str, wanted: dict, allow_other_data: bool = False
+def find_handoff(choice: str, runs_root: Path, prompt: str, wanted: dict, allow_other_data: bool = False,
+                 kind: str = TASK2, flag: str = "--finetuned", search_store_key: str | None = None
                  ) -> tuple[Handoff | None, str]:
-    """Resolve ``--finetuned auto|none|PATH`` for ``prompt``; returns (handoff or None, a sentence saying why).
+    """Resolve ``--finetuned auto|none|PATH`` (``flag``) for ``prompt``: the one place a task picks up an
+    earlier run's weights. Returns (handoff or None, a sentence saying why); the handoff holds the checkpoint,
+    read once and checked to be of ``kind`` (a key of :data:`utils.core.checkpoints.KINDS`).
 
     ``wanted`` holds today's DATA_FIELDS. ``auto``: the newest complete run under
-    ``runs_root/<model>/<prompt>`` with the same model, checkpoint and store, else none. ``PATH``: that
-    run folder or checkpoint; refused (RunMismatch naming the fields) when its data differ, unless
-    ``allow_other_data``, which the handoff then records.
+    ``runs_root/<model>/<prompt>`` with the same model, checkpoint and store (``search_store_key``: made on
+    that store instead, recorded as other data), else none. ``PATH``: that run folder or checkpoint;
+    refused (RunMismatch naming the fields) when its data differ, unless ``allow_other_data``, which the
+    handoff then records. A checkpoint of another kind (a Task 3 classifier or a baseline given as a Task 2
+    decoder, ...) is refused with CheckpointError saying what it is and what was expected.
     """
     if choice == "none":
         return None, "pre-trained decoder (--finetuned none)"
     if choice == "auto":
         parent = Path(runs_root) / wanted["model"] / prompt
+        search = dict(wanted, store_key=search_store_key) if search_store_key else wanted
         complete = [r for r in runs_in(parent) if r.best.is_file()]
-        matching = [r for r in complete if not differences(r.identity, wanted, DATA_FIELDS)]
+        matching = [r for r in complete if not differences(r.identity, search, DATA_FIELDS)]
         if not matching:
             skipped = f" ({len(complete)} run(s) there were made for other data or weights)" if complete else ""
             return None, f"pre-trained decoder: no run for this model and store in {parent}{skipped}"
         run = matching[0]
         state = load_checkpoint(run.best)
-        handoff = Handoff(run.best, run.key, run.identity, int(state["epoch"]) + 1, False)
+        check_kind(state, run.best, kind, f"{flag} auto, found under {runs_root}")
+        other = bool(differences(run.identity, wanted, DATA_FIELDS))
+        handoff = Handoff(run.best, run.key, run.identity, int(state["epoch"]) + 1, other, state)
         return handoff, handoff.describe()
     path = Path(choice)
     checkpoint = path / "best.pt" if path.is_dir() else path
     state = load_checkpoint(checkpoint)
+    check_kind(state, checkpoint, kind, flag)
     run_info = state.get("run") or {}
     identity = run_info.get("identity", {})
+    if "epoch" not in state or not identity:
+        raise RunMismatch(f"{checkpoint} (given as {flag}): not a training run's checkpoint (it records no run); "
+                          f"pass {KINDS[kind]}")
     if identity.get("model") != wanted["model"]:
         raise RunMismatch(f"{checkpoint}: fine-tuned from --model {identity.get('model')}, not --model {wanted['model']}")
     differing = differences(identity, wanted, DATA_FIELDS)
     if differing and not allow_other_data:
         raise RunMismatch(f"{checkpoint}: trained for other data or weights ({'; '.join(differing)}). Use a run "
                           "made on this slice store, or pass --allow-other-data to use it anyway (recorded).")
-    handoff = Handoff(checkpoint, run_info.get("key", "?"), identity, int(state["epoch"]) + 1, bool(differing))
+    handoff = Handoff(checkpoint, run_info.get("key", "?"), identity, int(state["epoch"]) + 1, bool(differing), state)
     return handoff, handoff.describe()
 
 

@@ -7,20 +7,21 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import sys
 import warnings
 from dataclasses import dataclass
 
 import torch
 
 from utils.core import distributed
+from utils.core.checkpoints import TASK2
 from utils.core.device import auto_batch, configure_runtime, pick_device
+from utils.core.errors import SuiteError
 from utils.core.seeding import seed_everything
 from utils.data.dataset import DataError
 from utils.data.slice_store import SliceStore
 from utils.embeddings.cache import EmbeddingCache
-from utils.embeddings.storage import CacheError
-from utils.models.sam import CheckpointError, SamModel, load_model
+from utils.models.sam import SamModel, decoder_from_state, load_model
+from utils.scaffold.runs import DATA_FIELDS, RunMismatch, find_handoff
 
 
 @dataclass
@@ -45,10 +46,13 @@ def quiet_third_party() -> None:
     logging.getLogger("monai").setLevel(logging.ERROR)
 
 
-def fail(message: str) -> "SystemExit":
-    """Print ``error: message`` and return the SystemExit(1) to raise (no traceback for user errors)."""
-    print(f"error: {message}", file=sys.stderr)
-    return SystemExit(1)
+def fail(message: str) -> SuiteError:
+    """The error to raise for a user error a script finds itself: ``raise fail("FILE: what is wrong; the fix")``.
+
+    The scripts' boundary (:func:`utils.scaffold.boundary.run_script`) prints it as one ``error: ...`` line
+    and exits 1, like every other :class:`~utils.core.errors.SuiteError`.
+    """
+    return SuiteError(message)
 
 
 def open_session(args: argparse.Namespace) -> Session:
@@ -78,7 +82,9 @@ def open_experiment(args: argparse.Namespace) -> Experiment:
         if hasattr(args, "decode_batch"):
             args.decode_batch = auto_batch(device, "decode", args.decode_batch)
         cache = EmbeddingCache(model, store, root=args.cache_dir, encoder_precision=args.encoder_precision)
-    except (DataError, CheckpointError, CacheError, RuntimeError, ValueError) as exc:
+    except SuiteError:
+        raise
+    except (RuntimeError, ValueError) as exc:  # no such device, no such --model: user errors too
         raise fail(str(exc)) from exc
     return Experiment(store, model, device, cache)
 
@@ -116,30 +122,49 @@ class DecoderChoice:
         return self.handoff.record if self.handoff else None
 
 
-def open_decoders(args: argparse.Namespace, exp: Experiment, prompt_types: list[str],
-                  require_finetuned: bool = False) -> dict[str, DecoderChoice]:
-    """Resolve ``--finetuned`` (auto|none|PATH) for every prompt type; user errors exit with the reason.
-
-    ``require_finetuned``: a prompt type without a Task 2 run is an error (a table labelled fine-tuned
-    must hold only fine-tuned rows), instead of falling back to the pre-trained decoder.
-    """
-    from utils.models.sam import load_decoder_checkpoint
-    from utils.scaffold.runs import DATA_FIELDS, RunMismatch, find_handoff
-
-    wanted = {"model": exp.model.name, "checkpoint_sha256": exp.model.checkpoint_sha256, "store_key": exp.store.key}
+def wanted_data(exp: Experiment, store: SliceStore | None = None) -> dict:
+    """Today's DATA_FIELDS (model, its checkpoint digest, the store key): what a reused run must match."""
+    wanted = {"model": exp.model.name, "checkpoint_sha256": exp.model.checkpoint_sha256,
+              "store_key": (store or exp.store).key}
     assert set(wanted) == set(DATA_FIELDS)
+    return wanted
+
+
+def open_decoders(args: argparse.Namespace, exp: Experiment, prompt_types: list[str],
+                  require_finetuned: bool = False, trained_on: SliceStore | None = None,
+                  same_prompt: bool = False) -> dict[str, DecoderChoice]:
+    """Resolve ``--finetuned`` (auto|none|PATH) for every prompt type: each prompt type's Task 2 prompt
+    encoder + mask decoder (:func:`utils.scaffold.runs.find_handoff`, kind-checked), or the model's own.
+
+    ``require_finetuned``: with auto or a PATH, a prompt type without a Task 2 run is an error (a table
+    labelled fine-tuned must hold only fine-tuned rows), instead of falling back to the pre-trained decoder.
+    ``trained_on``: with auto, take Task 2's runs made on that slice store (recorded as other data).
+    ``same_prompt``: refuse a run trained for another prompt type. Errors are SuiteErrors naming the fix.
+    """
+    if trained_on is not None and args.finetuned != "auto":
+        raise fail("--finetuned-store goes with --finetuned auto" + (
+            " (a PATH names its run already)" if args.finetuned != "none" else ""))
     choices = {}
     for prompt in prompt_types:
-        try:
-            handoff, source = find_handoff(args.finetuned, args.finetuned_dir, prompt, wanted, args.allow_other_data)
-            if handoff is None:
-                if require_finetuned:
-                    raise RunMismatch(f"--finetuned {args.finetuned}: {source}; run finetune_task2.py --prompts "
-                                      f"{prompt} first, or pass a checkpoint")
-                choices[prompt] = DecoderChoice(None, None, None, source)
-                continue
-            prompt_encoder, mask_decoder, _ = load_decoder_checkpoint(exp.model, handoff.checkpoint)
-        except (RunMismatch, CheckpointError, FileNotFoundError) as exc:
-            raise fail(str(exc)) from exc
+        handoff, source = find_handoff(args.finetuned, args.finetuned_dir, prompt, wanted_data(exp),
+                                       args.allow_other_data, TASK2, "--finetuned",
+                                       trained_on.key if trained_on is not None else None)
+        if handoff is None:
+            if require_finetuned and args.finetuned != "none":
+                raise RunMismatch(_no_run(args, prompt, source, trained_on))
+            choices[prompt] = DecoderChoice(None, None, None, source)
+            continue
+        trained_for = handoff.identity.get("prompt")
+        if same_prompt and trained_for != prompt:
+            raise RunMismatch(f"{handoff.checkpoint}: a Task 2 decoder for {trained_for} prompts, not {prompt}; "
+                              "pass one prompt type with a PATH, or use --finetuned auto")
+        prompt_encoder, mask_decoder = decoder_from_state(exp.model, handoff.state, handoff.checkpoint)
         choices[prompt] = DecoderChoice(prompt_encoder, mask_decoder, handoff, source)
     return choices
+
+
+def _no_run(args: argparse.Namespace, prompt: str, why: str, trained_on: SliceStore | None) -> str:
+    if trained_on is not None:
+        return (f"--finetuned auto --finetuned-store {trained_on.path}: {why}; run finetune_task2.py "
+                f"--slices {trained_on.path} --prompts {prompt} first")
+    return f"--finetuned {args.finetuned}: {why}; run finetune_task2.py --prompts {prompt} first, or pass a checkpoint"

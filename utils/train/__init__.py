@@ -43,8 +43,6 @@ from utils.train.loop import (  # noqa: F401
     StepResult,
     TrainingDiverged,
     backward_step,
-    cpu_state,
     epoch_order,
     run_training,
-    save_checkpoint,
 )

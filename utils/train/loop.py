@@ -11,20 +11,22 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
 from utils.core import distributed
-from utils.core.io import atomic_path, write_json
-from utils.scaffold.runs import Run, RunMismatch, load_checkpoint
+from utils.core.checkpoints import cpu_state, load_checkpoint, save_checkpoint
+from utils.core.errors import SuiteError
+from utils.core.io import write_json
+from utils.scaffold.runs import Run, RunMismatch
 from utils.train.fastpath import batches
 
 
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN/inf or exploded; the last good checkpoint is kept."""
+class TrainingDiverged(SuiteError, RuntimeError):
+    """The loss became NaN/inf or exploded; the last good checkpoint is kept (the message says to lower the
+    learning rate: a setting the user can change, so an error, not a bug)."""
 
 
 @dataclass
@@ -50,16 +52,6 @@ class LoopConfig:
     prepare: Callable[[Sequence, int], object] | None = None
     prefetch: bool = False
     scaler: object | None = None
-
-
-def save_checkpoint(path: Path, state: dict) -> None:
-    """Write a checkpoint atomically (tensors as CPU tensors)."""
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
-
-
-def cpu_state(module: torch.nn.Module) -> dict:
-    return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
 
 
 def epoch_order(n: int, seed: int, epoch: int, samples_per_epoch: int) -> np.ndarray:
