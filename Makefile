@@ -3,7 +3,7 @@
 #                    (synthetic phantom + LiteMedSAM, quick preset) and write results/REPORT.md
 #   make test        install into .venv, then run the tests
 # The real study: make reproduce DATA=path/to/BTCV MODEL=vit_h PRESET=paper
-# Fast paths (README, "Speed"): PRECISION=bf16 (decoder), ENCODER_PRECISION=bf16 or fp16 (GPU)
+# Fast paths (docs/speed-and-memory.md): PRECISION=bf16 (decoder), ENCODER_PRECISION=bf16 or fp16 (GPU)
 # Several GPUs: make reproduce GPUS=4 (or NPROC=4): each task stage launched with torchrun on 4 ranks
 
 PYTHON ?= python3

@@ -40,14 +40,14 @@ HYPERPARAMETERS = {
     "BATCH_SIZE": (32, "samples per step", "positive"),
     "SAMPLES_PER_EPOCH": (0, "(slice, organ) samples per epoch; 0 = all"),
     "DECODE_BATCH": (0, "prompts per decoder call in validation; 0 = auto (8 on a CPU, 64 on a GPU)"),
-    # The training fast path (utils/fastpath.py), as in finetune_task2.py: same/off/off/off is the exact path.
+    # The training fast path (utils/train/fastpath.py), as in finetune_task2.py: same/off/off/off is the exact path.
     "TRAIN_PRECISION": ("same", "training forward autocast: same (= --precision), auto (bf16 CPU, fp16 + GradScaler GPU), fp32, bf16, fp16"),
     "PREFETCH": ("off", "prepare the next batch (prompts, embeddings, targets) in a background thread: auto (GPU), on, off"),
     "RESIDENT": ("off", "hold the embedding cache in GPU memory when it fits in half the free memory: auto, on, off"),
 }
 PRESETS = {
     "paper": {},
-    # Two long epochs on a CPU (README, "Choosing the quick presets"). One rate for all fails both ways:
+    # Two long epochs on a CPU (docs/runs-and-presets.md, "Choosing the quick presets"). One rate for all fails both ways:
     # 1e-5 leaves the new head at chance (val accuracy 0.079), 1e-4 reaches 0.49, 3e-4 reaches 0.70 but
     # cuts the point-prompt mDice 0.64 -> 0.35 (the transformer is shared with the mask path). So the
     # shared transformer keeps the study's 1e-5 and only the new class token and head learn fast (3e-3,

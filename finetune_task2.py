@@ -47,7 +47,7 @@ HYPERPARAMETERS = {
     "DECODE_BATCH": (0, "prompts per decoder call in validation; 0 = auto (8 on a CPU, 64 on a GPU)"),
     "BOX_JITTER": (DEFAULT_BOX_JITTER_PX, "jittered_box only: each side of the tight box moves by a seeded shift of "
                                           "up to this many slice pixels (part of a jittered_box run's key)"),
-    # The training fast path (utils/fastpath.py; README "Speed"): how a step is computed, not what it sees.
+    # The training fast path (utils/train/fastpath.py; docs/speed-and-memory.md): how a step is computed, not what it sees.
     # The study's exact path is same/off/off/off; every value is in the run key and the results.
     "TRAIN_PRECISION": ("same", "training forward autocast: same (= --precision), auto (bf16 CPU, fp16 + GradScaler GPU), fp32, bf16, fp16"),
     "COMPILE": ("off", "torch.compile the decoder for training: auto (GPU only), on, off; falls back to eager, saying so"),
@@ -61,11 +61,11 @@ PRESETS = {
     # epochs per prompt type, picks its checkpoint on 64 validation samples and scores it on the whole
     # split. lr 0.01, not 0.1: with LiteMedSAM on the phantom, lr 0.1 collapsed the point-prompt
     # decoder to empty masks by epoch 3 (val mDice 0.34 -> 0.00) and made the box decoder worse every
-    # epoch, while 0.01 learned fastest for both (README, "Choosing the quick preset's learning rate").
+    # epoch, while 0.01 learned fastest for both (docs/runs-and-presets.md).
     # No augmented views: each costs an encoder pass per training slice. bf16 autocast in training (1.43x
     # on this CPU, benchmarks/run.py; the same validation mDice as fp32 within the seed spread, README)
     # pays for 2x the samples of the first quick preset (3 x 32, point mDice 0.64), and the best epoch is
-    # picked on 32 validation samples instead of 64 (README, "Task 2's quick preset").
+    # picked on 32 validation samples instead of 64 (docs/runs-and-presets.md).
     "quick": {"epochs": 3, "learning_rate": 0.01, "batch_size": 16, "samples_per_epoch": 64, "val_samples": 32,
               "aug_views": 0, "train_precision": "bf16"},
 }

@@ -13,7 +13,7 @@ and its wall time recorded in results/study.json.
     python run_study.py --phantom --nproc 4     # Tasks 1-3 each launched with torchrun on 4 ranks (4 GPUs)
 
 With --nproc N > 1 every task stage runs as `python -m torch.distributed.run --standalone
---nproc_per_node=N <script> ...` in a subprocess (utils/distributed.py says what is sharded); the
+--nproc_per_node=N <script> ...` in a subprocess (utils/core/distributed.py says what is sharded); the
 slice store and the report stay single-process.
 """
 from __future__ import annotations

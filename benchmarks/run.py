@@ -12,7 +12,7 @@ Sections (one module each in benchmarks/):
   decoder  prompts/s at inference (batched prompts, each paired with its own cached embedding) and
            samples/s in Task 2 training (forward + Dice loss + backward + SGD step), fp32 and fast.
            SAM's mask decoder is the same module for lite_medsam and vit_b/l/h.
-  training Task 2 and Task 3 training steps, exact path vs fast path (utils/fastpath.py) interleaved in
+  training Task 2 and Task 3 training steps, exact path vs fast path (utils/train/fastpath.py) interleaved in
            this process, wall and CPU (user+sys) time: LiteMedSAM on the phantom (160x160) and a
            ViT-B-shaped model (random weights) on 512x512 phantom slices with random embeddings, at
            batch 16 and 64; torch.compile's first-call cost and steady rate; and the paper preset's

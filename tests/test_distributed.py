@@ -1,4 +1,4 @@
-"""torch.distributed (utils/distributed.py) on the CPU: 2 gloo ranks started with torch.multiprocessing.
+"""torch.distributed (utils/core/distributed.py) on the CPU: 2 gloo ranks started with torch.multiprocessing.
 
 Each comparison is against one plain process with the same settings: the cache bytes, Task 1's
 numbers, Task 2's curves and weights; and the rank other than 0 writes no file. Embeddings come from
