@@ -6,6 +6,7 @@ Modules:
 - ``nifti``: Predicted label maps back onto the source CT's own voxel grid, as NIfTI files that open over the CT.
 - ``phantom``: A synthetic, deterministic abdominal CT phantom in BTCV format (the suite's stand-in for BTCV).
 - ``slice_store``: The 2-D slice store.
+- ``volumes``: Whole volumes in a dense slice store: which the 3-D stage evaluates, their ground truth and slice rows.
 """
 from utils.data.augmentation import AugmentSpec, augment_view  # noqa: F401
 from utils.data.dataset import (  # noqa: F401
@@ -49,3 +50,4 @@ from utils.data.slice_store import (  # noqa: F401
     tight_box,
     volume_to_display,
 )
+from utils.data.volumes import VolumeSlices, plan_volumes  # noqa: F401
