@@ -8,6 +8,7 @@ Modules:
 - ``phantom``: A synthetic, deterministic abdominal CT phantom in BTCV format (a package: anatomy, tissues, organs, volume, writing).
 - ``samples``: The one (slice, organ) sample list: the rows of a store (or of its augmented views) and what each is.
 - ``slice_store``: The 2-D slice store.
+- ``volumes``: Whole volumes in a dense slice store: which the 3-D stage evaluates, their ground truth and slice rows.
 """
 from utils.data.augmentation import AugmentSpec, augment_view  # noqa: F401
 from utils.data.dataset import (  # noqa: F401
@@ -53,3 +54,4 @@ from utils.data.slice_store import (  # noqa: F401
     tight_box,
     volume_to_display,
 )
+from utils.data.volumes import VolumeSlices, plan_volumes  # noqa: F401

@@ -9,6 +9,7 @@ Modules:
 - ``noc``: Interactive-segmentation summaries.
 - ``segmentation``: Dice of one prompt type over (slice, organ) samples from cached embeddings.
 - ``volume``: Per-volume, per-organ 3-D metrics.
+- ``volume_scoring``: Scoring the 3-D stage's written label maps.
 """
 from utils.eval.accuracy import accuracy_summary, confusion_matrix  # noqa: F401
 from utils.eval.baseline import EVAL_ROWS, evaluate_baseline, evaluate_baseline_rows  # noqa: F401
@@ -36,3 +37,4 @@ from utils.eval.volume import (  # noqa: F401
     score_volume,
     summarise_volumes,
 )
+from utils.eval.volume_scoring import score_written, summarise_3d  # noqa: F401

@@ -10,7 +10,8 @@ import torch
 from utils.core import distributed
 from utils.embeddings.cache import EmbeddingReader
 from utils.eval.dice import batch_dice, summarise_dice
-from utils.inference.batches import build_batch, group_by_size, predict_logits
+from utils.inference.batches import build_batch, group_by_size
+from utils.inference.decoder import CacheDecoder
 from utils.inference.prompts import DEFAULT_BOX_JITTER_PX
 
 
@@ -39,11 +40,11 @@ def evaluate_prompt(
     from tqdm import tqdm
 
     bar = tqdm(total=len(samples), desc=f"decoding {prompt_type}", unit="prompt", disable=not progress)
+    decoder = CacheDecoder(cache, prompt_encoder, mask_decoder, precision, multimask_output)
 
     def score(batch):
         masks, prompts, sizes = build_batch(cache, batch, prompt_type, seed, box_jitter=box_jitter)
-        logits = predict_logits(cache, batch, prompts, sizes, multimask_output, prompt_encoder, mask_decoder,
-                                precision)
+        logits, _ = decoder.predict([row for row, _ in batch], prompts, sizes)
         dice = batch_dice(logits.cpu() > 0, masks)
         bar.update(len(batch))
         records = [cache.index.store.records[cache.index.store_index(row)] for row, _ in batch]

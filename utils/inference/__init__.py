@@ -1,14 +1,16 @@
-"""Turning prompts into masks: prompts drawn from labels, batched decoding from the cache, clicks, rounds,
-propagation through a volume, and Task 3's class predictions.
+"""Turning prompts into masks: prompts drawn from labels, the one decoder over the cache, clicks, rounds,
+propagation through a volume, the 3-D protocols, and Task 3's class predictions.
 
 Modules:
 - ``batches``: Batches of (cache row, organ) samples.
 - ``classify``: Task 3's inference.
 - ``clicks``: Correction clicks.
-- ``decoding``: Prompt encoding and mask decoding in batches, from cached embeddings.
+- ``decoder``: The one decoder over the embedding cache: segment-anything's ``SamPredictor``, for many slices at once.
+- ``decoding``: Prompt encoding and mask decoding in batches, from cached embeddings (the paired primitive).
 - ``prompts``: Prompts made from a slice's ground-truth organ mask.
 - ``propagation``: Whole organs from one prompt.
 - ``rounds``: Rounds of interactive decoding.
+- ``volume``: The 3-D protocols: a volume's label map from 2-D decoding of its stored slices.
 """
 from utils.inference.batches import (  # noqa: F401
     build_batch,
@@ -20,6 +22,7 @@ from utils.inference.batches import (  # noqa: F401
 )
 from utils.inference.classify import class_forward, class_inputs, class_logits, predict_classes  # noqa: F401
 from utils.inference.clicks import CLICK_RULES, CONNECTIVITY, Click, next_click, with_click  # noqa: F401
+from utils.inference.decoder import CacheDecoder, slice_embeddings  # noqa: F401
 from utils.inference.decoding import decode, decode_inputs, predict_masks_paired, prompt_inputs  # noqa: F401
 from utils.inference.prompts import (  # noqa: F401
     ALL_PROMPT_TYPES,
@@ -56,3 +59,4 @@ from utils.inference.propagation import (  # noqa: F401
     propagate_batch,
 )
 from utils.inference.rounds import DecodeRound, Rounds, cache_decoder, make_decoder, run_rounds  # noqa: F401
+from utils.inference.volume import DecodeRows, merge_slices, segment_per_slice, segment_propagate  # noqa: F401

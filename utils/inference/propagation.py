@@ -137,6 +137,83 @@ def _as_logits(array: np.ndarray, shape: tuple[int, ...] | None, z: int) -> np.n
     return logits
 
 
+def _check(n_slices: int, seeds: Sequence[tuple[int, Prompt]], prompt_type: str, min_area_px: int) -> None:
+    if n_slices < 1:
+        raise ValueError(f"n_slices must be >= 1, got {n_slices}")
+    if int(min_area_px) != min_area_px or min_area_px < 1:
+        raise ValueError(f"min_area_px must be an integer >= 1, got {min_area_px}")
+    if prompt_type not in PROMPT_TYPES:
+        raise ValueError(f"unknown prompt type {prompt_type!r}; choose from {', '.join(PROMPT_TYPES)}")
+    for key_z, _ in seeds:
+        if not 0 <= key_z < n_slices:
+            raise ValueError(f"key slice {key_z} is outside the volume's slices 0..{n_slices - 1}")
+
+
+class _Rounds:
+    """Calls ``decode_batch`` for one round of requests and checks its answers (one (H, W) shape per volume),
+    and judges each answer by the stop rule."""
+
+    def __init__(self, decode_batch: DecodeBatch, min_area_px: int, mask_threshold: float):
+        self.decode_batch, self.min_area_px, self.mask_threshold = decode_batch, min_area_px, mask_threshold
+        self.shape: tuple[int, ...] | None = None
+
+    def decode(self, requests: list[tuple[int, Prompt]]) -> list[np.ndarray]:
+        answers = list(self.decode_batch(requests))
+        if len(answers) != len(requests):
+            raise ValueError(f"decode_batch returned {len(answers)} logits for {len(requests)} requests")
+        out = []
+        for (z, _), answer in zip(requests, answers):
+            out.append(_as_logits(answer, self.shape, z))
+            self.shape = out[-1].shape
+        return out
+
+    def judge(self, logits: np.ndarray) -> tuple[np.ndarray, str | None]:
+        """(mask, None) when accepted, else (mask, the STOP_* reason)."""
+        mask = logits > self.mask_threshold
+        area = int(mask.sum())
+        if area == 0:
+            return mask, STOP_EMPTY
+        return mask, (STOP_BELOW_MIN_AREA if area < self.min_area_px else None)
+
+
+def _key_round(rounds: _Rounds, seeds: Sequence[tuple[int, Prompt]], results: list[Propagation],
+               prompt_type: str) -> list[_Front]:
+    """Round 0: decode every key slice, keep its logits, and open a front each way that may go on."""
+    fronts: list[_Front] = []
+    for i, logits in enumerate(rounds.decode([(int(z), prompt) for z, prompt in seeds])):
+        result = results[i]
+        result.logits[result.key_z] = logits
+        result.n_decoded += 1
+        mask, reason = rounds.judge(logits)
+        for direction, step in DIRECTIONS.items():
+            if reason is not None:
+                result.stops[direction], result.stopped_at[direction] = reason, result.key_z
+            elif not 0 <= result.key_z + step < result.n_slices:
+                result.stops[direction], result.stopped_at[direction] = STOP_VOLUME_END, None
+            else:
+                fronts.append(_Front(i, direction, result.key_z + step, next_prompt(mask, prompt_type)))
+    return fronts
+
+
+def _next_round(rounds: _Rounds, fronts: list[_Front], results: list[Propagation], prompt_type: str) -> list[_Front]:
+    """Round k > 0: decode every front's slice; accepted slices move their front one slice on."""
+    next_fronts = []
+    for front, logits in zip(fronts, rounds.decode([(f.z, f.prompt) for f in fronts])):
+        result = results[front.item]
+        result.n_decoded += 1
+        mask, reason = rounds.judge(logits)
+        if reason is not None:
+            result.stops[front.direction], result.stopped_at[front.direction] = reason, front.z
+            continue
+        result.logits[front.z] = logits
+        z = front.z + DIRECTIONS[front.direction]
+        if not 0 <= z < result.n_slices:
+            result.stops[front.direction], result.stopped_at[front.direction] = STOP_VOLUME_END, None
+            continue
+        next_fronts.append(_Front(front.item, front.direction, z, next_prompt(mask, prompt_type)))
+    return next_fronts
+
+
 def propagate_batch(n_slices: int, seeds: Sequence[tuple[int, Prompt]], decode_batch: DecodeBatch,
                     prompt_type: str, min_area_px: int = 1, mask_threshold: float = 0.0) -> list[Propagation]:
     """Propagate several organs (or prompts) through one volume at once; see the module docstring.
@@ -152,69 +229,14 @@ def propagate_batch(n_slices: int, seeds: Sequence[tuple[int, Prompt]], decode_b
     mask_threshold: logits above it are the organ (SAM's 0.0).
     Returns one Propagation per seed, in order.
     """
-    if n_slices < 1:
-        raise ValueError(f"n_slices must be >= 1, got {n_slices}")
-    if int(min_area_px) != min_area_px or min_area_px < 1:
-        raise ValueError(f"min_area_px must be an integer >= 1, got {min_area_px}")
-    if prompt_type not in PROMPT_TYPES:
-        raise ValueError(f"unknown prompt type {prompt_type!r}; choose from {', '.join(PROMPT_TYPES)}")
-    for key_z, _ in seeds:
-        if not 0 <= key_z < n_slices:
-            raise ValueError(f"key slice {key_z} is outside the volume's slices 0..{n_slices - 1}")
+    _check(n_slices, seeds, prompt_type, min_area_px)
     results = [Propagation(n_slices=n_slices, key_z=int(z)) for z, _ in seeds]
     if not seeds:
         return results
-    shape: tuple[int, ...] | None = None
-
-    def decode_round(requests: list[tuple[int, Prompt]]) -> list[np.ndarray]:
-        nonlocal shape
-        answers = list(decode_batch(requests))
-        if len(answers) != len(requests):
-            raise ValueError(f"decode_batch returned {len(answers)} logits for {len(requests)} requests")
-        out = []
-        for (z, _), answer in zip(requests, answers):
-            out.append(_as_logits(answer, shape, z))
-            shape = out[-1].shape
-        return out
-
-    def judge(logits: np.ndarray) -> tuple[np.ndarray, str | None]:
-        mask = logits > mask_threshold
-        area = int(mask.sum())
-        if area == 0:
-            return mask, STOP_EMPTY
-        return mask, (STOP_BELOW_MIN_AREA if area < min_area_px else None)
-
-    fronts: list[_Front] = []
-    for i, logits in enumerate(decode_round([(int(z), prompt) for z, prompt in seeds])):
-        result = results[i]
-        result.logits[result.key_z] = logits
-        result.n_decoded += 1
-        mask, reason = judge(logits)
-        for direction, step in DIRECTIONS.items():
-            if reason is not None:
-                result.stops[direction], result.stopped_at[direction] = reason, result.key_z
-            elif not 0 <= result.key_z + step < n_slices:
-                result.stops[direction], result.stopped_at[direction] = STOP_VOLUME_END, None
-            else:
-                fronts.append(_Front(i, direction, result.key_z + step, next_prompt(mask, prompt_type)))
-
+    rounds = _Rounds(decode_batch, min_area_px, mask_threshold)
+    fronts = _key_round(rounds, seeds, results, prompt_type)
     while fronts:
-        answers = decode_round([(f.z, f.prompt) for f in fronts])
-        next_fronts = []
-        for front, logits in zip(fronts, answers):
-            result = results[front.item]
-            result.n_decoded += 1
-            mask, reason = judge(logits)
-            if reason is not None:
-                result.stops[front.direction], result.stopped_at[front.direction] = reason, front.z
-                continue
-            result.logits[front.z] = logits
-            z = front.z + DIRECTIONS[front.direction]
-            if not 0 <= z < n_slices:
-                result.stops[front.direction], result.stopped_at[front.direction] = STOP_VOLUME_END, None
-                continue
-            next_fronts.append(_Front(front.item, front.direction, z, next_prompt(mask, prompt_type)))
-        fronts = next_fronts
+        fronts = _next_round(rounds, fronts, results, prompt_type)
     return results
 
 

@@ -1,10 +1,12 @@
 """Rendering: every table of the study, the Markdown pieces they share, and every figure.
 
 Modules:
+- ``examples``: Example figures of decoded slices: which samples to show, and Task 1's prompt overlays.
 - ``markdown``: Markdown pieces every table shares.
 - ``plots``: Figures.
 - ``tables``: Every table of the study, rendered from the metrics dicts the scripts write (metrics.json).
 """
+from utils.report.examples import median_example, pick_examples, sample_caption, save_task1_overlays  # noqa: F401
 from utils.report.markdown import markdown_table, provenance_line  # noqa: F401
 from utils.report.plots import (  # noqa: F401
     draw_prompt,
