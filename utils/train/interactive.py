@@ -185,7 +185,9 @@ def decode_session_round(model, trainable, embeddings: torch.Tensor, prompts: Se
             masks, _ = paired(decoder, embeddings[pick], encoder.get_dense_pe(), sparse, dense)
         parts.append(masks[:, :1].float())
         order += members
-    low = parts[0] if len(parts) == 1 else torch.cat(parts)[torch.as_tensor(np.argsort(order), device=embeddings.device)]
+    if len(parts) > 1:  # back to the samples' order
+        parts = [torch.cat(parts)[torch.as_tensor(np.argsort(order), device=embeddings.device)]]
+    low = parts[0]
     return low, model.postprocess(low, tuple(size))[:, 0]
 
 
