@@ -9,6 +9,7 @@ Modules:
 - ``prompts``: Prompts made from a slice's ground-truth organ mask.
 - ``propagation``: Whole organs from one prompt.
 - ``rounds``: Rounds of interactive decoding.
+- ``training_clicks``: Start prompts and correction clicks of simulated interactive sessions, as training draws them.
 """
 from utils.inference.batches import (  # noqa: F401
     build_batch,
@@ -56,3 +57,4 @@ from utils.inference.propagation import (  # noqa: F401
     propagate_batch,
 )
 from utils.inference.rounds import DecodeRound, Rounds, cache_decoder, make_decoder, run_rounds  # noqa: F401
+from utils.inference.training_clicks import draw_start_prompt, sample_training_click  # noqa: F401

@@ -1,8 +1,9 @@
-"""Training: the one loop of Tasks 2, 3 and the baselines, its fast path, and the baselines' step.
+"""Training: the one loop of Tasks 2, 3 and the baselines, its fast path, the baselines' step and the interactive step.
 
 Modules:
 - ``baseline``: Training the supervised 2-D baselines (U-Net / ResU-Net, :mod:`utils.models.unet`) on the slice store.
 - ``fastpath``: The training fast path of Tasks 2 and 3.
+- ``interactive``: Interactive fine-tuning: one training step over simulated correction sessions, on cached embeddings.
 - ``loop``: The one training loop of Tasks 2 and 3.
 """
 from utils.train.baseline import (  # noqa: F401
@@ -27,6 +28,25 @@ from utils.train.fastpath import (  # noqa: F401
     resolve,
     scaled_lr,
     slice_grouped,
+)
+from utils.train.interactive import (  # noqa: F401
+    LOSSES,
+    SESSION_STREAM,
+    InteractiveSettings,
+    InteractiveStepResult,
+    SessionGroup,
+    SessionRounds,
+    decode_session_round,
+    encode_prompts,
+    feedback,
+    interactive_identity,
+    make_interactive_step,
+    make_session_prepare,
+    next_round_inputs,
+    prompt_kind,
+    run_session,
+    session_loss,
+    session_rng,
 )
 from utils.train.loop import (  # noqa: F401
     LoopConfig,
