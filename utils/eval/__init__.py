@@ -1,8 +1,9 @@
 """Metrics, one per module (as in MONAI): slice Dice, volume Dice/HD95/NSD, bootstrap intervals, accuracy,
-NoC, and the scoring loops of SAM prompts and the baselines.
+NoC, Dice AUC, and the scoring loops of SAM prompts and the baselines.
 
 Modules:
 - ``accuracy``: Task 3's classification scores.
+- ``auc``: Dice AUC: one number for a whole Dice-vs-clicks curve, beside NoC.
 - ``baseline``: Scoring the supervised 2-D baselines on Task 1's (slice, organ) samples with the suite's one Dice.
 - ``bootstrap``: Bootstrap confidence intervals over validation volumes, from the per-sample records the tasks write.
 - ``dice``: Dice, the study's one segmentation metric, and its aggregation over organs.
@@ -12,6 +13,7 @@ Modules:
 - ``volume_scoring``: Scoring the 3-D stage's written label maps.
 """
 from utils.eval.accuracy import accuracy_summary, confusion_matrix  # noqa: F401
+from utils.eval.auc import AUC_RULES, CVPR25_CLICKS, cvpr25_dice_auc, dice_auc, with_dice_auc  # noqa: F401
 from utils.eval.baseline import EVAL_ROWS, evaluate_baseline, evaluate_baseline_rows  # noqa: F401
 from utils.eval.bootstrap import (  # noqa: F401
     DEFAULT_CONFIDENCE,

@@ -10,6 +10,7 @@ Modules:
 - ``prompts``: Prompts made from a slice's ground-truth organ mask.
 - ``propagation``: Whole organs from one prompt.
 - ``rounds``: Rounds of interactive decoding.
+- ``training_clicks``: Start prompts and correction clicks of simulated interactive sessions, as training draws them.
 - ``volume``: The 3-D protocols: a volume's label map from 2-D decoding of its stored slices.
 """
 from utils.inference.batches import (  # noqa: F401
@@ -59,4 +60,5 @@ from utils.inference.propagation import (  # noqa: F401
     propagate_batch,
 )
 from utils.inference.rounds import DecodeRound, Rounds, cache_decoder, make_decoder, run_rounds  # noqa: F401
+from utils.inference.training_clicks import draw_start_prompt, sample_training_click  # noqa: F401
 from utils.inference.volume import DecodeRows, merge_slices, segment_per_slice, segment_propagate  # noqa: F401

@@ -1,10 +1,11 @@
-"""Training: the one loop of Tasks 2, 3 and the baselines, its fast path, and each task's step.
+"""Training: the one loop of Tasks 2, 3 and the baselines, its fast path, and each task's step (including the interactive sessions' step).
 
 Modules:
 - ``baseline``: Training the supervised 2-D baselines (U-Net / ResU-Net, :mod:`utils.models.unet`) on the slice store.
 - ``classifier_step``: Task 3's training step: the classifying mask decoder names the organ of each sample.
 - ``decoder_step``: Task 2's training step: SAM's prompt encoder + mask decoder on cached embeddings, Dice loss.
 - ``fastpath``: The training fast path of Tasks 2 and 3.
+- ``interactive``: Interactive fine-tuning: one training step over simulated correction sessions, on cached embeddings.
 - ``loop``: The one training loop of Tasks 2 and 3.
 """
 from utils.train.baseline import (  # noqa: F401
@@ -37,6 +38,25 @@ from utils.train.fastpath import (  # noqa: F401
     resolve,
     scaled_lr,
     slice_grouped,
+)
+from utils.train.interactive import (  # noqa: F401
+    LOSSES,
+    SESSION_STREAM,
+    InteractiveSettings,
+    InteractiveStepResult,
+    SessionGroup,
+    SessionRounds,
+    decode_session_round,
+    encode_prompts,
+    feedback,
+    interactive_identity,
+    make_interactive_step,
+    make_session_prepare,
+    next_round_inputs,
+    prompt_kind,
+    run_session,
+    session_loss,
+    session_rng,
 )
 from utils.train.loop import (  # noqa: F401
     LoopConfig,
