@@ -58,7 +58,7 @@ def measure(model, cache, rounds: int, batch: int, steps: int, warmup: int = 1) 
     (on a shared machine the wall rate also counts the time others hold the cores)."""
     from utils.train.interactive import InteractiveSettings, make_interactive_step
 
-    samples = [(0, r, o) for r, o in cache.samples(range(len(cache)))]
+    samples = [(0, r, o) for r, o in cache.index.samples(range(len(cache)))]
     settings = InteractiveSettings(rounds=rounds)
     variants = {}
     for precision in ("fp32", "bf16"):

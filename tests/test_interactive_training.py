@@ -175,7 +175,7 @@ def lite(tiny_study):
     for p in model.sam.parameters():
         p.requires_grad_(False)
     cache = EmbeddingCache(model, tiny_study["store"], root=tiny_study["cache"])
-    samples = [(0, r, o) for r, o in cache.samples(cache.rows_for("train"))][:6]
+    samples = [(0, r, o) for r, o in cache.index.samples(cache.index.rows_for("train"))][:6]
     return model, cache, samples
 
 

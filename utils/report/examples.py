@@ -19,20 +19,20 @@ def pick_examples(samples: Sequence[tuple[int, int]], cache: EmbeddingCache, n: 
     """n samples spread from the largest to the smallest organ areas (small organs are the hard ones)."""
     if n <= 0 or not samples:
         return []
-    by_area = sorted(samples, key=lambda s: -cache.organs(s[0])[s[1]])
+    by_area = sorted(samples, key=lambda s: -cache.index.organs(s[0])[s[1]])
     step = max(1, (len(by_area) - 1) // max(n - 1, 1))
     return [by_area[min(i * step, len(by_area) - 1)] for i in range(n)]
 
 
 def median_example(samples: Sequence[tuple[int, int]], cache: EmbeddingCache) -> tuple[int, int]:
     """The sample of median organ area: a typical organ for a figure, neither liver nor a speck."""
-    by_area = sorted(samples, key=lambda s: (cache.organs(s[0])[s[1]], s))
+    by_area = sorted(samples, key=lambda s: (cache.index.organs(s[0])[s[1]], s))
     return by_area[len(by_area) // 2]
 
 
 def sample_caption(cache: EmbeddingCache, row: int, organ: int) -> str:
     """'Liver (case 0035, z=3)': the organ, and the case and slice of the sample's store record."""
-    record = cache.store.records[cache.store_index(row)]
+    record = cache.index.store.records[cache.index.store_index(row)]
     return f"{organ_title(organ)} (case {record.case_id}, z={record.z})"
 
 

@@ -93,7 +93,7 @@ class Evaluation:
 
     def split_rows(self) -> list[int]:
         """The cache rows of ``--split``; an error naming the store when it has none."""
-        rows = self.cache.rows_for(self.args.split)
+        rows = self.cache.index.rows_for(self.args.split)
         if not rows:
             raise fail(f"{self.exp.store.path}: the store has no {self.args.split} slices; try --split all")
         return rows
@@ -109,7 +109,7 @@ class Evaluation:
 
     def samples(self) -> list[tuple[int, int]]:
         """Every (cache row, organ) sample of :attr:`rows`, in the store's order."""
-        return self.cache.samples(self.rows)
+        return self.cache.index.samples(self.rows)
 
     def describe(self, what: str, then: str | None = None) -> str:
         """The opening line: '<data>: <what>; model M on D; <then, or what was encoded in how long>'."""

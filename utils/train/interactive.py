@@ -122,7 +122,7 @@ def make_session_prepare(caches, settings: InteractiveSettings, seed: int, resid
             cache = caches[cache_id]
             labels = {row: cache.label(row) for row in dict.fromkeys(r for r, _ in samples)}
             truths = np.stack([labels[row] == organ for row, organ in samples])
-            keys = [(cache.store_index(row), cache.view_id(row), organ) for row, organ in samples]
+            keys = [(cache.index.store_index(row), cache.index.view_id(row), organ) for row, organ in samples]
             starts = [draw_start_prompt(t, session_rng(seed, epoch, *k, 0), settings.box_fraction,
                                         settings.box_jitter) for t, k in zip(truths, keys)]
             embeddings = (resident[cache_id].gather([r for r, _ in samples]) if resident
