@@ -1,8 +1,9 @@
 """What every script stands on: hyperparameters as flags, the common flags, the session (store, model,
-device, cache, decoders), run folders and hand-offs, results files.
+device, cache, decoders), the evaluation scaffold, run folders and hand-offs, results files.
 
 Modules:
 - ``config``: nanoGPT-style configuration.
+- ``evaluation``: The evaluation scaffold (session, decoders, rows, timed encoding, results header, rank-0 writing).
 - ``flags``: The flags every task script shares, in groups (data / model / run), and the task parser that adds a script's own hyperparameter constants to them.
 - ``results``: What every results file says about where its numbers came from (:func:`provenance`), and writing results files.
 - ``runs``: Run folders keyed like the caches, checked resume, and checked hand-offs between tasks.
@@ -16,6 +17,7 @@ from utils.scaffold.config import (  # noqa: F401
     parse_with_presets,
     typed_destinations,
 )
+from utils.scaffold.evaluation import Evaluation  # noqa: F401
 from utils.scaffold.flags import SPLITS, add_common_args, add_finetuned_args, new_task_parser  # noqa: F401
 from utils.scaffold.results import (  # noqa: F401
     config_record,
