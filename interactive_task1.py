@@ -12,7 +12,7 @@ click where the mask is wrong (``center``: the deepest pixel of the largest miss
 positive or negative; ``random``: a seeded uniform error pixel) and decodes the start prompt plus
 all clicks so far, with the previous round's low-res logits as SAM's mask input (unless
 --no-mask-input). A perfect sample gets no more clicks. Everything decodes from the embedding cache,
-batched across samples (utils/interactive.py holds the protocol).
+batched across samples (utils/inference/rounds.py holds the protocol).
 
 Scores: Dice after 0..N clicks (per organ: mean over its samples; mDice: mean over organs) and
 NoC@85/@90, the clicks needed to reach Dice 0.85/0.90 (0 if the start prompt does, N if never);
@@ -92,7 +92,6 @@ def parse_jitters(text: str) -> list[int]:
 
 def pick_samples(samples: list[tuple[int, int]], per_organ: int, seed: int) -> list[tuple[int, int]]:
     """At most ``per_organ`` samples of each organ (0 = all), drawn with ``seed``; in the store's order."""
-
     from utils.core.seeding import child_rng
 
     if per_organ <= 0:
@@ -108,32 +107,27 @@ def pick_samples(samples: list[tuple[int, int]], per_organ: int, seed: int) -> l
     return sorted(chosen, key=order.__getitem__)
 
 
-def pick_example(cache, samples: list[tuple[int, int]]) -> tuple[int, int]:
-    """The sample of median organ area: a typical organ for the rounds figure, neither liver nor a speck."""
-    by_area = sorted(samples, key=lambda s: (cache.index.organs(s[0])[s[1]], s))
-    return by_area[len(by_area) // 2]
+def run_start(ev, samples, start: str, decoder, example) -> tuple[dict, dict]:
+    """Rounds for every sample with one start prompt, batched; returns ({sample: Rounds row}, example's rounds).
 
-
-def run_start(cache, samples, start: str, args, decoder, example) -> tuple[dict, dict]:
-    """Rounds for every sample with one start prompt, batched; returns ({sample: Rounds row}, example's rounds)."""
+    decoder: a utils.inference.decoder.CacheDecoder (single-mask output, as in the study and Task 1)."""
     from tqdm import tqdm
 
     from utils.core.seeding import child_rng
     from utils.inference.batches import build_batch, group_by_size
     from utils.inference.prompts import prompt_type_id
-    from utils.inference.rounds import cache_decoder, run_rounds
+    from utils.inference.rounds import run_rounds
 
+    args, cache = ev.args, ev.cache
     per_sample, shown = {}, {}
     bar = tqdm(total=len(samples), desc=f"{start}: {args.clicks} clicks", unit="sample", disable=args.no_progress)
     for batch in group_by_size(cache, samples, args.decode_batch):
         truths, prompts, sizes = build_batch(cache, batch, start, args.seed, box_jitter=args.box_jitter)
-        rngs = [child_rng(args.seed, CLICK_STREAM, cache.index.store_index(r), cache.index.view_id(r), o,
-                          prompt_type_id(start)) for r, o in batch]
-        decode_round = cache_decoder(cache, batch, sizes[0], False, decoder.prompt_encoder, decoder.mask_decoder,
-                                     args.precision)
+        rngs = [child_rng(args.seed, CLICK_STREAM, cache.index.store_index(r), cache.index.view_id(r), o, prompt_type_id(start))
+                for r, o in batch]
         keep = example in batch
-        rounds = run_rounds(truths.numpy(), prompts, decode_round, args.clicks, args.click_rule, rngs,
-                            args.mask_input, keep_masks=keep)
+        rounds = run_rounds(truths.numpy(), prompts, decoder.cache_rounds([r for r, _ in batch], sizes[0]),
+                            args.clicks, args.click_rule, rngs, args.mask_input, keep_masks=keep)
         for i, sample in enumerate(batch):
             per_sample[sample] = {"dice": rounds.dice[i], "clicks": rounds.clicks[i]}
         if keep:
@@ -145,118 +139,118 @@ def run_start(cache, samples, start: str, args, decoder, example) -> tuple[dict,
     return per_sample, shown
 
 
-def main(argv: list[str] | None = None) -> int:
-    started, cpu_started = time.perf_counter(), time.process_time()
-    args = parse_args(argv)
+def score_start(ev, start: str, choice, samples, example) -> tuple[dict, list[list], int]:
+    """One start prompt: its rounds, Dice-vs-clicks and NoC summary, its figures; returns (summary,
+    per-sample CSV rows, prompts decoded)."""
     import numpy as np
 
-    from utils.core.organs import organ_name, organ_title
+    from utils.core.organs import organ_name
     from utils.eval.noc import NOC_THRESHOLDS, summarise_rounds
-    from utils.eval.segmentation import evaluate_prompt
-    from utils.inference.prompts import PROMPT_TITLES, parse_prompt_types
+    from utils.inference.prompts import PROMPT_TITLES
+    from utils.report.examples import sample_caption
     from utils.report.plots import save_dice_vs_clicks, save_rounds
-    from utils.report.tables import table_interactive, titled
-    from utils.scaffold.results import config_record, provenance, write_csv, write_results
-    from utils.scaffold.session import fail, open_decoders, open_experiment
 
-    try:
-        starts = parse_prompt_types(args.start)
-        jitters = parse_jitters(args.jitters)
-    except ValueError as exc:
-        raise fail(str(exc)) from exc
-    exp = open_experiment(args)
-    cache = exp.cache
-    finetuned = args.finetuned != "none"
+    args, exp = ev.args, ev.exp
+    per_sample, shown = run_start(ev, samples, start, ev.decoder(choice), example)
+    dice = np.stack([per_sample[s]["dice"] for s in samples])
+    decoded = len(samples) + sum(len(per_sample[s]["clicks"]) for s in samples)
+    summary = summarise_rounds([o for _, o in samples], dice, NOC_THRESHOLDS)
+    rows = []
+    for (row, organ), curve in zip(samples, dice):
+        record = exp.store.records[ev.cache.index.store_index(row)]
+        rows.append([start, record.case_id, record.z, organ_name(organ), len(per_sample[(row, organ)]["clicks"])]
+                    + [f"{d:.6f}" for d in curve])
+    curve = " ".join(f"{d:.3f}" for d in summary["dice_per_click"])
+    print(f"  {PROMPT_TITLES[start]:<20} mDice after 0..{args.clicks} clicks: {curve}; NoC@85 "
+          f"{summary['noc']['85']:.2f}, NoC@90 {summary['noc']['90']:.2f}  ({choice.source})")
+    kind = "fine-tuned" if choice.handoff else "zero-shot"
+    title = f"{PROMPT_TITLES[start]} start, {kind} ({exp.model.name}, {exp.store.description}, {args.split} split)"
+    if ev.is_main:
+        save_dice_vs_clicks({kind: summary}, ev.out / f"dice_vs_clicks_{start}.png", f"Dice vs clicks: {title}",
+                            NOC_THRESHOLDS)
+        save_rounds(ev.cache.view(example[0])[0], shown["truth"], shown["masks"], shown["start_prompt"],
+                    shown["clicks"], shown["dice"], ev.out / f"rounds_{start}.png",
+                    f"{sample_caption(ev.cache, *example)}: {title}")
+    return dict(summary, decoder=choice.source), rows, decoded
+
+
+def box_robustness(ev, choice, samples, jitters: list[int]) -> dict:
+    """Bound-box mDice with each side of the box moved by up to each jitter (``jittered_box``), decoded with
+    the bound-box start's decoder."""
+    levels = {}
+    for jitter in jitters:
+        summary, _ = ev.score_prompt(samples, "jittered_box", choice, jitter, progress=False)
+        levels[str(jitter)] = summary
+        print(f"  bound box jittered by up to {jitter:>2} px: mDice {summary['mDice']:.4f}")
+    return {"decoder": choice.source, "fine_tuned": choice.handoff is not None, "jitters": levels}
+
+
+def results_header(ev, decoders: dict, samples: list, everything: list, subset: str) -> dict:
+    """The results dict before any start is scored: settings, the sample subset, the NoC convention."""
+    args = ev.args
+    records = {p: d.record for p, d in decoders.items()}
+    meta = ev.provenance(n_samples=len(samples), preset=args.preset, multimask_output=False,
+                         box_jitter=args.box_jitter, finetuned=records if ev.finetuned else None)
+    return ev.header(
+        meta, finetuned={"choice": args.finetuned, "decoders": records} if ev.finetuned else None,
+        click_rule=args.click_rule, mask_input=args.mask_input, clicks=args.clicks, multimask_output=False,
+        box_jitter=args.box_jitter,
+        samples={"n": len(samples), "of": len(everything), "per_organ": args.samples_per_organ, "selection": subset},
+        noc_convention=(f"NoC@t: clicks to reach Dice >= t, counted as {args.clicks} (the clicks available) when "
+                        "never reached; per organ the mean over its samples, at the top the mean over organs "
+                        "(as mDice)"),
+        starts={}, box_robustness=None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from utils.inference.prompts import parse_prompt_types
+    from utils.report.examples import median_example
+    from utils.report.tables import table_interactive, titled
+    from utils.scaffold.evaluation import Evaluation
+
+    ev = Evaluation(args, "interactive")
+    starts = ev.parse(parse_prompt_types, args.start)
+    jitters = ev.parse(parse_jitters, args.jitters)
+    ev.open()
     # The box-robustness table uses the bound-box decoder (Task 2's, with --finetuned), whatever the starts.
-    decoders = open_decoders(args, exp, list(dict.fromkeys(starts + (["bound_box"] if jitters else []))))
-    rows = cache.index.rows_for(args.split)
-    if not rows:
-        raise fail(f"{exp.store.path}: the store has no {args.split} slices; try --split all")
-    encoded = cache.ensure(rows, batch_size=args.encode_batch, progress=not args.no_progress)
-    everything = cache.index.samples(rows)
+    decoders = ev.open_decoders(list(dict.fromkeys(starts + (["bound_box"] if jitters else []))))
+    ev.encode(ev.split_rows())
+    everything = ev.samples()
     samples = pick_samples(everything, args.samples_per_organ, args.seed)
-    example = pick_example(cache, samples)
+    example = median_example(samples, ev.cache)  # the sample the rounds figures show
     subset = (f"{args.samples_per_organ} per organ (fewer where an organ has fewer), drawn with seed {args.seed}"
               if args.samples_per_organ else "every sample of the split")
-    print(f"{exp.store.description}: {len(rows)} {args.split} slices, {len(samples)} of {len(everything)} organ "
-          f"samples ({subset}); model {exp.model.name} on {exp.device}; {args.clicks} clicks, rule "
-          f"{args.click_rule}, mask input {'on' if args.mask_input else 'off'}")
+    print(ev.describe(f"{len(ev.rows)} {args.split} slices, {len(samples)} of {len(everything)} organ samples "
+                      f"({subset})", f"{args.clicks} clicks, rule {args.click_rule}, mask input "
+                      f"{'on' if args.mask_input else 'off'}"))
 
-    out = args.results / ("interactive_finetuned" if finetuned else "interactive")
-    records = {p: d.record for p, d in decoders.items()}
-    meta = provenance(exp.store, exp.model, exp.device, args.seed, args.split, precision=args.precision,
-                      encoder_precision=args.encoder_precision, n_slices=len(rows), n_samples=len(samples),
-                      preset=args.preset, multimask_output=False, box_jitter=args.box_jitter,
-                      finetuned=records if finetuned else None)
-    results = {k: meta[k] for k in ("model", "checkpoint", "data", "split")}
-    results.update({
-        "finetuned": {"choice": args.finetuned, "decoders": records} if finetuned else None,
-        "click_rule": args.click_rule, "mask_input": args.mask_input, "clicks": args.clicks,
-        "multimask_output": False, "box_jitter": args.box_jitter,
-        "samples": {"n": len(samples), "of": len(everything), "per_organ": args.samples_per_organ,
-                    "selection": subset},
-        "noc_convention": (f"NoC@t: clicks to reach Dice >= t, counted as {args.clicks} (the clicks available) when "
-                           "never reached; per organ the mean over its samples, at the top the mean over organs "
-                           "(as mDice)"),
-        "starts": {}, "box_robustness": None, "provenance": meta,
-    })
-    per_sample_rows = []
-    decoded = 0
+    results = results_header(ev, decoders, samples, everything, subset)
+    per_sample_rows, decoded = [], 0
     t_rounds = time.perf_counter()
     for start in starts:
-        decoder = decoders[start]
-        per_sample, shown = run_start(cache, samples, start, args, decoder, example)
-        dice = np.stack([per_sample[s]["dice"] for s in samples])
-        decoded += len(samples) + sum(len(per_sample[s]["clicks"]) for s in samples)
-        summary = summarise_rounds([o for _, o in samples], dice, NOC_THRESHOLDS)
-        results["starts"][start] = dict(summary, decoder=decoder.source)
-        for (row, organ), curve in zip(samples, dice):
-            record = exp.store.records[cache.index.store_index(row)]
-            per_sample_rows.append([start, record.case_id, record.z, organ_name(organ),
-                                    len(per_sample[(row, organ)]["clicks"])] + [f"{d:.6f}" for d in curve])
-        curve = " ".join(f"{d:.3f}" for d in summary["dice_per_click"])
-        print(f"  {PROMPT_TITLES[start]:<20} mDice after 0..{args.clicks} clicks: {curve}; NoC@85 "
-              f"{summary['noc']['85']:.2f}, NoC@90 {summary['noc']['90']:.2f}  ({decoder.source})")
-        kind = "fine-tuned" if decoder.handoff else "zero-shot"
-        title = f"{PROMPT_TITLES[start]} start, {kind} ({exp.model.name}, {exp.store.description}, {args.split} split)"
-        save_dice_vs_clicks({kind: summary}, out / f"dice_vs_clicks_{start}.png", f"Dice vs clicks: {title}",
-                            NOC_THRESHOLDS)
-        row, organ = example
-        record = exp.store.records[cache.index.store_index(row)]
-        save_rounds(cache.view(row)[0], shown["truth"], shown["masks"], shown["start_prompt"], shown["clicks"],
-                    shown["dice"], out / f"rounds_{start}.png",
-                    f"{organ_title(organ)} (case {record.case_id}, z={record.z}): {title}")
+        results["starts"][start], rows, n = score_start(ev, start, decoders[start], samples, example)
+        per_sample_rows += rows
+        decoded += n
     rounds_seconds = time.perf_counter() - t_rounds
-
     t_jitter = time.perf_counter()
     if jitters:
-        box = decoders["bound_box"]
-        levels = {}
-        for jitter in jitters:
-            summary, _ = evaluate_prompt(cache, samples, "jittered_box", seed=args.seed, batch_size=args.decode_batch,
-                                         prompt_encoder=box.prompt_encoder, mask_decoder=box.mask_decoder,
-                                         precision=args.precision, box_jitter=jitter)
-            levels[str(jitter)] = summary
-            print(f"  bound box jittered by up to {jitter:>2} px: mDice {summary['mDice']:.4f}")
+        results["box_robustness"] = box_robustness(ev, decoders["bound_box"], samples, jitters)
         decoded += len(samples) * len(jitters)
-        results["box_robustness"] = {"decoder": box.source, "fine_tuned": box.handoff is not None, "jitters": levels}
     jitter_seconds = time.perf_counter() - t_jitter
 
     decode_seconds = rounds_seconds + jitter_seconds
-    results["timing"] = {"encoded_slices": encoded, "decoded_prompts": decoded,
-                         "decoded_prompts_per_second": round(decoded / decode_seconds, 2) if decode_seconds else None,
-                         "rounds_seconds": round(rounds_seconds, 2), "jitter_table_seconds": round(jitter_seconds, 2),
-                         "wall_seconds": round(time.perf_counter() - started, 2),
-                         "cpu_seconds": round(time.process_time() - cpu_started, 2), "device": meta["device"]}
-    kind = "Task 2's fine-tuned decoders" if finetuned else "zero-shot"
-    write_results(out, results, {"table_interactive.md": titled(f"Interactive segmentation ({kind})",
-                                                                table_interactive(results))}, config_record(args))
-    write_csv(out / "per_sample.csv", ["start", "case", "z", "organ", "clicks_made"]
-              + [f"dice_after_{k}" for k in range(args.clicks + 1)], per_sample_rows)
+    results["timing"] = ev.timing(decoded_prompts=decoded, decoded_prompts_per_second=ev.rate(decoded, decode_seconds),
+                                  rounds_seconds=round(rounds_seconds, 2),
+                                  jitter_table_seconds=round(jitter_seconds, 2), **ev.clock())
+    kind = "Task 2's fine-tuned decoders" if ev.finetuned else "zero-shot"
+    headers = ["start", "case", "z", "organ", "clicks_made"] + [f"dice_after_{k}" for k in range(args.clicks + 1)]
+    table = titled(f"Interactive segmentation ({kind})", table_interactive(results))
+    ev.write(results, {"table_interactive.md": table}, {"per_sample.csv": (headers, per_sample_rows)})
     print(f"\n{table_interactive(results)}")
     print(f"{decoded} prompts decoded in {decode_seconds:.1f} s; wall {results['timing']['wall_seconds']} s, "
           f"CPU {results['timing']['cpu_seconds']} s")
-    print(f"wrote {out / 'metrics.json'} and {out / 'table_interactive.md'}")
+    print(f"wrote {ev.out / 'metrics.json'} and {ev.out / 'table_interactive.md'}")
     return 0
 
 

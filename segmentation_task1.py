@@ -47,109 +47,53 @@ def parse_args(argv: list[str] | None = None):
     return parse_with_presets(parser, argv, checks={"prompts": parse_prompt_types})  # bad values: exit 2
 
 
-def pick_examples(samples: list[tuple[int, int]], cache, n: int) -> list[tuple[int, int]]:
-    """n samples spread from the largest to the smallest organ areas (small organs are the hard ones)."""
-    if n <= 0 or not samples:
-        return []
-    by_area = sorted(samples, key=lambda s: -cache.index.organs(s[0])[s[1]])
-    step = max(1, (len(by_area) - 1) // max(n - 1, 1))
-    return [by_area[min(i * step, len(by_area) - 1)] for i in range(n)]
-
-
-def draw_overlays(cache, samples, prompt_type: str, args, decoder, path: Path, title: str) -> None:
-    import torch
-
-    from utils.core.organs import organ_title
-    from utils.eval.dice import dice_score
-    from utils.inference.batches import build_batch, predict_logits
-    from utils.report.plots import save_prompt_overlays
-
-    masks, prompts, sizes = build_batch(cache, samples, prompt_type, args.seed, box_jitter=args.box_jitter)
-    with torch.inference_mode():
-        logits = predict_logits(cache, samples, prompts, sizes, args.multimask, decoder.prompt_encoder,
-                                decoder.mask_decoder, args.precision)
-    examples = []
-    for (row, organ), mask, prompt, logit in zip(samples, masks.numpy(), prompts, logits.cpu().numpy()):
-        record = cache.index.store.records[cache.index.store_index(row)]
-        pred = logit > 0
-        examples.append({"image": cache.view(row)[0], "truth": mask, "pred": pred, "prompt": prompt,
-                         "dice": dice_score(pred, mask),
-                         "caption": f"{organ_title(organ)} (case {record.case_id}, z={record.z})"})
-    save_prompt_overlays(examples, path, title)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from utils.core import distributed
     from utils.core.organs import organ_name
     from utils.eval.bootstrap import triples
-    from utils.eval.segmentation import evaluate_prompt
     from utils.inference.prompts import PROMPT_TITLES, parse_prompt_types
+    from utils.report.examples import pick_examples, save_task1_overlays
     from utils.report.tables import mdice_table, table1, titled
-    from utils.scaffold.results import config_record, provenance, write_csv, write_results
-    from utils.scaffold.session import fail, open_decoders, open_experiment
+    from utils.scaffold.evaluation import Evaluation
 
-    try:
-        prompt_types = parse_prompt_types(args.prompts)
-    except ValueError as exc:
-        raise fail(str(exc)) from exc
-    exp = open_experiment(args)
-    cache = exp.cache
-    finetuned = args.finetuned != "none"
-    decoders = open_decoders(args, exp, prompt_types, require_finetuned=finetuned)
-    rows = cache.index.rows_for(args.split)
-    if not rows:
-        raise fail(f"{exp.store.path}: the store has no {args.split} slices; try --split all")
-    started = time.perf_counter()
-    encoded = cache.ensure(rows, batch_size=args.encode_batch, progress=not args.no_progress)
-    encode_seconds = time.perf_counter() - started
-    samples = cache.index.samples(rows)
-    print(f"{exp.store.description}: {len(rows)} {args.split} slices, {len(samples)} organ samples; "
-          f"model {exp.model.name} on {exp.device}; encoded {encoded} new slice(s) in {encode_seconds:.1f} s")
+    ev = Evaluation(args, "task1")
+    prompt_types = ev.parse(parse_prompt_types, args.prompts)
+    exp = ev.open()
+    decoders = ev.open_decoders(prompt_types, require_finetuned=ev.finetuned)
+    ev.encode(ev.split_rows())
+    samples = ev.samples()
+    print(ev.describe(f"{len(ev.rows)} {args.split} slices, {len(samples)} organ samples"))
 
-    out = args.results / ("task1_finetuned" if finetuned else "task1")
-    meta = provenance(exp.store, exp.model, exp.device, args.seed, args.split, precision=args.precision,
-                      encoder_precision=args.encoder_precision, n_slices=len(rows), n_samples=len(samples),
-                      multimask_output=args.multimask, box_jitter=args.box_jitter,
-                      finetuned={p: d.record for p, d in decoders.items()} if finetuned else None)
-    results = {k: meta[k] for k in ("model", "checkpoint", "data", "split")}
-    results.update({"n_slices": len(rows), "prompts": {}, "provenance": meta, "timing": {}})
+    meta = ev.provenance(n_samples=len(samples), multimask_output=args.multimask, box_jitter=args.box_jitter,
+                         finetuned={p: d.record for p, d in decoders.items()} if ev.finetuned else None)
+    results = ev.header(meta, n_slices=len(ev.rows), prompts={})
     results["records"] = {}  # {prompt: [(case, organ, dice)]} per sample, for the tables' bootstrap intervals
     per_slice = []
     decode_seconds = 0.0
     for prompt_type in prompt_types:
         decoder = decoders[prompt_type]
         t0 = time.perf_counter()
-        summary, records = evaluate_prompt(cache, samples, prompt_type, seed=args.seed, batch_size=args.decode_batch,
-                                           multimask_output=args.multimask, prompt_encoder=decoder.prompt_encoder,
-                                           mask_decoder=decoder.mask_decoder, progress=not args.no_progress,
-                                           precision=args.precision, box_jitter=args.box_jitter)
+        summary, records = ev.score_prompt(samples, prompt_type, decoder, args.box_jitter, args.multimask)
         decode_seconds += time.perf_counter() - t0
         results["prompts"][prompt_type] = dict(summary, decoder=decoder.source)
         results["records"][prompt_type] = triples(records)
         per_slice += [[prompt_type, r["case"], r["z"], organ_name(r["organ"]), f"{r['dice']:.6f}"] for r in records]
         print(f"  {PROMPT_TITLES[prompt_type]:<20} mDice {summary['mDice']:.4f}  ({decoder.source})")
-        if args.overlays and distributed.is_main():
-            draw_overlays(cache, pick_examples(samples, cache, args.overlays), prompt_type, args, decoder,
-                          out / "overlays" / f"{prompt_type}.png",
-                          f"Task 1, {PROMPT_TITLES[prompt_type]} ({exp.model.name}, {exp.store.description})")
+        if args.overlays and ev.is_main:
+            save_task1_overlays(ev.decoder(decoder, args.multimask), pick_examples(samples, exp.cache, args.overlays),
+                                prompt_type, args.seed, ev.out / "overlays" / f"{prompt_type}.png",
+                                f"Task 1, {PROMPT_TITLES[prompt_type]} ({exp.model.name}, {exp.store.description})",
+                                box_jitter=args.box_jitter)
     n_decoded = len(samples) * len(prompt_types)
-    results["timing"] = {
-        "encoded_slices": encoded,
-        "encoder_seconds_per_slice": round(encode_seconds / encoded, 4) if encoded else None,
-        "decoded_prompts": n_decoded,
-        "decoded_prompts_per_second": round(n_decoded / decode_seconds, 2) if decode_seconds else None,
-        "device": meta["device"],
-    }
-    kind = "fine-tuned decoders of Task 2" if finetuned else "zero-shot"
-    if distributed.is_main():  # torchrun: every rank holds the gathered results; rank 0 writes them
-        write_results(out, results, {"table1.md": titled(f"Table 1: mDice of different prompts ({kind})",
-                                                         table1(results))}, config_record(args))
-        write_csv(out / "per_slice.csv", ["prompt", "case", "z", "organ", "dice"], per_slice)
+    results["timing"] = ev.timing(encoder_seconds_per_slice=ev.encoder_seconds_per_slice, decoded_prompts=n_decoded,
+                                  decoded_prompts_per_second=ev.rate(n_decoded, decode_seconds))
+    kind = "fine-tuned decoders of Task 2" if ev.finetuned else "zero-shot"
+    ev.write(results, {"table1.md": titled(f"Table 1: mDice of different prompts ({kind})", table1(results))},
+             {"per_slice.csv": (["prompt", "case", "z", "organ", "dice"], per_slice)})
     print(f"\n{mdice_table(results['prompts'])}")
     print(f"encoder: {results['timing']['encoder_seconds_per_slice']} s/slice; "
           f"decoder: {results['timing']['decoded_prompts_per_second']} prompts/s")
-    print(f"wrote {out / 'metrics.json'} and {out / 'table1.md'}")
+    print(f"wrote {ev.out / 'metrics.json'} and {ev.out / 'table1.md'}")
     return 0
 
 

@@ -7,7 +7,8 @@ from synthetic import write_rawdata
 
 from utils.data.slice_store import SliceStore, build_store
 from utils.embeddings.cache import EmbeddingCache
-from utils.inference.batches import build_batch, predict_logits
+from utils.inference.batches import build_batch
+from utils.inference.decoder import CacheDecoder
 from utils.inference.decoding import decode
 from utils.inference.prompts import PROMPT_TYPES
 from utils.models.sam import load_model, to_uint8
@@ -50,8 +51,10 @@ def test_batched_decoding_equals_sam_predictor(vit_b_setup, prompt_type):
     with torch.inference_mode():
         # 1) the batched decoder on the predictor's own fp32 features: equal to float precision
         low, _ = decode(model, predictor.features, prompts, sizes)
-        # 2) the full suite path: fp16 cache, embeddings gathered per prompt, post-processed
-        logits = predict_logits(cache, samples, prompts, sizes)
+        # 2) the full suite path (CacheDecoder): fp16 cache, embeddings gathered per prompt, post-processed
+        logits, cached_low = CacheDecoder(cache).predict([r for r, _ in samples], prompts, sizes)
+    assert logits.dtype == cached_low.dtype == torch.float32
+    assert tuple(logits.shape) == (len(samples), *sizes[0]) and tuple(cached_low.shape) == (len(samples), 1, 256, 256)
     for i, prompt in enumerate(prompts):
         expected_logits, expected_low = oracle(predictor, prompt)
         assert torch.allclose(low[i, 0], torch.from_numpy(expected_low), atol=1e-4, rtol=1e-4)
@@ -71,6 +74,35 @@ def test_multimask_picks_best_iou_like_predictor(vit_b_setup):
     for i, prompt in enumerate(prompts):
         _, expected_low = oracle(predictor, prompt, multimask=True)
         assert torch.allclose(low[i, 0], torch.from_numpy(expected_low), atol=1e-4, rtol=1e-4)
+
+
+def test_cache_decoder_multimask_and_logits_equal_sam_predictor(vit_b_setup):
+    """CacheDecoder.decode on the predictor's own features: SamPredictor's best-IoU mask of three, and its
+    slice logits (post-processed back to the 72 x 96 slice)."""
+    model, cache, predictor = vit_b_setup
+    samples = cache.samples([0])
+    _, prompts, sizes = build_batch(cache, samples, "bound_box", seed=0)
+    logits, low = CacheDecoder(cache, multimask_output=True).decode(predictor.features, prompts, sizes)
+    for i, prompt in enumerate(prompts):
+        expected_logits, expected_low = oracle(predictor, prompt, multimask=True)
+        assert torch.allclose(low[i, 0], torch.from_numpy(expected_low), atol=1e-4, rtol=1e-4)
+        assert np.allclose(logits[i].numpy(), expected_logits, atol=1e-3, rtol=1e-4)
+
+
+def test_predict_rows_is_predict_in_chunks_and_counts_prompts(vit_b_setup):
+    """The 3-D protocols' entry: (row, prompt) requests decoded 2 at a time give the logits of one call,
+    in request order; n_decoded counts every prompt decoded."""
+    _, cache, _ = vit_b_setup
+    samples = cache.samples([0])
+    _, prompts, sizes = build_batch(cache, samples, "one_central_point", seed=0)
+    decoder = CacheDecoder(cache)
+    whole, _ = decoder.predict([r for r, _ in samples], prompts, sizes)
+    chunked = decoder.predict_rows([(r, p) for (r, _), p in zip(samples, prompts)], batch_size=2)
+    assert len(chunked) == len(samples) and all(c.shape == sizes[0] for c in chunked)
+    for one, ref in zip(chunked, whole.numpy()):
+        assert np.allclose(one, ref, atol=1e-4)
+    assert decoder.n_decoded == 2 * len(samples)
+    assert decoder.predict_rows([], batch_size=2) == [] and decoder.n_decoded == 2 * len(samples)
 
 
 def test_pairs_from_different_images_are_not_crossed(vit_b_setup):

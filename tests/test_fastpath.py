@@ -12,7 +12,8 @@ from monai.losses import DiceLoss
 
 import finetune_task2
 from utils.embeddings.cache import EmbeddingCache
-from utils.inference.batches import build_batch, predict_logits, sample_prompt
+from utils.inference.batches import build_batch, sample_prompt
+from utils.inference.decoder import CacheDecoder
 from utils.inference.decoding import predict_masks_paired, prompt_inputs
 from utils.models.sam import load_model
 from utils.train import fastpath
@@ -42,7 +43,7 @@ def grads(module):
 
 def test_step_loss_equals_per_sample_oracle(setup):
     """Grouped by slice or not, the step's loss is the mean of per-sample Dice losses computed one sample
-    at a time through the evaluation path (predict_logits): grouping changes no number."""
+    at a time through the evaluation path (CacheDecoder): grouping changes no number."""
     model, cache, batch = setup
     trainable = trainable_of(model)
     step = make_step([cache], PROMPT, 0, trainable, "fp32")
@@ -51,10 +52,10 @@ def test_step_loss_equals_per_sample_oracle(setup):
         shuffled = float(step(batch[::-1], 2).loss)
         loss_fn = DiceLoss(sigmoid=True)
         per_sample = []
+        decoder = CacheDecoder(cache, trainable["prompt_encoder"], trainable["mask_decoder"])
         for _, row, organ in batch:
             masks, prompts, sizes = build_batch(cache, [(row, organ)], PROMPT, 0, 2)
-            logits = predict_logits(cache, [(row, organ)], prompts, sizes, False, trainable["prompt_encoder"],
-                                    trainable["mask_decoder"]).flatten(1)
+            logits = decoder.predict([row], prompts, sizes)[0].flatten(1)
             per_sample.append(float(loss_fn(logits[:, None], masks.flatten(1).float()[:, None])))
     assert loss == pytest.approx(np.mean(per_sample), abs=1e-5)
     assert shuffled == pytest.approx(loss, abs=1e-6)

@@ -11,8 +11,9 @@ from utils.core.seeding import child_rng
 from utils.eval.dice import dice_score
 from utils.eval.noc import mean_noc, noc, summarise_rounds
 from utils.inference.clicks import Click, next_click, with_click
+from utils.inference.decoder import CacheDecoder
 from utils.inference.prompts import Prompt, grown_box, make_prompt
-from utils.inference.rounds import cache_decoder, make_decoder, run_rounds
+from utils.inference.rounds import run_rounds
 from utils.models.sam import load_model, to_uint8
 
 H = W = 64
@@ -266,7 +267,7 @@ def predict(predictor, prompt, mask_input=None):
 
 @pytest.mark.parametrize("start", ["one_central_point", "bound_box", "center_and_negatives"])
 def test_one_round_with_clicks_and_mask_input_equals_sam_predictor(vit_b_setup, start):
-    model, cache, predictor, samples, truths = vit_b_setup
+    _, cache, predictor, samples, truths = vit_b_setup
     assert len(samples) >= 3
     size = truths.shape[1:]
     prompts, lows, expected = [], [], []
@@ -282,10 +283,11 @@ def test_one_round_with_clicks_and_mask_input_equals_sam_predictor(vit_b_setup, 
         expected.append(predict(predictor, prompt, mask_input=low0))
     mask_input = torch.from_numpy(np.stack(lows))  # (N, 1, 256, 256)
     indices = np.arange(len(samples))
+    decoder = CacheDecoder(cache)
     # 1) on the predictor's own fp32 features: equal to float precision
-    logits, low = make_decoder(model, predictor.features, size)(indices, prompts, mask_input)
+    logits, low = decoder.round_decoder(predictor.features, size)(indices, prompts, mask_input)
     # 2) the suite path: fp16 cache, each sample's embedding gathered from the cache
-    cached_logits, _ = cache_decoder(cache, samples, size)(indices, prompts, mask_input)
+    cached_logits, _ = decoder.cache_rounds([r for r, _ in samples], size)(indices, prompts, mask_input)
     for i, (expected_logits, expected_low) in enumerate(expected):
         assert torch.allclose(low[i], torch.from_numpy(expected_low), atol=1e-4, rtol=1e-4)
         assert np.allclose(logits[i].numpy(), expected_logits, atol=1e-3, rtol=1e-4)
@@ -294,14 +296,15 @@ def test_one_round_with_clicks_and_mask_input_equals_sam_predictor(vit_b_setup, 
         clear = np.abs(expected_logits) > 0.05
         assert np.array_equal((ours > 0)[clear], (expected_logits > 0)[clear])
     # the mask input matters: without it the same prompts decode differently
-    no_mask, _ = make_decoder(model, predictor.features, size)(indices, prompts, None)
+    no_mask, _ = decoder.round_decoder(predictor.features, size)(indices, prompts, None)
     assert not torch.allclose(no_mask, logits, atol=1e-3)
 
 
 def test_run_rounds_equals_a_sam_predictor_loop(vit_b_setup):
-    model, _, predictor, samples, truths = vit_b_setup
+    _, cache, predictor, samples, truths = vit_b_setup
     starts = [make_prompt(t, "bound_box", child_rng(0, i)) for i, t in enumerate(truths)]
-    rounds = run_rounds(truths, starts, make_decoder(model, predictor.features, truths.shape[1:]), n_clicks=2)
+    rounds = run_rounds(truths, starts, CacheDecoder(cache).round_decoder(predictor.features, truths.shape[1:]),
+                        n_clicks=2)
     for i, truth in enumerate(truths):
         prompt, low, curve, clicks = starts[i], None, [], []
         for r in range(3):

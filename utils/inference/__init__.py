@@ -17,7 +17,6 @@ from utils.inference.batches import (  # noqa: F401
     build_batch,
     gather_embeddings,
     group_by_size,
-    predict_logits,
     prompt_for,
     sample_prompt,
 )
@@ -59,6 +58,6 @@ from utils.inference.propagation import (  # noqa: F401
     propagate,
     propagate_batch,
 )
-from utils.inference.rounds import DecodeRound, Rounds, cache_decoder, make_decoder, run_rounds  # noqa: F401
+from utils.inference.rounds import DecodeRound, Rounds, run_rounds  # noqa: F401
 from utils.inference.training_clicks import draw_start_prompt, sample_training_click  # noqa: F401
 from utils.inference.volume import DecodeRows, merge_slices, segment_per_slice, segment_propagate  # noqa: F401

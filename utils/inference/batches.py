@@ -1,5 +1,5 @@
 """Batches of (cache row, organ) samples: their ground-truth masks, the prompt each gets (seeded per
-sample), their embeddings gathered from the cache, and mask logits decoded for them.
+sample) and their embeddings gathered from the cache (decoding them: ``utils.inference.decoder.CacheDecoder``).
 """
 from __future__ import annotations
 
@@ -8,10 +8,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from utils.core.precision import autocast
 from utils.core.seeding import child_rng
 from utils.embeddings.cache import EmbeddingReader
-from utils.inference.decoding import decode
+from utils.inference.decoder import slice_embeddings
 from utils.inference.prompts import (
     DEFAULT_BOX_JITTER_PX,
     Prompt,
@@ -60,25 +59,9 @@ def build_batch(cache: EmbeddingReader, samples: Sequence[tuple[int, int]], prom
 
 
 def gather_embeddings(cache: EmbeddingReader, samples: Sequence[tuple[int, int]]) -> torch.Tensor:
-    """float32 (N, 256, 64, 64): each sample's slice embedding, each slice read from the cache once."""
-    rows = [r for r, _ in samples]
-    unique, inverse = np.unique(rows, return_inverse=True)
-    device = cache.model.device
-    return cache.embeddings(unique, device)[torch.as_tensor(inverse, device=device)]
-
-
-def predict_logits(cache: EmbeddingReader, samples: Sequence[tuple[int, int]], prompts: Sequence[Prompt],
-                   sizes: Sequence[tuple[int, int]], multimask_output: bool = False,
-                   prompt_encoder=None, mask_decoder=None, precision: str = "fp32") -> torch.Tensor:
-    """(N, H, W) float32 mask logits on the slice for N samples (all of one slice size).
-
-    Decoding runs at ``precision`` (``--precision``: fp32, or the bf16/fp16 fast path).
-    """
-    model = cache.model
-    embeddings = gather_embeddings(cache, samples)
-    with autocast(model.device, precision):
-        low_res, _ = decode(model, embeddings, prompts, sizes, multimask_output, prompt_encoder, mask_decoder)
-    return model.postprocess(low_res.float(), sizes[0])[:, 0]
+    """float32 (N, 256, 64, 64): each (cache row, organ) sample's slice embedding, each slice read from the
+    cache once (``utils.inference.decoder.slice_embeddings``)."""
+    return slice_embeddings(cache, [r for r, _ in samples])
 
 
 def group_by_size(cache: EmbeddingReader, samples: Sequence[tuple[int, int]], batch_size: int):

@@ -19,9 +19,9 @@ Click rules (:func:`next_click`), on the error region = prediction XOR truth:
   component whose first pixel comes first in raster order.
 - ``random`` (SAM-Med2D): a seeded uniform draw over all error pixels; label by the pixel's kind.
 
-Coordinates are (x, y) = (column, row) in slice pixels; boxes XYXY. Everything here but
-:func:`make_decoder` / :func:`cache_decoder` is independent of SAM: :func:`run_rounds` decodes through
-a callable, so tests can drive it with a stand-in.
+Coordinates are (x, y) = (column, row) in slice pixels; boxes XYXY. Everything here is independent of
+SAM: :func:`utils.inference.rounds.run_rounds` decodes through a callable, so tests can drive it with a
+stand-in.
 """
 from __future__ import annotations
 

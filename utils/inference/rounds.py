@@ -3,7 +3,8 @@ are in :mod:`utils.inference.clicks`), each round decoded with the clicks so far
 off, the previous round's low-res logits as SAM's mask input.
 
 :func:`run_rounds` decodes through a callable (:data:`DecodeRound`), so tests can drive it with a
-stand-in; :func:`make_decoder` / :func:`cache_decoder` build that callable over the suite's decode path.
+stand-in; ``utils.inference.decoder.CacheDecoder.cache_rounds`` / ``round_decoder`` build that callable over
+the suite's decoder.
 """
 from __future__ import annotations
 
@@ -39,6 +40,30 @@ class Rounds:
     masks: np.ndarray | None = None
 
 
+def _check(truths: np.ndarray, start_prompts: Sequence[Prompt], n_clicks: int, rule: str,
+           rngs: Sequence[np.random.Generator] | None) -> None:
+    if truths.ndim != 3 or truths.shape[0] != len(start_prompts):
+        raise ValueError(f"expected bool (S, H, W) truths for {len(start_prompts)} prompts, got {truths.shape}")
+    if rule == "random" and (rngs is None or len(rngs) != len(truths)):
+        raise ValueError("the random click rule needs one seeded rng per sample (rngs)")
+    if n_clicks < 0:
+        raise ValueError(f"n_clicks must be >= 0, got {n_clicks}")
+
+
+def _add_clicks(pred: np.ndarray, truths: np.ndarray, rule: str, rngs: Sequence[np.random.Generator] | None,
+                clicks: list[list[Click]], prompts: list[Prompt]) -> list[int]:
+    """One round's clicks: every sample still wrong gets :func:`next_click` (appended to ``clicks[i]`` and to
+    ``prompts[i]`` in place); returns the indices of those samples, in order."""
+    active = []
+    for i in range(len(truths)):
+        click = next_click(pred[i], truths[i], rule, rngs[i] if rngs is not None else None)
+        if click is not None:
+            clicks[i].append(click)
+            prompts[i] = with_click(prompts[i], click)
+            active.append(i)
+    return active
+
+
 def run_rounds(
     truths: np.ndarray,
     start_prompts: Sequence[Prompt],
@@ -60,12 +85,7 @@ def run_rounds(
     gains exactly one click per round, each round's prompts are all of one kind. Masks are logits > 0.
     """
     truths = np.asarray(truths, dtype=bool)
-    if truths.ndim != 3 or truths.shape[0] != len(start_prompts):
-        raise ValueError(f"expected bool (S, H, W) truths for {len(start_prompts)} prompts, got {truths.shape}")
-    if rule == "random" and (rngs is None or len(rngs) != len(truths)):
-        raise ValueError("the random click rule needs one seeded rng per sample (rngs)")
-    if n_clicks < 0:
-        raise ValueError(f"n_clicks must be >= 0, got {n_clicks}")
+    _check(truths, start_prompts, n_clicks, rule, rngs)
     s = len(truths)
     prompts = list(start_prompts)
     clicks: list[list[Click]] = [[] for _ in range(s)]
@@ -81,19 +101,12 @@ def run_rounds(
         pred = logits.detach().cpu() > 0
         return pred, low.detach(), batch_dice(pred, truth_t[active]).numpy()
 
-    everyone = np.arange(s)
-    pred, low_res, dice[:, 0] = decode(everyone, None)
+    pred, low_res, dice[:, 0] = decode(np.arange(s), None)
     pred = pred.numpy()
     if keep_masks:
         masks[:, 0] = pred
     for r in range(1, n_clicks + 1):
-        active = []
-        for i in range(s):
-            click = next_click(pred[i], truths[i], rule, rngs[i] if rngs is not None else None)
-            if click is not None:
-                clicks[i].append(click)
-                prompts[i] = with_click(prompts[i], click)
-                active.append(i)
+        active = _add_clicks(pred, truths, rule, rngs, clicks, prompts)
         dice[:, r] = dice[:, r - 1]
         if keep_masks:
             masks[:, r] = pred
@@ -108,42 +121,3 @@ def run_rounds(
         if keep_masks:
             masks[active, r] = pred[active]
     return Rounds(dice=dice, clicks=clicks, prompts=prompts, masks=masks)
-
-
-def make_decoder(model, embeddings: torch.Tensor, size: tuple[int, int], multimask_output: bool = False,
-                 prompt_encoder: torch.nn.Module | None = None, mask_decoder: torch.nn.Module | None = None,
-                 precision: str = "fp32") -> DecodeRound:
-    """A :data:`DecodeRound` over the suite's decode path (``utils.inference.decoding.decode`` + ``postprocess``).
-
-    model: a ``utils.models.sam.SamModel``; embeddings: float (S, 256, 64, 64), row i = sample i's slice
-    (or (1, ...) shared by all); size: the slices' (H, W). ``prompt_encoder`` / ``mask_decoder``: pass
-    fine-tuned copies (Task 2); ``precision``: as ``--precision``. Returns logits float32 (M, H, W)
-    on the slice and low-res logits float32 (M, 1, 256, 256), on the model's device.
-    """
-    from utils.core.precision import autocast
-    from utils.inference.decoding import decode
-
-    def decode_round(indices, prompts, mask_input):
-        if embeddings.size(0) == 1:
-            chosen = embeddings
-        else:
-            chosen = embeddings[torch.as_tensor(np.asarray(indices), device=embeddings.device)]
-        with torch.no_grad(), autocast(model.device, precision):
-            low, _ = decode(model, chosen, prompts, [tuple(size)] * len(prompts), multimask_output,
-                            prompt_encoder, mask_decoder, mask_input=mask_input)
-            low = low.float()
-            return model.postprocess(low, tuple(size))[:, 0].float(), low
-
-    return decode_round
-
-
-def cache_decoder(cache, samples: Sequence[tuple[int, int]], size: tuple[int, int],
-                  multimask_output: bool = False, prompt_encoder: torch.nn.Module | None = None,
-                  mask_decoder: torch.nn.Module | None = None, precision: str = "fp32") -> DecodeRound:
-    """:func:`make_decoder` for (cache row, organ) ``samples`` of one slice ``size``, from the embedding
-    cache, decoding at ``precision`` (``--precision``). Each slice is read once; its embedding is kept for every round
-    (float32 (S, 256, 64, 64): 4 MiB per sample, so keep batches to tens of samples)."""
-    from utils.inference.batches import gather_embeddings
-
-    return make_decoder(cache.model, gather_embeddings(cache, samples), size, multimask_output,
-                        prompt_encoder, mask_decoder, precision)

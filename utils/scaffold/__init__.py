@@ -1,9 +1,11 @@
 """What every script stands on: hyperparameters as flags, the common flags, the session (store, model,
-device, cache, decoders), run folders and hand-offs, results files, and the one error boundary.
+device, cache, decoders), the evaluation scaffold, run folders and hand-offs, results files, and the one error
+boundary.
 
 Modules:
 - ``boundary``: The one error boundary every script's entry goes through (``sys.exit(run_script(main))``).
 - ``config``: nanoGPT-style configuration.
+- ``evaluation``: The evaluation scaffold (session, decoders, rows, timed encoding, results header, rank-0 writing).
 - ``flags``: The flags task scripts share, in groups (data / SAM model / decoder / run) a script takes as it needs them, and the task parser.
 - ``results``: What every results file says about where its numbers came from (:func:`provenance`), and writing results files.
 - ``runs``: Run folders keyed like the caches, checked resume, and checked hand-offs between tasks.
@@ -19,6 +21,7 @@ from utils.scaffold.config import (  # noqa: F401
     parse_with_presets,
     typed_destinations,
 )
+from utils.scaffold.evaluation import Evaluation  # noqa: F401
 from utils.scaffold.flags import (  # noqa: F401
     SPLITS,
     add_common_args,
