@@ -18,10 +18,9 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from utils.inference.prompts import DEFAULT_BOX_JITTER_PX  # noqa: E402
+from utils.inference.prompts import DEFAULT_BOX_JITTER_PX, parse_prompt_types  # noqa: E402
 from utils.scaffold.config import parse_with_presets  # noqa: E402
 from utils.scaffold.flags import add_finetuned_args, new_task_parser  # noqa: E402
 
@@ -42,8 +41,6 @@ HYPERPARAMETERS = {
 def parse_args(argv: list[str] | None = None):
     parser = new_task_parser(__doc__, HYPERPARAMETERS, split="val")
     add_finetuned_args(parser, default="none")
-    from utils.inference.prompts import parse_prompt_types
-
     return parse_with_presets(parser, argv, checks={"prompts": parse_prompt_types})  # bad values: exit 2
 
 
@@ -51,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from utils.core.organs import organ_name
     from utils.eval.bootstrap import triples
-    from utils.inference.prompts import PROMPT_TITLES, parse_prompt_types
+    from utils.inference.prompts import PROMPT_TITLES
     from utils.report.examples import pick_examples, save_task1_overlays
     from utils.report.tables import mdice_table, table1, titled
     from utils.scaffold.evaluation import Evaluation
@@ -91,9 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     ev.write(results, {"table1.md": titled(f"Table 1: mDice of different prompts ({kind})", table1(results))},
              {"per_slice.csv": (["prompt", "case", "z", "organ", "dice"], per_slice)})
     print(f"\n{mdice_table(results['prompts'])}")
-    print(f"encoder: {results['timing']['encoder_seconds_per_slice']} s/slice; "
-          f"decoder: {results['timing']['decoded_prompts_per_second']} prompts/s")
-    print(f"wrote {ev.out / 'metrics.json'} and {ev.out / 'table1.md'}")
+    print(f"encoder: {results['timing']['encoder_seconds_per_slice']} s/slice; decoder: "
+          f"{results['timing']['decoded_prompts_per_second']} prompts/s\nwrote {ev.out / 'metrics.json'} and table1.md")
     return 0
 
 
