@@ -80,7 +80,7 @@ def test_cache_decoder_multimask_and_logits_equal_sam_predictor(vit_b_setup):
     """CacheDecoder.decode on the predictor's own features: SamPredictor's best-IoU mask of three, and its
     slice logits (post-processed back to the 72 x 96 slice)."""
     model, cache, predictor = vit_b_setup
-    samples = cache.samples([0])
+    samples = cache.index.samples([0])
     _, prompts, sizes = build_batch(cache, samples, "bound_box", seed=0)
     logits, low = CacheDecoder(cache, multimask_output=True).decode(predictor.features, prompts, sizes)
     for i, prompt in enumerate(prompts):
@@ -93,7 +93,7 @@ def test_predict_rows_is_predict_in_chunks_and_counts_prompts(vit_b_setup):
     """The 3-D protocols' entry: (row, prompt) requests decoded 2 at a time give the logits of one call,
     in request order; n_decoded counts every prompt decoded."""
     _, cache, _ = vit_b_setup
-    samples = cache.samples([0])
+    samples = cache.index.samples([0])
     _, prompts, sizes = build_batch(cache, samples, "one_central_point", seed=0)
     decoder = CacheDecoder(cache)
     whole, _ = decoder.predict([r for r, _ in samples], prompts, sizes)
