@@ -48,7 +48,8 @@ def test_a_bad_value_and_an_empty_split_are_one_line_user_errors(tmp_path, capsy
         ev.parse(parse_prompt_types, "bogus")
     assert not isinstance(bad.value, ValueError)
     assert "bogus" in str(bad.value) + capsys.readouterr().err
-    ev.exp = SimpleNamespace(cache=SimpleNamespace(rows_for=lambda split: []), store=SimpleNamespace(path="STORE"))
+    ev.exp = SimpleNamespace(cache=SimpleNamespace(index=SimpleNamespace(rows_for=lambda split: [])),
+                            store=SimpleNamespace(path="STORE"))
     with pytest.raises(BaseException) as empty:
         ev.split_rows()
     message = str(empty.value) + capsys.readouterr().err
