@@ -30,7 +30,7 @@ def test_the_common_flags_are_grouped_data_sam_decoder_run():
     parser = new_task_parser(None)
     add_finetuned_args(parser, default="none")
     assert groups(parser) == {
-        "options": ["-h"],
+        "options": ["-h", "--debug"],
         "data": ["--slices", "--split"],
         "SAM model": ["--model", "--checkpoint", "--encoder-precision", "--cache-dir", "--encode-batch"],
         "decoder": ["--precision", "--finetuned", "--finetuned-dir", "--allow-other-data"],

@@ -1,5 +1,5 @@
 """utils.scaffold.session.open_session: the store / device / seed opening the baselines use, without a SAM
-model or an embedding cache, and its user errors."""
+model or an embedding cache, and its user errors (through the error boundary every script runs under)."""
 from __future__ import annotations
 
 import os
@@ -11,6 +11,7 @@ import torch
 from synthetic import write_rawdata
 
 from utils.data.slice_store import build_store
+from utils.scaffold.boundary import run_script
 from utils.scaffold.config import new_parser
 from utils.scaffold.flags import add_data_args, add_run_args
 from utils.scaffold.session import Session, open_session
@@ -42,9 +43,8 @@ def test_opens_store_and_device_seeded_without_a_model(tmp_path, monkeypatch):
 
 def test_a_missing_store_is_one_error_line_and_exit_1(tmp_path, capsys):
     missing = tmp_path / "nothing"
-    with pytest.raises(SystemExit) as exit_info:
-        open_session(baseline_args("--slices", str(missing), "--device", "cpu"))
-    assert exit_info.value.code == 1
+    code = run_script(lambda: open_session(baseline_args("--slices", str(missing), "--device", "cpu")) and 0)
+    assert code == 1
     err = capsys.readouterr().err
     assert "error: " in err and str(missing) in err and "preprocess_slices.py" in err and "Traceback" not in err
 
@@ -52,6 +52,5 @@ def test_a_missing_store_is_one_error_line_and_exit_1(tmp_path, capsys):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a CUDA GPU")
 def test_an_unavailable_device_is_one_error_line_and_exit_1(tmp_path, capsys):
     build_store(write_rawdata(tmp_path / "btcv"), tmp_path / "slices", progress=False)
-    with pytest.raises(SystemExit) as exit_info:
-        open_session(baseline_args("--slices", str(tmp_path / "slices"), "--device", "cuda"))
-    assert exit_info.value.code == 1 and "--device cuda" in capsys.readouterr().err
+    code = run_script(lambda: open_session(baseline_args("--slices", str(tmp_path / "slices"), "--device", "cuda")) and 0)
+    assert code == 1 and "--device cuda" in capsys.readouterr().err
