@@ -79,6 +79,18 @@ def test_debug_prints_the_traceback_before_the_line(capsys, monkeypatch, how):
     assert err.startswith("Traceback") and "in user_error" in err and err.endswith("error: x: broken; fix it\n")
 
 
+def test_debug_flag_sets_the_environment_only_while_the_run_lasts(monkeypatch):
+    monkeypatch.delenv(DEBUG_ENV, raising=False)
+    seen = []
+
+    def user_error(argv):
+        seen.append(os.environ.get(DEBUG_ENV))
+        raise SuiteError("x: broken; fix it")
+
+    assert run_script(user_error, ["--debug"]) == 1
+    assert seen == ["1"] and DEBUG_ENV not in os.environ  # a later in-process run is not in debug mode
+
+
 def test_every_existing_error_is_a_suite_error_and_keeps_its_old_base():
     from utils.core.errors import CheckpointError
     from utils.data.dataset import DataError

@@ -41,7 +41,8 @@ def test_opens_store_and_device_seeded_without_a_model(tmp_path, monkeypatch):
     assert not hasattr(args, "encode_batch")  # nothing of the SAM opening ran
 
 
-def test_a_missing_store_is_one_error_line_and_exit_1(tmp_path, capsys):
+def test_a_missing_store_is_one_error_line_and_exit_1(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("SAM_BTCV_DEBUG", raising=False)
     missing = tmp_path / "nothing"
     code = run_script(lambda: open_session(baseline_args("--slices", str(missing), "--device", "cpu")) and 0)
     assert code == 1
@@ -50,7 +51,8 @@ def test_a_missing_store_is_one_error_line_and_exit_1(tmp_path, capsys):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a CUDA GPU")
-def test_an_unavailable_device_is_one_error_line_and_exit_1(tmp_path, capsys):
+def test_an_unavailable_device_is_one_error_line_and_exit_1(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("SAM_BTCV_DEBUG", raising=False)
     build_store(write_rawdata(tmp_path / "btcv"), tmp_path / "slices", progress=False)
     code = run_script(lambda: open_session(baseline_args("--slices", str(tmp_path / "slices"), "--device", "cuda")) and 0)
     assert code == 1 and "--device cuda" in capsys.readouterr().err

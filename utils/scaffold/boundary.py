@@ -41,10 +41,11 @@ def report(error: BaseException, debug: bool = False) -> None:
 def run_script(main: Callable[..., int | None], argv: list[str] | None = None) -> int:
     """Run ``main(argv)`` (``main()`` when argv is None) and return its exit status; a SuiteError becomes 1.
 
-    With ``--debug`` the environment variable is set too, so the scripts a run starts (``run_study.py``'s
-    torchrun stages) show their tracebacks as well.
+    With ``--debug`` the environment variable is set too while ``main`` runs, so the scripts a run starts
+    (``run_study.py``'s torchrun stages) show their tracebacks as well; it is put back afterwards.
     """
     debug = debug_requested(argv)
+    before = os.environ.get(DEBUG_ENV)
     if debug:
         os.environ[DEBUG_ENV] = "1"
     try:
@@ -52,4 +53,9 @@ def run_script(main: Callable[..., int | None], argv: list[str] | None = None) -
     except SuiteError as exc:
         report(exc, debug)
         return 1
+    finally:  # a run called in-process (run_study's stages, tests) leaves the environment as it found it
+        if debug and before is None:
+            os.environ.pop(DEBUG_ENV, None)
+        elif debug:
+            os.environ[DEBUG_ENV] = before
     return 0 if code is None else code
