@@ -1,8 +1,9 @@
-"""Interactive segmentation: a start prompt, then correction clicks, scored after every click (issue 13).
+"""Interactive segmentation: a start prompt, then correction clicks, scored after every click.
 
     python interactive_task1.py                                  # LiteMedSAM, phantom store, val split, 10 clicks
-    python interactive_task1.py --preset quick                   # make reproduce's version (5 clicks, 3 samples/organ)
+    python interactive_task1.py --preset quick                   # make reproduce's version (5 clicks, 2 samples/organ)
     python interactive_task1.py --preset quick --finetuned auto  # the same with Task 2's decoder per start prompt
+    python interactive_task1.py --preset quick --finetuned interactive   # the interactive decoder (one for all)
     python interactive_task1.py --start jittered_box --box-jitter 10 --click-rule random --no-mask-input
 
 For every (slice, organ) sample of the split (or a fixed, seeded subset of --samples-per-organ per
@@ -11,17 +12,20 @@ draw, so round 0 is Task 1's Dice for that sample). Each of --clicks rounds then
 click where the mask is wrong (``center``: the deepest pixel of the largest missed or leaked region,
 positive or negative; ``random``: a seeded uniform error pixel) and decodes the start prompt plus
 all clicks so far, with the previous round's low-res logits as SAM's mask input (unless
---no-mask-input). A perfect sample gets no more clicks. Everything decodes from the embedding cache,
-batched across samples (utils/inference/rounds.py holds the protocol).
+--no-mask-input; --compare-mask-input scores every start both ways). A perfect sample gets no more
+clicks. Everything decodes from the embedding cache, batched across samples (utils/eval/sessions.py
+runs the sessions, utils/inference/rounds.py holds the protocol).
 
-Scores: Dice after 0..N clicks (per organ: mean over its samples; mDice: mean over organs) and
-NoC@85/@90, the clicks needed to reach Dice 0.85/0.90 (0 if the start prompt does, N if never);
-per organ the mean over its samples, at the top the mean over organs, like mDice. Then the
-box-robustness table: bound-box mDice with each side of the box moved by up to 0/5/10/20 slice px
-(``jittered_box``), with the same decoder as the bound-box start (the fine-tuned one with --finetuned).
+Scores: Dice after 0..N clicks (per organ: mean over its samples; mDice: mean over organs), NoC@85/@90,
+the clicks needed to reach Dice 0.85/0.90 (0 if the start prompt does, N if never), and the Dice AUC,
+the mean of the N + 1 points of the curve (utils/eval/auc.py); per organ the mean over its samples, at
+the top the mean over organs, like mDice. Then the box-robustness table: bound-box mDice with each side
+of the box moved by up to 0/5/10/20 slice px (``jittered_box``), with the same decoder as the bound-box
+start (the fine-tuned one with --finetuned).
 
-Writes results/interactive/ (results/interactive_finetuned/ with --finetuned auto|PATH): metrics.json,
-table_interactive.md, per_sample.csv, dice_vs_clicks_<start>.png, rounds_<start>.png, config.json.
+Writes results/interactive/ (results/interactive_finetuned/ with Task 2's decoders, results/
+interactive_trained/ with the interactive decoder): metrics.json, table_interactive.md, per_sample.csv,
+dice_vs_clicks_<start>.png, rounds_<start>.png, config.json.
 """
 from __future__ import annotations
 
@@ -49,6 +53,8 @@ HYPERPARAMETERS = {
                              "0 = every sample of the split"),
     "JITTERS": ("0,5,10,20", "box-robustness table: bound-box mDice at these box jitters (slice px); 'none' = no table"),
     "BOX_JITTER": (DEFAULT_BOX_JITTER_PX, "for a jittered_box START: each side moves by up to this many slice px"),
+    "COMPARE_MASK_INPUT": (False, "also score every start with the mask input flipped (on <-> off), for the "
+                                  "side-by-side curves (results: mask_input_compared)"),
     "DECODE_BATCH": (0, "samples decoded together in every round; 0 = auto (8 on a CPU, 64 on a GPU)"),
 }
 PRESETS = {
@@ -58,10 +64,9 @@ PRESETS = {
     # 2 starts x 6 rounds + 4 jitters = 16 decodes per decoder, so 2 samples per organ (26 samples on
     # the phantom's validation split) is ~420 decodes per invocation (README, "Interactive segmentation").
     # (3 per organ until the Task 2 and Task 3 quick presets needed the time to learn.)
-    "quick": {"clicks": 5, "samples_per_organ": 2},
+    # The mask-input comparison adds 2 starts x 6 rounds per sample (~15 s per decoder).
+    "quick": {"clicks": 5, "samples_per_organ": 2, "compare_mask_input": True},
 }
-# A click stream for the random rule, apart from every prompt draw (those use keys epoch + 1 >= 0 < 10**6).
-CLICK_STREAM = 10**6
 # ---------------------------------------------------------------------------------------------
 
 
@@ -90,80 +95,37 @@ def parse_jitters(text: str) -> list[int]:
     return values
 
 
-def pick_samples(samples: list[tuple[int, int]], per_organ: int, seed: int) -> list[tuple[int, int]]:
-    """At most ``per_organ`` samples of each organ (0 = all), drawn with ``seed``; in the store's order."""
-    from utils.core.seeding import child_rng
+def protocol_of(args, mask_input: bool | None = None):
+    """The session protocol of the flags (utils.eval.sessions.Protocol); ``mask_input`` overrides the flag."""
+    from utils.eval.sessions import Protocol
 
-    if per_organ <= 0:
-        return list(samples)
-    chosen = []
-    for organ in sorted({o for _, o in samples}):
-        mine = [s for s in samples if s[1] == organ]
-        if len(mine) > per_organ:
-            pick = child_rng(seed, CLICK_STREAM + 1, organ).choice(len(mine), size=per_organ, replace=False)
-            mine = [mine[i] for i in sorted(pick.tolist())]
-        chosen += mine
-    order = {s: i for i, s in enumerate(samples)}
-    return sorted(chosen, key=order.__getitem__)
-
-
-def run_start(ev, samples, start: str, decoder, example) -> tuple[dict, dict]:
-    """Rounds for every sample with one start prompt, batched; returns ({sample: Rounds row}, example's rounds).
-
-    decoder: a utils.inference.decoder.CacheDecoder (single-mask output, as in the study and Task 1)."""
-    from tqdm import tqdm
-
-    from utils.core.seeding import child_rng
-    from utils.inference.batches import build_batch, group_by_size
-    from utils.inference.prompts import prompt_type_id
-    from utils.inference.rounds import run_rounds
-
-    args, cache = ev.args, ev.cache
-    per_sample, shown = {}, {}
-    bar = tqdm(total=len(samples), desc=f"{start}: {args.clicks} clicks", unit="sample", disable=args.no_progress)
-    for batch in group_by_size(cache, samples, args.decode_batch):
-        truths, prompts, sizes = build_batch(cache, batch, start, args.seed, box_jitter=args.box_jitter)
-        rngs = [child_rng(args.seed, CLICK_STREAM, cache.index.store_index(r), cache.index.view_id(r), o, prompt_type_id(start))
-                for r, o in batch]
-        keep = example in batch
-        rounds = run_rounds(truths.numpy(), prompts, decoder.cache_rounds([r for r, _ in batch], sizes[0]),
-                            args.clicks, args.click_rule, rngs, args.mask_input, keep_masks=keep)
-        for i, sample in enumerate(batch):
-            per_sample[sample] = {"dice": rounds.dice[i], "clicks": rounds.clicks[i]}
-        if keep:
-            i = batch.index(example)
-            shown = {"start_prompt": prompts[i], "clicks": rounds.clicks[i], "masks": rounds.masks[i],
-                     "truth": truths[i].numpy(), "dice": rounds.dice[i]}
-        bar.update(len(batch))
-    bar.close()
-    return per_sample, shown
+    return Protocol(clicks=args.clicks, rule=args.click_rule, seed=args.seed, box_jitter=args.box_jitter,
+                    mask_input=args.mask_input if mask_input is None else mask_input, batch_size=args.decode_batch)
 
 
 def score_start(ev, start: str, choice, samples, example) -> tuple[dict, list[list], int]:
-    """One start prompt: its rounds, Dice-vs-clicks and NoC summary, its figures; returns (summary,
-    per-sample CSV rows, prompts decoded)."""
-    import numpy as np
-
+    """One start prompt: its sessions, Dice-vs-clicks, NoC and Dice AUC summary, its figures; returns
+    (summary, per-sample CSV rows, prompts decoded)."""
     from utils.core.organs import organ_name
-    from utils.eval.noc import NOC_THRESHOLDS, summarise_rounds
+    from utils.eval.noc import NOC_THRESHOLDS
+    from utils.eval.sessions import run_sessions
     from utils.inference.prompts import PROMPT_TITLES
     from utils.report.examples import sample_caption
     from utils.report.plots import save_dice_vs_clicks, save_rounds
 
     args, exp = ev.args, ev.exp
-    per_sample, shown = run_start(ev, samples, start, ev.decoder(choice), example)
-    dice = np.stack([per_sample[s]["dice"] for s in samples])
-    decoded = len(samples) + sum(len(per_sample[s]["clicks"]) for s in samples)
-    summary = summarise_rounds([o for _, o in samples], dice, NOC_THRESHOLDS)
+    done = run_sessions(ev.cache, samples, start, ev.decoder(choice), protocol_of(args), keep=example,
+                        progress=not args.no_progress)
+    summary, shown = done.summary(), done.shown
     rows = []
-    for (row, organ), curve in zip(samples, dice):
+    for (row, organ), curve, clicks in zip(samples, done.dice, done.clicks):
         record = exp.store.records[ev.cache.index.store_index(row)]
-        rows.append([start, record.case_id, record.z, organ_name(organ), len(per_sample[(row, organ)]["clicks"])]
-                    + [f"{d:.6f}" for d in curve])
+        rows.append([start, record.case_id, record.z, organ_name(organ), len(clicks)] + [f"{d:.6f}" for d in curve])
     curve = " ".join(f"{d:.3f}" for d in summary["dice_per_click"])
     print(f"  {PROMPT_TITLES[start]:<20} mDice after 0..{args.clicks} clicks: {curve}; NoC@85 "
-          f"{summary['noc']['85']:.2f}, NoC@90 {summary['noc']['90']:.2f}  ({choice.source})")
-    kind = "fine-tuned" if choice.handoff else "zero-shot"
+          f"{summary['noc']['85']:.2f}, NoC@90 {summary['noc']['90']:.2f}, Dice AUC {summary['dice_auc']:.3f}  "
+          f"({choice.source})")
+    kind = ev.decoder_kind
     title = f"{PROMPT_TITLES[start]} start, {kind} ({exp.model.name}, {exp.store.description}, {args.split} split)"
     if ev.is_main:
         save_dice_vs_clicks({kind: summary}, ev.out / f"dice_vs_clicks_{start}.png", f"Dice vs clicks: {title}",
@@ -171,7 +133,20 @@ def score_start(ev, start: str, choice, samples, example) -> tuple[dict, list[li
         save_rounds(ev.cache.view(example[0])[0], shown["truth"], shown["masks"], shown["start_prompt"],
                     shown["clicks"], shown["dice"], ev.out / f"rounds_{start}.png",
                     f"{sample_caption(ev.cache, *example)}: {title}")
-    return dict(summary, decoder=choice.source), rows, decoded
+    return dict(summary, decoder=choice.source), rows, done.decoded
+
+
+def score_other_mask_input(ev, start: str, choice, samples) -> tuple[dict, int]:
+    """The same sessions with the mask input flipped (on <-> off): what the fed-back logits do to this
+    decoder's curve. Returns (summary, prompts decoded)."""
+    from utils.eval.sessions import run_sessions
+
+    args = ev.args
+    done = run_sessions(ev.cache, samples, start, ev.decoder(choice), protocol_of(args, not args.mask_input))
+    summary = done.summary()
+    curve = " ".join(f"{d:.3f}" for d in summary["dice_per_click"])
+    print(f"    mask input {'off' if args.mask_input else 'on'}: {curve}; Dice AUC {summary['dice_auc']:.3f}")
+    return dict(summary, decoder=choice.source, mask_input=not args.mask_input), done.decoded
 
 
 def box_robustness(ev, choice, samples, jitters: list[int]) -> dict:
@@ -182,7 +157,8 @@ def box_robustness(ev, choice, samples, jitters: list[int]) -> dict:
         summary, _ = ev.score_prompt(samples, "jittered_box", choice, jitter, progress=False)
         levels[str(jitter)] = summary
         print(f"  bound box jittered by up to {jitter:>2} px: mDice {summary['mDice']:.4f}")
-    return {"decoder": choice.source, "fine_tuned": choice.handoff is not None, "jitters": levels}
+    return {"decoder": choice.source, "fine_tuned": choice.handoff is not None, "kind": ev.decoder_kind,
+            "jitters": levels}
 
 
 def results_header(ev, decoders: dict, samples: list, everything: list, subset: str) -> dict:
@@ -199,11 +175,12 @@ def results_header(ev, decoders: dict, samples: list, everything: list, subset: 
         noc_convention=(f"NoC@t: clicks to reach Dice >= t, counted as {args.clicks} (the clicks available) when "
                         "never reached; per organ the mean over its samples, at the top the mean over organs "
                         "(as mDice)"),
-        starts={}, box_robustness=None)
+        starts={}, mask_input_compared={} if args.compare_mask_input else None, box_robustness=None)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    from utils.eval.sessions import per_organ_subset
     from utils.inference.prompts import parse_prompt_types
     from utils.report.examples import median_example
     from utils.report.tables import table_interactive, titled
@@ -217,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     decoders = ev.open_decoders(list(dict.fromkeys(starts + (["bound_box"] if jitters else []))))
     ev.encode(ev.split_rows())
     everything = ev.samples()
-    samples = pick_samples(everything, args.samples_per_organ, args.seed)
+    samples = per_organ_subset(everything, args.samples_per_organ, args.seed)
     example = median_example(samples, ev.cache)  # the sample the rounds figures show
     subset = (f"{args.samples_per_organ} per organ (fewer where an organ has fewer), drawn with seed {args.seed}"
               if args.samples_per_organ else "every sample of the split")
@@ -232,6 +209,9 @@ def main(argv: list[str] | None = None) -> int:
         results["starts"][start], rows, n = score_start(ev, start, decoders[start], samples, example)
         per_sample_rows += rows
         decoded += n
+        if args.compare_mask_input:
+            results["mask_input_compared"][start], n = score_other_mask_input(ev, start, decoders[start], samples)
+            decoded += n
     rounds_seconds = time.perf_counter() - t_rounds
     t_jitter = time.perf_counter()
     if jitters:
@@ -243,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     results["timing"] = ev.timing(decoded_prompts=decoded, decoded_prompts_per_second=ev.rate(decoded, decode_seconds),
                                   rounds_seconds=round(rounds_seconds, 2),
                                   jitter_table_seconds=round(jitter_seconds, 2), **ev.clock())
-    kind = "Task 2's fine-tuned decoders" if ev.finetuned else "zero-shot"
+    kind = {"fine-tuned": "Task 2's fine-tuned decoders"}.get(ev.decoder_kind, ev.decoder_kind)
     headers = ["start", "case", "z", "organ", "clicks_made"] + [f"dice_after_{k}" for k in range(args.clicks + 1)]
     table = titled(f"Interactive segmentation ({kind})", table_interactive(results))
     ev.write(results, {"table_interactive.md": table}, {"per_sample.csv": (headers, per_sample_rows)})

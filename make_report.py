@@ -19,6 +19,7 @@ sys.path.insert(0, str(ROOT))
 from utils.core.errors import ResultsError  # noqa: E402
 from utils.core.io import write_text  # noqa: E402
 from utils.inference.prompts import PROMPT_TITLES, PROMPT_TYPES  # noqa: E402
+from utils.report.decoders import INTERACTIVE_FOLDERS, prompts_compared, sessions_compared  # noqa: E402
 from utils.report.tables import (  # noqa: E402
     table1,
     table2,
@@ -40,6 +41,9 @@ REWRITES = {
     "task3/metrics.json": "python classify_val_task3.py",
     "interactive/metrics.json": "python interactive_task1.py --preset quick",
     "interactive_finetuned/metrics.json": "python interactive_task1.py --preset quick --finetuned auto",
+    "interactive_trained/metrics.json": "python interactive_task1.py --preset quick --finetuned interactive",
+    "interactive_training/metrics.json": "python finetune_interactive.py --preset quick",
+    "task1_trained/metrics.json": "python segmentation_task1.py --finetuned interactive",
     "baseline/unet/metrics.json": "python train_baseline.py --arch unet",
     "baseline/resunet/metrics.json": "python train_baseline.py --arch resunet",
     "task3d/metrics.json": "python segmentation_3d.py --slices data/slices_3d",
@@ -151,8 +155,16 @@ def task1_section(files: ResultsFiles) -> list[str]:
     if not t1:
         return ["_Task 1 has not been run: run `python segmentation_task1.py`._", ""]
     overlays = [p for p in PROMPT_TYPES if (files.root / "task1" / "overlays" / f"{p}.png").is_file()]
-    return (["### Table 1: mDice of different prompts", "", table1(t1)]
-            + [f"![Task 1 overlays, {PROMPT_TITLES[p]}](task1/overlays/{p}.png)" for p in overlays[:2]] + [""])
+    out = (["### Table 1: mDice of different prompts", "", table1(t1)]
+           + [f"![Task 1 overlays, {PROMPT_TITLES[p]}](task1/overlays/{p}.png)" for p in overlays[:2]] + [""])
+    compared = prompts_compared(t1, files.get("task2/metrics.json"), files.get("task1_trained/metrics.json"))
+    if compared:
+        out += ["### Table 1 with the interactive decoder: one decoder for every prompt", "",
+                "Task 1's protocol (same samples, same prompt draws) decoded with the interactive decoder "
+                "(`segmentation_task1.py --finetuned interactive`), beside zero-shot and Task 2's per-prompt "
+                "decoders (Table 2): what training one decoder for every start costs against one per prompt.", "",
+                compared]
+    return out
 
 
 def task2_section(files: ResultsFiles) -> list[str]:
@@ -224,14 +236,22 @@ def section_3d(files: ResultsFiles) -> list[str]:
 
 
 def interactive_section(files: ResultsFiles) -> list[str]:
-    """Interactive segmentation (interactive_task1.py): NoC tables, Dice-vs-clicks curves, box robustness."""
-    runs = {"zero-shot": files.get("interactive/metrics.json"),
-            "fine-tuned": files.get("interactive_finetuned/metrics.json")}
+    """Interactive segmentation (interactive_task1.py): the decoders side by side (curves, NoC, Dice AUC, mask
+    input on and off, box robustness), then each decoder's own tables and figures, and the interactive training."""
+    runs = {label: files.get(f"{folder}/metrics.json") for label, folder in INTERACTIVE_FOLDERS.items()}
     if not any(runs.values()):
         return ["_Not run: run `python interactive_task1.py --preset quick` (and again with "
-                "`--finetuned auto` after Task 2)._", ""]
-    folders = {"zero-shot": "interactive", "fine-tuned": "interactive_finetuned"}
+                "`--finetuned auto` after Task 2, `--finetuned interactive` after finetune_interactive.py)._", ""]
     out = []
+    if sum(1 for m in runs.values() if m) > 1:
+        out += ["### The decoders side by side", "", sessions_compared(runs)]
+        out += compared_figures(files, runs)
+    tuned = runs["Task 2's decoder"]
+    if tuned and tuned.get("box_robustness") and not tuned["box_robustness"]["fine_tuned"]:
+        runs["Task 2's decoder (none found: pre-trained)"] = runs.pop("Task 2's decoder")
+    if sum(1 for m in runs.values() if m and m.get("box_robustness")) > 1:
+        out += ["### Box robustness: bound-box mDice with jittered boxes", "", table_box_robustness(runs)]
+    folders = dict(INTERACTIVE_FOLDERS, **{"Task 2's decoder (none found: pre-trained)": "interactive_finetuned"})
     for kind, metrics in runs.items():
         if not metrics:
             continue
@@ -240,12 +260,44 @@ def interactive_section(files: ResultsFiles) -> list[str]:
             for name, what in ((f"dice_vs_clicks_{start}.png", "Dice vs clicks"), (f"rounds_{start}.png", "rounds")):
                 if (files.root / folders[kind] / name).is_file():
                     out += [f"![{what}, {PROMPT_TITLES.get(start, start)} start, {kind}]({folders[kind]}/{name})", ""]
-    tuned = runs["fine-tuned"]
-    if tuned and tuned.get("box_robustness") and not tuned["box_robustness"]["fine_tuned"]:
-        runs["fine-tuned (no Task 2 box decoder found: pre-trained)"] = runs.pop("fine-tuned")
-    if sum(1 for m in runs.values() if m and m.get("box_robustness")) > 1:
-        out += ["### Box robustness: bound-box mDice with jittered boxes", "", table_box_robustness(runs)]
+    return out + interactive_training_lines(files)
+
+
+def compared_figures(files: ResultsFiles, runs: dict) -> list[str]:
+    """One Dice-vs-clicks figure per start with every decoder's curve (mask input as run), drawn from the
+    metrics files into results/interactive_compared/ (the report's own figures: rewritten with it)."""
+    from utils.report.plots import save_dice_vs_clicks
+
+    out = []
+    starts = list(dict.fromkeys(s for m in runs.values() if m for s in m["starts"]))
+    for start in starts:
+        curves = {label: m["starts"][start] for label, m in runs.items() if m and start in m["starts"]}
+        path = files.root / "interactive_compared" / f"dice_vs_clicks_{start}.png"
+        save_dice_vs_clicks(curves, path, f"Dice vs clicks, {PROMPT_TITLES.get(start, start)} start: every decoder")
+        out += [f"![Dice vs clicks, {PROMPT_TITLES.get(start, start)} start, every decoder]"
+                f"(interactive_compared/{path.name})", ""]
     return out
+
+
+def interactive_training_lines(files: ResultsFiles) -> list[str]:
+    """How the interactive decoder was trained: its run, settings, chosen epoch and curves."""
+    m = files.get("interactive_training/metrics.json")
+    if not m:
+        return []
+    s = m["settings"]
+    sessions = s.get("interactive", {})
+    lines = ["### How the interactive decoder was trained", "",
+             f"`finetune_interactive.py`, preset `{m['preset']}`, run `{m['run']['key']}`: start decoder "
+             f"{m.get('init', 'pretrained')}, {s['optimizer']} lr {s['learning_rate']}, batch {s['batch_size']}, "
+             f"{s['samples_per_epoch'] or 'all'} sessions per epoch of {m['training_samples']} training samples; "
+             f"{sessions.get('rounds')} correction rounds, box starts {sessions.get('box_fraction')} (jitter up to "
+             f"{sessions.get('box_jitter')} px) else one point, mask fed back with p = {sessions.get('mask_feedback')}, "
+             f"loss {sessions.get('loss')}, training precision {s['fast_path']['train_precision']}. Epoch "
+             f"{m['best_epoch']} chosen on the monitor (the evaluation's protocol on {m['monitor_samples']} "
+             "TRAINING samples: the validation split is never used to choose).", ""]
+    if (files.root / "interactive_training" / "curves.png").is_file():
+        lines += ["![interactive training curves](interactive_training/curves.png)", ""]
+    return lines
 
 
 def wall_time_section(files: ResultsFiles) -> list[str]:

@@ -3,12 +3,14 @@
     python segmentation_task1.py                                   # LiteMedSAM on the phantom store, val split
     python segmentation_task1.py --model vit_h --slices data/slices_btcv --prompts bound_box,larger_box
     python segmentation_task1.py --finetuned auto                  # Task 2's fine-tuned decoders instead
+    python segmentation_task1.py --finetuned interactive           # the interactive decoder, one for all
 
 For every organ on every slice of the split, each prompt (one central point, one random point, three
 random points, the tight box, the box grown 5 px) is decoded from the cached image embedding; the
 mask (logits > 0) is compared with the ground truth by Dice. Per organ: mean over its slices; mDice:
-mean over organs. Writes results/task1/ (results/task1_finetuned/ with --finetuned): metrics.json,
-table1.md, per_slice.csv, overlays/*.png, config.json.
+mean over organs. Writes results/task1/ (results/task1_finetuned/ with Task 2's decoders,
+results/task1_trained/ with the interactive decoder): metrics.json, table1.md, per_slice.csv,
+overlays/*.png, config.json.
 
     torchrun --standalone --nproc_per_node=4 segmentation_task1.py   # slices and batches sharded over 4 ranks
 """
@@ -84,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     n_decoded = len(samples) * len(prompt_types)
     results["timing"] = ev.timing(encoder_seconds_per_slice=ev.encoder_seconds_per_slice, decoded_prompts=n_decoded,
                                   decoded_prompts_per_second=ev.rate(n_decoded, decode_seconds))
-    kind = "fine-tuned decoders of Task 2" if ev.finetuned else "zero-shot"
+    kind = {"fine-tuned": "fine-tuned decoders of Task 2"}.get(ev.decoder_kind, ev.decoder_kind)
     ev.write(results, {"table1.md": titled(f"Table 1: mDice of different prompts ({kind})", table1(results))},
              {"per_slice.csv": (["prompt", "case", "z", "organ", "dice"], per_slice)})
     print(f"\n{mdice_table(results['prompts'])}")

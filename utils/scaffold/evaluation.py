@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from utils.core import distributed
+from utils.core.checkpoints import INTERACTIVE
 from utils.inference.decoder import CacheDecoder
 from utils.scaffold.results import config_record, provenance, write_csv, write_results
 from utils.scaffold.session import DecoderChoice, Experiment, fail, open_decoders, open_experiment
@@ -34,11 +35,13 @@ class Evaluation:
     """One evaluation run: its flags, session, rows, encoding time, provenance and results folder.
 
     args: the script's parsed flags (``utils.scaffold.flags.new_task_parser``, with ``--finetuned``);
-    name: the results folder under ``--results`` (``<name>_finetuned`` when ``--finetuned`` is not none).
+    name: the results folder under ``--results`` (``<name>_finetuned`` when ``--finetuned`` names Task 2's
+    decoders, ``<name>_trained`` when it names the interactive decoder).
     """
 
     def __init__(self, args: argparse.Namespace, name: str):
-        self.args = args
+        self.args, self.name = args, name
+        self.interactive = False  # set by open_decoders: the interactive decoder (finetune_interactive.py)
         self.finetuned = getattr(args, "finetuned", "none") != "none"
         self.out: Path = args.results / (f"{name}_finetuned" if self.finetuned else name)
         self.started, self.cpu_started = time.perf_counter(), time.process_time()
@@ -70,8 +73,21 @@ class Evaluation:
         return distributed.is_main()
 
     def open_decoders(self, prompt_types: Sequence[str], require_finetuned: bool = False) -> dict[str, DecoderChoice]:
-        """Each prompt type's prompt encoder + mask decoder from ``--finetuned`` (:func:`open_decoders`)."""
-        return open_decoders(self.args, self.exp, list(prompt_types), require_finetuned=require_finetuned)
+        """Each prompt type's prompt encoder + mask decoder from ``--finetuned`` (:func:`open_decoders`). With
+        the interactive decoder the results go to ``<name>_trained`` instead of ``<name>_finetuned``."""
+        choices = open_decoders(self.args, self.exp, list(prompt_types), require_finetuned=require_finetuned)
+        self.interactive = any(c.handoff is not None and c.handoff.identity.get("task") == INTERACTIVE
+                               for c in choices.values())
+        if self.interactive:
+            self.out = self.args.results / f"{self.name}_trained"
+        return choices
+
+    @property
+    def decoder_kind(self) -> str:
+        """Which decoders this run scores, for titles: zero-shot, Task 2's, or the interactive decoder."""
+        if self.interactive:
+            return "interactive decoder"
+        return "fine-tuned" if self.finetuned else "zero-shot"
 
     def decoder(self, choice: DecoderChoice, multimask_output: bool = False) -> CacheDecoder:
         """A :class:`CacheDecoder` over the cache with ``choice``'s weights at ``--precision``."""

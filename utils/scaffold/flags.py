@@ -136,12 +136,16 @@ def one_prompt_type(text: str) -> str:
 def add_finetuned_args(parser: argparse.ArgumentParser, default: str) -> None:
     """How a script picks up Task 2's fine-tuned prompt encoder + mask decoder (see utils.scaffold.runs)."""
     group = flag_group(parser, DECODER)
-    group.add_argument("--finetuned", default=default, metavar="auto|none|PATH",
-                       help="Task 2 decoder to start from / evaluate: auto = the newest Task 2 run for the same "
-                            "model, checkpoint and slice store (none found: the pre-trained decoder, said so); "
-                            f"none = the pre-trained decoder; PATH = a run folder or its best.pt (default {default})")
+    group.add_argument("--finetuned", default=default, metavar="auto|none|interactive|PATH",
+                       help="decoder to start from / evaluate: auto = the newest Task 2 run per prompt type for the "
+                            "same model, checkpoint and slice store (none found: the pre-trained decoder, said so); "
+                            "none = the pre-trained decoder; interactive = the newest interactive decoder "
+                            "(finetune_interactive.py), one for every prompt type; PATH = a Task 2 or interactive "
+                            f"run folder or its best.pt (default {default})")
     group.add_argument("--finetuned-dir", type=Path, default=ROOT / "checkpoints" / "finetuned",
                        help="where Task 2 runs live, for --finetuned auto (default checkpoints/finetuned)")
+    group.add_argument("--interactive-dir", type=Path, default=ROOT / "checkpoints" / "interactive",
+                       help="where interactive runs live, for --finetuned interactive (default checkpoints/interactive)")
     group.add_argument("--allow-other-data", action="store_true",
                        help="accept a --finetuned PATH trained on another slice store or model checkpoint "
                             "(recorded in every results file)")

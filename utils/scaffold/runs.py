@@ -148,7 +148,7 @@ class Handoff:
 
     def describe(self) -> str:
         other = " (trained on OTHER data or weights: --allow-other-data)" if self.other_data else ""
-        task = {"task2": "Task 2", "task3": "Task 3"}.get(self.identity.get("task"), str(self.identity.get("task")))
+        task = {"task2": "Task 2", "task3": "Task 3", "interactive": "interactive"}.get(self.identity.get("task"), str(self.identity.get("task")))
         return f"{task} run {self.run_key} ({self.checkpoint}, epoch {self.epoch}){other}"
 
 

@@ -9,11 +9,12 @@ import logging
 import os
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
 from utils.core import distributed
-from utils.core.checkpoints import TASK2
+from utils.core.checkpoints import INTERACTIVE, TASK2, checkpoint_kind, load_checkpoint
 from utils.core.device import auto_batch, configure_runtime, pick_device
 from utils.core.errors import SuiteError
 from utils.core.seeding import seed_everything
@@ -141,6 +142,11 @@ def open_decoders(args: argparse.Namespace, exp: Experiment, prompt_types: list[
     ``trained_on``: with auto, take Task 2's runs made on that slice store (recorded as other data).
     ``same_prompt``: refuse a run trained for another prompt type. Errors are SuiteErrors naming the fix.
     """
+    if interactive_requested(args):
+        if trained_on is not None:
+            raise fail("--finetuned-store goes with --finetuned auto (Task 2's decoders), not with the interactive "
+                       "decoder")
+        return interactive_decoders(args, exp, prompt_types)
     if trained_on is not None and args.finetuned != "auto":
         raise fail("--finetuned-store goes with --finetuned auto" + (
             " (a PATH names its run already)" if args.finetuned != "none" else ""))
@@ -161,6 +167,35 @@ def open_decoders(args: argparse.Namespace, exp: Experiment, prompt_types: list[
         prompt_encoder, mask_decoder = decoder_from_state(exp.model, handoff.state, handoff.checkpoint)
         choices[prompt] = DecoderChoice(prompt_encoder, mask_decoder, handoff, source)
     return choices
+
+
+INTERACTIVE_CHOICE = "interactive"  # --finetuned interactive: the newest interactive decoder for this model and store
+
+
+def interactive_requested(args: argparse.Namespace) -> bool:
+    """True for ``--finetuned interactive``, or a ``--finetuned PATH`` whose checkpoint is an interactive run's."""
+    choice = getattr(args, "finetuned", "none")
+    if choice == INTERACTIVE_CHOICE:
+        return True
+    if choice in ("auto", "none"):
+        return False
+    path = Path(choice)
+    checkpoint = path / "best.pt" if path.is_dir() else path
+    return checkpoint.is_file() and checkpoint_kind(load_checkpoint(checkpoint)) == INTERACTIVE
+
+
+def interactive_decoders(args: argparse.Namespace, exp: Experiment, prompt_types: list[str]) -> dict[str, DecoderChoice]:
+    """The interactive decoder (finetune_interactive.py) for every prompt type: ONE prompt encoder + mask
+    decoder trained on box and point starts with correction clicks. ``interactive``: the newest complete run
+    under ``--interactive-dir`` for this model, checkpoint and store; none is an error naming the command."""
+    choice = "auto" if args.finetuned == INTERACTIVE_CHOICE else args.finetuned
+    handoff, source = find_handoff(choice, args.interactive_dir, INTERACTIVE_CHOICE, wanted_data(exp),
+                                   args.allow_other_data, INTERACTIVE, "--finetuned")
+    if handoff is None:
+        raise RunMismatch(f"--finetuned interactive: {source}; run finetune_interactive.py first (same --model, "
+                          "--checkpoint and --slices), or pass its run folder")
+    prompt_encoder, mask_decoder = decoder_from_state(exp.model, handoff.state, handoff.checkpoint, INTERACTIVE)
+    return {p: DecoderChoice(prompt_encoder, mask_decoder, handoff, source) for p in prompt_types}
 
 
 def _no_run(args: argparse.Namespace, prompt: str, why: str, trained_on: SliceStore | None) -> str:

@@ -1,0 +1,279 @@
+"""Interactive fine-tuning: ONE prompt encoder + mask decoder trained on simulated correction sessions.
+
+    python finetune_interactive.py --preset quick            # make reproduce's run (minutes on a CPU)
+    python finetune_interactive.py --preset quick --init task2   # start from Task 2's bound-box decoder
+    python finetune_interactive.py --rounds 8 --box-jitter 20 --mask-feedback 0.5 --device cuda
+    python finetune_interactive.py --preset quick --resume   # continue an interrupted run with the same settings
+    python interactive_task1.py --preset quick --finetuned interactive   # then score it like every decoder
+
+The image encoder is frozen and never runs in the loop: embeddings come from the cache (Task 2's
+training slices). Per (slice, organ) sample and epoch one session (utils/train/interactive.py): a start
+prompt (a box with each side jittered by up to --box-jitter px, with probability --box-fraction, else one
+positive point), then --rounds correction rounds; each round's click is drawn under no_grad uniformly
+from the current error (positive where the organ is missed, negative where the mask leaks: SAM's and
+SAM-Med2D's training rule, not the evaluation's centre rule), clicks accumulate, and with probability
+--mask-feedback (micro-sam's 0.5) the previous round's low-res logits, detached, are the mask input.
+Single-mask output at every round (what the evaluation decodes); the loss (--loss: the study's Dice, or
+Dice + BCE as MedSAM) is averaged over samples and rounds.
+
+The checkpoint is chosen on the TRAINING split, never on the validation volumes the report scores: each
+epoch ends with the evaluation's protocol (tight box and central point starts, --monitor-clicks centre
+clicks, mask input on) on a fixed subset of --monitor-per-organ training samples per organ; the monitor
+is the mean of the two starts' Dice AUC (utils/eval/auc.py).
+
+The run lives in checkpoints/interactive/<model>/interactive/run-<key>/ (run.json, best.pt, last.pt,
+history.json); the key covers the model, checkpoint, store, seed, precision, the optimiser settings, the
+start decoder and every session setting (rounds, start mix, jitter, mask feedback, loss). Writes
+results/interactive_training/{history.json, curves.png, metrics.json, config.json}.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT))
+
+from utils.scaffold.config import parse_with_presets  # noqa: E402
+from utils.scaffold.flags import new_task_parser  # noqa: E402
+
+# ---------------------------------------------------------------------------------------------
+# Hyperparameters: edit here, or override any of them with the flag of the same name (--rounds 8).
+HYPERPARAMETERS = {
+    "PRESET": ("paper", "paper (the constants here) or quick (make reproduce, minutes on a CPU)"),
+    "EPOCHS": (20, "training epochs (not part of the run key: --resume --epochs N extends a run)", "positive"),
+    "OPTIMIZER": ("adam", "adam or sgd (momentum --momentum)"),
+    "LEARNING_RATE": (1e-4, "learning rate (Adam 1e-3 was unstable in the prototype the issue reports)", "positive"),
+    "MOMENTUM": (0.9, "SGD momentum (sgd only)", "fraction"),
+    "WEIGHT_DECAY": (0.0, "weight decay"),
+    "BATCH_SIZE": (16, "sessions per optimiser step", "positive"),
+    "SAMPLES_PER_EPOCH": (0, "(slice, organ) sessions per epoch; 0 = every training sample"),
+    "ROUNDS": (8, "correction rounds after the start prompt (SAM-Med2D, micro-sam: 8)"),
+    "BOX_FRACTION": (0.5, "share of sessions that start from a box (the rest: one positive point), in [0, 1]"),
+    "BOX_JITTER": (10, "each side of a start box moves by up to this many slice px (0 = the tight box)"),
+    "MASK_FEEDBACK": (0.5, "probability a round gets the previous low-res logits as mask input (micro-sam), in [0, 1]"),
+    "LOSS": ("dice", "dice (the study's and Task 2's) or dice_bce (MedSAM's Dice + binary cross-entropy)"),
+    "INIT": ("pretrained", "the decoder to start from: pretrained (the model's own) or task2 (the newest Task 2 "
+                           "bound-box run for this model and store; none is an error)"),
+    "MONITOR_PER_ORGAN": (2, "training samples per organ the per-epoch monitor scores (checkpoint choice)",
+                          "positive"),
+    "MONITOR_CLICKS": (5, "centre clicks in the monitor's sessions", "positive"),
+    "TRAIN_PRECISION": ("same", "training forward autocast: same (= --precision), auto, fp32, bf16, fp16"),
+    "PREFETCH": ("off", "prepare the next batch in a background thread: auto (GPU), on, off"),
+    "DECODE_BATCH": (0, "samples decoded together in the monitor's rounds; 0 = auto (8 on a CPU, 64 on a GPU)"),
+}
+PRESETS = {
+    "paper": {},
+    # make reproduce: sized to its 15-minute budget on 2 CPU cores (docs/interactive-training.md): a session
+    # costs ~(rounds + 1) decoder forward + backward passes, ~10 per second in bf16 there.
+    "quick": {"epochs": 2, "samples_per_epoch": 96, "rounds": 4, "batch_size": 8, "train_precision": "bf16"},
+}
+# What makes the run that run (utils.scaffold.runs): everything above but the epoch count and the decode
+# batch; the session settings go in through utils.train.interactive.interactive_identity.
+RUN_SETTINGS = ("optimizer", "learning_rate", "momentum", "weight_decay", "batch_size", "samples_per_epoch",
+                "monitor_per_organ", "monitor_clicks")
+OPTIMIZERS = ("adam", "sgd")
+LOSSES = ("dice", "dice_bce")  # utils.train.interactive.LOSSES (not imported here: --help stays torch-free)
+INITS = ("pretrained", "task2")
+MONITOR_STARTS = ("bound_box", "one_central_point")
+# ---------------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None = None):
+    parser = new_task_parser(__doc__, HYPERPARAMETERS, split=None)
+    parser.add_argument("--resume", action="store_true", help="continue the run with today's settings")
+    parser.add_argument("--checkpoint-dir", type=Path, default=ROOT / "checkpoints" / "interactive",
+                        help="root of the run folders (default checkpoints/interactive)")
+    parser.add_argument("--finetuned-dir", type=Path, default=ROOT / "checkpoints" / "finetuned",
+                        help="where Task 2 runs live, for --init task2 (default checkpoints/finetuned)")
+    return parse_with_presets(parser, argv, PRESETS, checks={
+        "optimizer": choice_of(OPTIMIZERS, "--optimizer"), "loss": choice_of(LOSSES, "--loss"),
+        "init": choice_of(INITS, "--init")})
+
+
+def choice_of(options: tuple, flag: str):
+    def check(value: str) -> str:
+        if value not in options:
+            raise ValueError(f"{flag} {value!r}: choose from {', '.join(options)}")
+        return value
+    return check
+
+
+def session_settings(args):
+    """The sessions' hyperparameters (utils.train.interactive.InteractiveSettings); a bad value exits 1."""
+    from utils.scaffold.session import fail
+    from utils.train.interactive import InteractiveSettings
+
+    try:
+        return InteractiveSettings(rounds=args.rounds, box_fraction=args.box_fraction, box_jitter=args.box_jitter,
+                                   mask_feedback=args.mask_feedback, loss=args.loss)
+    except ValueError as exc:
+        raise fail(f"--{str(exc).replace('_', '-')}") from exc
+
+
+def starting_decoder(args, exp):
+    """(trainable {"prompt_encoder", "mask_decoder"}, record of where it came from) for --init."""
+    from utils.core.checkpoints import TASK2
+    from utils.scaffold.runs import find_handoff
+    from utils.scaffold.session import fail, wanted_data
+    from utils.train.decoder_step import trainable_decoder
+
+    trainable = trainable_decoder(exp.model)
+    if args.init == "pretrained":
+        return trainable, {"init": "pretrained"}
+    handoff, source = find_handoff("auto", args.finetuned_dir, "bound_box", wanted_data(exp), kind=TASK2)
+    if handoff is None:
+        raise fail(f"--init task2: {source}; run finetune_task2.py --prompts bound_box first (same --model, "
+                   "--checkpoint and --slices), or use --init pretrained")
+    trainable.load_state_dict(handoff.state["model"])
+    print(f"starting from {source}")
+    return trainable, {"init": "task2", "init_run": handoff.record}
+
+
+def make_optimizer(args, trainable):
+    import torch
+
+    if args.optimizer == "sgd":
+        return torch.optim.SGD(trainable.parameters(), lr=args.learning_rate, momentum=args.momentum,
+                               weight_decay=args.weight_decay)
+    return torch.optim.Adam(trainable.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay)
+
+
+def make_monitor(args, exp, trainable, samples):
+    """validate(epoch) -> the evaluation's sessions on the monitor's training samples, both starts."""
+    from utils.eval.sessions import Protocol, run_sessions
+    from utils.inference.decoder import CacheDecoder
+
+    protocol = Protocol(clicks=args.monitor_clicks, rule="center", mask_input=True, seed=args.seed,
+                        batch_size=args.decode_batch)
+
+    def validate(epoch):
+        decoder = CacheDecoder(exp.cache, trainable["prompt_encoder"], trainable["mask_decoder"], args.precision)
+        curves = {s: run_sessions(exp.cache, samples, s, decoder, protocol).summary() for s in MONITOR_STARTS}
+        out = {"monitor_dice_auc": sum(c["dice_auc"] for c in curves.values()) / len(curves)}
+        out.update({f"{s}_dice_per_click": c["dice_per_click"] for s, c in curves.items()})
+        print("  monitor (training samples): " + "; ".join(
+            f"{s} {' '.join(f'{d:.3f}' for d in c['dice_per_click'])}" for s, c in curves.items()))
+        return out
+
+    return validate
+
+
+def run_identity(args, exp, settings, fast, start: dict) -> dict:
+    """The run's identity (utils.scaffold.runs): data, model, seed, precisions, RUN_SETTINGS, the fast path,
+    the start decoder and every session setting; its digest is the run folder's key."""
+    from utils.scaffold.runs import identity_of
+    from utils.train.interactive import interactive_identity
+
+    return identity_of("interactive", exp, "interactive", args.seed, args.precision, args.encoder_precision,
+                       **{k: getattr(args, k) for k in RUN_SETTINGS}, fast_path=fast.record(), **start,
+                       **interactive_identity(settings))
+
+
+def open_interactive_run(args, exp, settings, fast, start: dict):
+    from utils.scaffold.runs import RunMismatch, open_run
+    from utils.scaffold.session import fail
+
+    try:
+        run, note = open_run(args.checkpoint_dir / exp.model.name / "interactive",
+                             run_identity(args, exp, settings, fast, start), args.resume)
+    except RunMismatch as exc:
+        raise fail(str(exc)) from exc
+    print(note)
+    return run
+
+
+def train(args, exp, train_samples, monitor_samples):
+    """Train in the keyed run folder; return (run, history, seconds, fast path, start record)."""
+    import torch
+
+    from utils.scaffold.runs import RunMismatch
+    from utils.scaffold.session import fail
+    from utils.train.fastpath import grad_scaler, resolve
+    from utils.train.interactive import make_interactive_step
+    from utils.train.loop import LoopConfig, TrainingDiverged, run_training
+
+    settings = session_settings(args)
+    try:
+        fast = resolve(exp.device, args.precision, args.train_precision, "off", args.prefetch, "off")
+    except ValueError as exc:
+        raise fail(str(exc)) from exc
+    torch.manual_seed(args.seed)
+    trainable, start = starting_decoder(args, exp)
+    run = open_interactive_run(args, exp, settings, fast, start)
+    step = make_interactive_step([exp.cache], settings, args.seed, trainable, fast.train_precision)
+    loop = LoopConfig(epochs=args.epochs, batch_size=args.batch_size, samples_per_epoch=args.samples_per_epoch,
+                      seed=args.seed, monitor="monitor_dice_auc", run=run, progress=not args.no_progress,
+                      extra=dict(config_of(args), task="interactive", fast_path=fast.record()),
+                      prepare=step.prepare, prefetch=fast.prefetch, scaler=grad_scaler(fast, exp.model.device))
+    started = time.perf_counter()
+    try:
+        history, trained = run_training(trainable, make_optimizer(args, trainable), train_samples, step,
+                                        make_monitor(args, exp, trainable, monitor_samples), loop, resume=args.resume)
+    except (TrainingDiverged, RunMismatch) as exc:
+        raise fail(f"interactive training: {exc}") from exc
+    seconds = time.perf_counter() - started
+    return run, history, (round(seconds / trained, 2) if trained else None), fast, start
+
+
+def config_of(args) -> dict:
+    from utils.scaffold.results import config_record
+
+    return config_record(args)
+
+
+def write_outputs(args, exp, run, history, seconds_per_epoch, fast, start, n_train, n_monitor) -> Path:
+    """results/interactive_training/: the curves, history and a metrics.json saying which run made them."""
+    from utils.scaffold.results import provenance, write_results, write_training_curves
+
+    out = args.results / "interactive_training"
+    curves = {"train_loss": history["train_loss"], "train_session_dice": history["train_metric"],
+              "monitor_dice_auc": [v["monitor_dice_auc"] for v in history["val"]]}
+    write_training_curves(out, run, history, curves, [
+        ("train_loss", "training loss (mean over rounds)"), ("train_session_dice", "training Dice, mean over rounds"),
+        ("monitor_dice_auc", "monitor Dice AUC (training samples)")],
+        f"Interactive fine-tuning ({exp.model.name}, {exp.store.description}, preset {args.preset})")
+    meta = provenance(exp.store, exp.model, exp.device, args.seed, "train", precision=args.precision,
+                      encoder_precision=args.encoder_precision, preset=args.preset, runs={"interactive": run.record},
+                      training_fast_path=fast.record())
+    best = history["val"][history["best_epoch"] - 1] if history["best_epoch"] else {}
+    results = {k: meta[k] for k in ("model", "checkpoint", "data", "split")}
+    results.update({"preset": args.preset, "run": run.record, "checkpoint_path": str(run.best), **start,
+                    "settings": dict(run.identity), "training_samples": n_train, "monitor_samples": n_monitor,
+                    "best_epoch": history["best_epoch"], "monitor_at_best": best, "provenance": meta,
+                    "timing": {"seconds_per_epoch": seconds_per_epoch}})
+    write_results(out, results, {}, config_of(args))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from utils.eval.sessions import per_organ_subset
+    from utils.scaffold.session import fail, open_experiment
+
+    exp = open_experiment(args)
+    for p in exp.model.sam.parameters():
+        p.requires_grad_(False)
+    index = exp.cache.index
+    train_rows = index.rows_for("train")
+    if not train_rows:
+        raise fail(f"{exp.store.path}: interactive training needs train slices; the store has none")
+    exp.cache.ensure(train_rows, batch_size=args.encode_batch, progress=not args.no_progress)
+    samples = index.samples(train_rows)
+    monitor = per_organ_subset(samples, args.monitor_per_organ, args.seed)
+    print(f"{exp.store.description}: {len(samples)} training samples (a session each per epoch), the monitor on {len(monitor)} of "
+          f"them; {args.rounds} rounds, box share {args.box_fraction}, jitter {args.box_jitter} px, mask feedback "
+          f"{args.mask_feedback}, loss {args.loss}, {args.optimizer} lr {args.learning_rate:g}; preset {args.preset}")
+    run, history, seconds_per_epoch, fast, start = train(args, exp, [(0, r, o) for r, o in samples], monitor)
+    out = write_outputs(args, exp, run, history, seconds_per_epoch, fast, start, len(samples), len(monitor))
+    print(f"best epoch {history['best_epoch']} (monitor Dice AUC {history['best']:.4f}); {seconds_per_epoch} s per "
+          f"epoch; checkpoint {run.best}")
+    print(f"wrote {out / 'metrics.json'}; score it: python interactive_task1.py --finetuned {run.path}")
+    return 0
+
+
+if __name__ == "__main__":
+    from utils.scaffold.boundary import run_script  # the one error boundary (--debug: tracebacks)
+
+    sys.exit(run_script(main))
