@@ -188,6 +188,7 @@ def train(args, exp, train_samples, monitor_samples):
     """Train in the keyed run folder; return (run, history, seconds, fast path, start record)."""
     import torch
 
+    from utils.scaffold.results import config_record
     from utils.scaffold.runs import RunMismatch
     from utils.scaffold.session import fail
     from utils.train.fastpath import grad_scaler, resolve
@@ -205,7 +206,7 @@ def train(args, exp, train_samples, monitor_samples):
     step = make_interactive_step([exp.cache], settings, args.seed, trainable, fast.train_precision)
     loop = LoopConfig(epochs=args.epochs, batch_size=args.batch_size, samples_per_epoch=args.samples_per_epoch,
                       seed=args.seed, monitor="monitor_dice_auc", run=run, progress=not args.no_progress,
-                      extra=dict(config_of(args), task="interactive", fast_path=fast.record()),
+                      extra=dict(config_record(args), task="interactive", fast_path=fast.record()),
                       prepare=step.prepare, prefetch=fast.prefetch, scaler=grad_scaler(fast, exp.model.device))
     started = time.perf_counter()
     try:
@@ -217,15 +218,9 @@ def train(args, exp, train_samples, monitor_samples):
     return run, history, (round(seconds / trained, 2) if trained else None), fast, start
 
 
-def config_of(args) -> dict:
-    from utils.scaffold.results import config_record
-
-    return config_record(args)
-
-
 def write_outputs(args, exp, run, history, seconds_per_epoch, fast, start, n_train, n_monitor) -> Path:
     """results/interactive_training/: the curves, history and a metrics.json saying which run made them."""
-    from utils.scaffold.results import provenance, write_results, write_training_curves
+    from utils.scaffold.results import config_record, provenance, write_results, write_training_curves
 
     out = args.results / "interactive_training"
     curves = {"train_loss": history["train_loss"], "train_session_dice": history["train_metric"],
@@ -243,7 +238,7 @@ def write_outputs(args, exp, run, history, seconds_per_epoch, fast, start, n_tra
                     "settings": dict(run.identity), "training_samples": n_train, "monitor_samples": n_monitor,
                     "best_epoch": history["best_epoch"], "monitor_at_best": best, "provenance": meta,
                     "timing": {"seconds_per_epoch": seconds_per_epoch}})
-    write_results(out, results, {}, config_of(args))
+    write_results(out, results, {}, config_record(args))
     return out
 
 
