@@ -33,7 +33,7 @@ def test_the_common_flags_are_grouped_data_sam_decoder_run():
         "options": ["-h", "--debug"],
         "data": ["--slices", "--split"],
         "SAM model": ["--model", "--checkpoint", "--encoder-precision", "--cache-dir", "--encode-batch"],
-        "decoder": ["--precision", "--finetuned", "--finetuned-dir", "--allow-other-data"],
+        "decoder": ["--precision", "--finetuned", "--finetuned-dir", "--interactive-dir", "--allow-other-data"],
         "run": ["--results", "--seed", "--device", "--no-progress"],
     }
     help_text = parser.format_help()
