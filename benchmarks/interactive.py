@@ -1,102 +1,86 @@
-"""Benchmark: the interactive training step (utils.train.interactive) on the LiteMedSAM decoder.
+"""The interactive training step (utils.train.interactive), exact path (fp32) against the fast path (bf16
+autocast; fp16 too on a GPU), interleaved step by step in this process so that both see the same load:
+samples/s wall and per CPU second, per correction-round count, LiteMedSAM's real weights on Task 1's fixed
+phantom store (160x160) with its cached embeddings. One optimiser step is every round's forward (the clicks
+drawn under no_grad, the mask fed back), the loss over rounds, backward and an SGD step, so a sample costs
+about (rounds + 1) decoder forward + backward passes (finetune_interactive.py sizes its quick preset on it).
 
-    python benchmarks/interactive_step.py                      # rounds 1, 4, 8 at batch 8, fp32 and bf16
-    python benchmarks/interactive_step.py --rounds 1,4 --steps 5 --device cuda
-
-Samples/s of one optimiser step (every round's forward, the loss over rounds, backward, SGD step) on
-phantom 160x160 slices with LiteMedSAM's real weights and cached embeddings, the exact path (fp32)
-and bf16 autocast interleaved step by step so that both see the same machine load. A sample costs
-about (rounds + 1) decoder forward + backward passes. A section for benchmarks/run.py to adopt.
+    python benchmarks/run.py --sections interactive
 """
 from __future__ import annotations
 
-import argparse
 import copy
-import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import torch
 
-import torch  # noqa: E402
+from benchmarks.common import BENCH_DATA, fast_precisions, sync, task1_store
 
-
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", default="1,4,8", help="comma-separated correction-round counts")
-    parser.add_argument("--batch", type=int, default=8, help="samples per step")
-    parser.add_argument("--steps", type=int, default=3, help="timed steps per variant")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed steps per variant before them")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument("--data", type=Path, default=ROOT / "data" / "bench" / "interactive",
-                        help="where the phantom store and its cache are built once")
-    return parser.parse_args(argv)
+ROUND_COUNTS = (1, 4, 8)
+BATCH = 8
+# (untimed warm-up steps, timed steps) per precision and round count, on a CPU / GPU
+STEPS = {"cpu": (1, 3), "cuda": (3, 10)}
 
 
-def phantom_cache(folder: Path, device: torch.device):
-    """A 1-volume, 2-slice 160x160 phantom store (utils.data.phantom) and its LiteMedSAM cache, built once."""
-    from utils.data.phantom import PhantomConfig, write_phantom_dataset
-    from utils.data.slice_store import SliceStore, build_store
-    from utils.embeddings.cache import EmbeddingCache
-    from utils.models.sam import load_model
-
-    config = PhantomConfig(shape=(160, 160, 2), spacing=(2.4, 2.4, 45.0), n_volumes=1)
-    raw = write_phantom_dataset(folder / "phantom", config, progress=False)
-    store_path, _ = build_store(raw.parent, folder / "slices", progress=False)
-    model = load_model("lite_medsam", device=device)
-    for p in model.sam.parameters():
-        p.requires_grad_(False)
-    cache = EmbeddingCache(model, SliceStore(store_path), root=folder / "cache")
-    cache.ensure(progress=False)
-    return model, cache
-
-
-def measure(model, cache, rounds: int, batch: int, steps: int, warmup: int = 1) -> dict:
-    """{precision: (samples/s wall, samples per CPU second)} for fp32 and bf16 steps at ``rounds``,
-    interleaved step by step, after ``warmup`` untimed steps each. CPU seconds: this process's user + sys
-    (on a shared machine the wall rate also counts the time others hold the cores)."""
+def step_rates(model, cache, rounds: int, precisions: list[str], warmup: int, steps: int) -> dict:
+    """{precision: (samples/s wall, samples per CPU second)} at ``rounds``, the precisions interleaved."""
     from utils.train.interactive import InteractiveSettings, make_interactive_step
 
     samples = [(0, r, o) for r, o in cache.index.samples(range(len(cache)))]
     settings = InteractiveSettings(rounds=rounds)
     variants = {}
-    for precision in ("fp32", "bf16"):
+    for precision in precisions:
         trainable = torch.nn.ModuleDict({"prompt_encoder": copy.deepcopy(model.sam.prompt_encoder),
                                          "mask_decoder": copy.deepcopy(model.sam.mask_decoder)}).requires_grad_(True)
         optimizer = torch.optim.SGD(trainable.parameters(), lr=1e-3, momentum=0.9)
         variants[precision] = (make_interactive_step([cache], settings, 0, trainable, precision), optimizer)
-    wall = {p: 0.0 for p in variants}
-    cpu = {p: 0.0 for p in variants}
+    wall = dict.fromkeys(variants, 0.0)
+    cpu = dict.fromkeys(variants, 0.0)
     for i in range(warmup + steps):
-        chosen = [samples[(i * batch + k) % len(samples)] for k in range(batch)]
+        chosen = [samples[(i * BATCH + k) % len(samples)] for k in range(BATCH)]
         for precision, (step, optimizer) in variants.items():
             start, start_cpu = time.perf_counter(), time.process_time()
             result = step(chosen, i)
             optimizer.zero_grad(set_to_none=True)
             result.loss.backward()
             optimizer.step()
-            if model.device.type == "cuda":
-                torch.cuda.synchronize(model.device)
+            sync(model.device)
             if i >= warmup:
                 wall[precision] += time.perf_counter() - start
                 cpu[precision] += time.process_time() - start_cpu
-    n = steps * batch
-    return {p: (round(n / wall[p], 3), round(n / cpu[p], 3)) for p in variants}
+    n = steps * BATCH
+    return {p: (round(n / wall[p], 2), round(n / cpu[p], 2)) for p in variants}
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    device = torch.device(args.device)
-    model, cache = phantom_cache(args.data, device)
-    print(f"interactive step, lite_medsam, phantom 160x160, batch {args.batch}, {args.steps} timed step(s) after "
-          f"{args.warmup} warm-up, {torch.get_num_threads()} threads, {device}")
-    print("| rounds | fp32 samples/s (per CPU s) | bf16 samples/s (per CPU s) | bf16 / fp32 (CPU) |\n|---|---|---|---|")
-    for rounds in (int(r) for r in args.rounds.split(",")):
-        (w32, c32), (w16, c16) = measure(model, cache, rounds, args.batch, args.steps, args.warmup).values()
-        print(f"| {rounds} | {w32} ({c32}) | {w16} ({c16}) | {c16 / c32:.2f}x |", flush=True)
-    return 0
+def measure(device: torch.device) -> list[dict]:
+    """One row per (round count, precision): samples/s of the interactive step, wall and per CPU second."""
+    from utils.embeddings.cache import EmbeddingCache
+    from utils.models.sam import load_model
+
+    model = load_model("lite_medsam", device=device)
+    for p in model.sam.parameters():
+        p.requires_grad_(False)
+    cache = EmbeddingCache(model, task1_store(device), root=BENCH_DATA / "cache")
+    cache.ensure(progress=False)
+    warmup, steps = STEPS[device.type]
+    precisions = ["fp32", *fast_precisions(device)]
+    rows = []
+    for rounds in ROUND_COUNTS:
+        rates = step_rates(model, cache, rounds, precisions, warmup, steps)
+        for precision, (wall, per_cpu) in rates.items():
+            rows.append({"rounds": rounds, "precision": precision, "batch": BATCH, "samples_per_s": wall,
+                         "samples_per_cpu_s": per_cpu, "passes_per_s": round(wall * (rounds + 1), 1)})
+        print("  interactive step, " + f"{rounds} round(s): " + ", ".join(
+            f"{p} {w} samples/s" for p, (w, _) in rates.items()), flush=True)
+    return rows
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def markdown(rows: list[dict]) -> list[str]:
+    """bench.md's lines for this section."""
+    from utils.report.markdown import markdown_table
+
+    return ["## Interactive training step", "", f"LiteMedSAM decoder, batch {BATCH}; fp32 is the exact path. "
+            "A pass is one decoder forward + backward (a sample costs rounds + 1).", "", markdown_table(
+                ["rounds", "precision", "samples/s", "samples per CPU s", "passes/s"],
+                [[r["rounds"], r["precision"], f"{r['samples_per_s']:.2f}", f"{r['samples_per_cpu_s']:.2f}",
+                  f"{r['passes_per_s']:.1f}"] for r in rows]), ""]

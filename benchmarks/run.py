@@ -21,6 +21,8 @@ Sections (one module each in benchmarks/):
            cache + batched decoding) against the naive study: SamPredictor.set_image + predict once
            per (slice, organ, prompt). Both run in this process on the same store; their Dice
            must agree, and the speed ratio is reported.
+  interactive  the interactive training step (finetune_interactive.py): samples/s per correction-round
+           count (1, 4, 8), exact path (fp32) vs fast path (bf16; fp16 on a GPU), LiteMedSAM on Task 1's store.
   memory   peak resident memory (VmHWM, Linux) of Task 1 and Task 2 on two phantom
            stores of 60 and 120 slices: the cache is memory-mapped and its pages are released after
            every read, so the peak must not grow with the store.
@@ -40,10 +42,11 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from benchmarks import decoder, encoder, memory, task1, training  # noqa: E402
+from benchmarks import decoder, encoder, interactive, memory, task1, training  # noqa: E402
 
-SECTIONS = ("encoder", "decoder", "training", "task1", "memory")
-MODULES = {"encoder": encoder, "decoder": decoder, "training": training, "task1": task1, "memory": memory}
+SECTIONS = ("encoder", "decoder", "training", "interactive", "task1", "memory")
+MODULES = {"encoder": encoder, "decoder": decoder, "training": training, "interactive": interactive, "task1": task1,
+           "memory": memory}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -94,6 +97,7 @@ def main(argv=None) -> int:
         "encoder": lambda: encoder.measure([m.strip() for m in args.encoders.split(",") if m.strip()], device),
         "decoder": lambda: decoder.measure(device),
         "training": lambda: training.measure(device, args.compile_on_cpu),
+        "interactive": lambda: interactive.measure(device),
         "task1": lambda: task1.measure(device, progress=not args.no_progress),
         "memory": lambda: memory.measure(device),
     }
