@@ -65,9 +65,12 @@ HYPERPARAMETERS = {
 }
 PRESETS = {
     "paper": {},
-    # make reproduce: sized to its 15-minute budget on 2 CPU cores (docs/interactive-training.md): a session
-    # costs ~(rounds + 1) decoder forward + backward passes, ~10 per second in bf16 there.
-    "quick": {"epochs": 2, "samples_per_epoch": 96, "rounds": 4, "batch_size": 8, "train_precision": "bf16"},
+    # make reproduce: sized to its budget on 2 CPU cores (docs/interactive-training.md): a session costs
+    # ~(rounds + 1) decoder forward + backward passes, ~5.7 per second in fp32 on this project's CPU without
+    # AMX, where bf16 autocast is slower (4.1/s; benchmarks/run.py --sections interactive).
+    # Mask fed back at every round (SAM's rule; the evaluation gives it at every round): of five variants
+    # tried at this size, it scored best on the TRAINING monitor (docs/interactive-training.md).
+    "quick": {"epochs": 2, "samples_per_epoch": 48, "rounds": 4, "batch_size": 8, "mask_feedback": 1.0},
 }
 # What makes the run that run (utils.scaffold.runs): everything above but the epoch count and the decode
 # batch; the session settings go in through utils.train.interactive.interactive_identity.

@@ -4,7 +4,8 @@
     python run_study.py --data-root ~/BTCV --model vit_h --preset paper --device cuda
 
 Stages: slice store (phantom first with --phantom) -> Task 1 -> Task 2 -> interactive (zero-shot, then
-with Task 2's decoders) -> Task 3 training -> Task 3 validation -> U-Net and ResU-Net baselines (Table 3)
+with Task 2's decoders) -> interactive training (one decoder for correction clicks) -> interactive with it
+-> Task 1 with it (Table 1's "interactive decoder" row) -> Task 3 training -> Task 3 validation -> U-Net and ResU-Net baselines (Table 3)
 -> 3-D store (every slice; with --phantom a dense phantom of validation case 35, 18 slices 5 mm apart)
 -> 3-D zero-shot -> 3-D with Task 2's decoders (handed over from the main store) -> report. Each stage is
 the same script a user runs by hand; its command line is printed
@@ -80,6 +81,7 @@ def study_stages(args: argparse.Namespace) -> list[tuple[str, object, list[str]]
     """(name, script module, its command-line arguments) of every stage, in the order they run."""
     import classify_train_task3
     import classify_val_task3
+    import finetune_interactive
     import finetune_task2
     import interactive_task1
     import preprocess_slices
@@ -98,6 +100,10 @@ def study_stages(args: argparse.Namespace) -> list[tuple[str, object, list[str]]
         # Correction clicks (issue 13): quick = 5 clicks on 3 samples per organ; paper = every sample, 10 clicks.
         ("interactive", interactive_task1, common + interactive),
         ("interactive (fine-tuned)", interactive_task1, common + interactive + ["--finetuned", "auto"]),
+        # One decoder trained on simulated correction sessions (issue 22), scored on both protocols.
+        ("interactive training", finetune_interactive, common + ["--preset", args.preset]),
+        ("interactive (trained)", interactive_task1, common + interactive + ["--finetuned", "interactive"]),
+        ("task 1 (interactive decoder)", segmentation_task1, common + ["--finetuned", "interactive"]),
         ("task 3 train", classify_train_task3, common + ["--preset", args.preset]),
         ("task 3 val", classify_val_task3, common),
     ]
