@@ -41,7 +41,8 @@ from utils.scaffold.flags import new_task_parser  # noqa: E402
 # ---------------------------------------------------------------------------------------------
 # Hyperparameters: edit here, or override any of them with the flag of the same name (--rounds 8).
 HYPERPARAMETERS = {
-    "PRESET": ("paper", "paper (the constants here) or quick (make reproduce, minutes on a CPU)"),
+    "PRESET": ("paper", "paper (the constants here), quick (make reproduce, minutes on a CPU) or long (the quick "
+                        "recipe with 12x the sessions, ~20 min on 2 CPU cores; docs/interactive-training.md)"),
     "EPOCHS": (20, "training epochs (not part of the run key: --resume --epochs N extends a run)", "positive"),
     "OPTIMIZER": ("adam", "adam or sgd (momentum --momentum)"),
     "LEARNING_RATE": (1e-4, "learning rate (Adam 1e-3 was unstable in the prototype the issue reports)", "positive"),
@@ -71,6 +72,8 @@ PRESETS = {
     # Mask fed back at every round (SAM's rule; the evaluation gives it at every round): of five variants
     # tried at this size, it scored best on the TRAINING monitor (docs/interactive-training.md).
     "quick": {"epochs": 2, "samples_per_epoch": 48, "rounds": 4, "batch_size": 8, "mask_feedback": 1.0},
+    # The longer run the docs report: the quick recipe, 6 x 192 sessions (measured once, docs/interactive-training.md).
+    "long": {"epochs": 6, "samples_per_epoch": 192, "rounds": 4, "batch_size": 8, "mask_feedback": 1.0},
 }
 # What makes the run that run (utils.scaffold.runs): everything above but the epoch count and the decode
 # batch; the session settings go in through utils.train.interactive.interactive_identity.
