@@ -5,10 +5,10 @@
 
 Stages: slice store (phantom first with --phantom) -> Task 1 -> Task 2 -> interactive (zero-shot, then
 with Task 2's decoders) -> interactive training (one decoder for correction clicks) -> interactive with it
--> Task 1 with it (Table 1's "interactive decoder" row) -> Task 3 training -> Task 3 validation -> U-Net and ResU-Net baselines (Table 3)
--> 3-D store (every slice; with --phantom a dense phantom of validation case 35, 18 slices 5 mm apart)
--> 3-D zero-shot -> 3-D with Task 2's decoders (handed over from the main store) -> report. Each stage is
-the same script a user runs by hand; its command line is printed
+-> Task 1 with it (Table 1's "interactive decoder" row) -> Task 3 training -> Task 3 validation -> U-Net
+and ResU-Net baselines (Table 3) -> 3-D store (every slice; with --phantom a dense phantom of validation
+case 35, 18 slices 5 mm apart) -> 3-D zero-shot -> 3-D with Task 2's decoders (handed over from the main
+store) -> report. Each stage is the same script a user runs by hand; its command line is printed
 and its wall time recorded in results/study.json.
 
     python run_study.py --phantom --nproc 4     # Tasks 1-3 each launched with torchrun on 4 ranks (4 GPUs)
@@ -97,7 +97,7 @@ def study_stages(args: argparse.Namespace) -> list[tuple[str, object, list[str]]
                                                      "--results", str(args.results)] + progress),
         ("task 1", segmentation_task1, common),
         ("task 2", finetune_task2, common + ["--preset", args.preset]),
-        # Correction clicks (issue 13): quick = 5 clicks on 3 samples per organ; paper = every sample, 10 clicks.
+        # Correction clicks (issue 13): quick = 5 clicks on 2 samples per organ; paper = every sample, 10 clicks.
         ("interactive", interactive_task1, common + interactive),
         ("interactive (fine-tuned)", interactive_task1, common + interactive + ["--finetuned", "auto"]),
         # One decoder trained on simulated correction sessions (issue 22), scored on both protocols.

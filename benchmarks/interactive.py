@@ -9,7 +9,6 @@ about (rounds + 1) decoder forward + backward passes (finetune_interactive.py si
 """
 from __future__ import annotations
 
-import copy
 import time
 
 import torch
@@ -24,14 +23,14 @@ STEPS = {"cpu": (1, 3), "cuda": (3, 10)}
 
 def step_rates(model, cache, rounds: int, precisions: list[str], warmup: int, steps: int) -> dict:
     """{precision: (samples/s wall, samples per CPU second)} at ``rounds``, the precisions interleaved."""
+    from utils.train.decoder_step import trainable_decoder
     from utils.train.interactive import InteractiveSettings, make_interactive_step
 
     samples = [(0, r, o) for r, o in cache.index.samples(range(len(cache)))]
     settings = InteractiveSettings(rounds=rounds)
     variants = {}
     for precision in precisions:
-        trainable = torch.nn.ModuleDict({"prompt_encoder": copy.deepcopy(model.sam.prompt_encoder),
-                                         "mask_decoder": copy.deepcopy(model.sam.mask_decoder)}).requires_grad_(True)
+        trainable = trainable_decoder(model)  # the copies finetune_interactive.py trains
         optimizer = torch.optim.SGD(trainable.parameters(), lr=1e-3, momentum=0.9)
         variants[precision] = (make_interactive_step([cache], settings, 0, trainable, precision), optimizer)
     wall = dict.fromkeys(variants, 0.0)
