@@ -82,3 +82,14 @@ def test_load_model_refuses_a_runs_checkpoint_as_model_weights(tmp_path):
     said = rf"given as --checkpoint\): this is {re.escape(KINDS[TASK2])}, not {re.escape(KINDS[SAM])}"
     with pytest.raises(CheckpointError, match=said):
         load_model("lite_medsam", path)
+
+
+def test_the_same_state_saved_twice_has_the_same_digest(tmp_path):
+    """Identical weights give an identical file wherever they are written (the results record its sha256)."""
+    from utils.core.hashing import file_sha256
+
+    state = run_state(TASK2, {"w": torch.arange(6.0).reshape(2, 3)})
+    save_checkpoint(tmp_path / "a" / "best.pt", state)
+    save_checkpoint(tmp_path / "b" / "other.pt", state)
+    assert file_sha256(tmp_path / "a" / "best.pt") == file_sha256(tmp_path / "b" / "other.pt")
+    assert torch.equal(load_checkpoint(tmp_path / "b" / "other.pt")["model"]["w"], state["model"]["w"])

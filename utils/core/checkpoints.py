@@ -53,8 +53,10 @@ def load_checkpoint(path: str | Path) -> dict:
 
 def save_checkpoint(path: Path, state: dict) -> None:
     """Write a checkpoint atomically (tensors as CPU tensors: see :func:`cpu_state`)."""
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        # through a file handle, not a path: torch.save names the zip archive after a path's file name, so
+        # saving to a temporary name made identical weights hash differently on every run
+        torch.save(state, handle)
 
 
 def cpu_state(module: torch.nn.Module) -> dict:
