@@ -41,7 +41,7 @@ HYPERPARAMETERS = {
     "SAMPLES_PER_EPOCH": (0, "(slice, organ) samples per epoch; 0 = all"),
     "DECODE_BATCH": (0, "prompts per decoder call in validation; 0 = auto (8 on a CPU, 64 on a GPU)"),
     # The training fast path (utils/train/fastpath.py), as in finetune_task2.py: same/off/off/off is the exact path.
-    "TRAIN_PRECISION": ("same", "training forward autocast: same (= --precision), auto (bf16 CPU, fp16 + GradScaler GPU), fp32, bf16, fp16"),
+    "TRAIN_PRECISION": ("same", "training forward autocast: same (= --precision), auto (bf16 on a CPU with AMX, else fp32; fp16 + GradScaler on a GPU), fp32, bf16, fp16"),
     "PREFETCH": ("off", "prepare the next batch (prompts, embeddings, targets) in a background thread: auto (GPU), on, off"),
     "RESIDENT": ("off", "hold the embedding cache in GPU memory when it fits in half the free memory: auto, on, off"),
 }
@@ -51,10 +51,10 @@ PRESETS = {
     # 1e-5 leaves the new head at chance (val accuracy 0.079), 1e-4 reaches 0.49, 3e-4 reaches 0.70 but
     # cuts the point-prompt mDice 0.64 -> 0.35 (the transformer is shared with the mask path). So the
     # shared transformer keeps the study's 1e-5 and only the new class token and head learn fast (3e-3,
-    # many small steps: batch 8, 2 x 512 samples, one validation pass per epoch), in bf16 autocast
-    # (1.3x on this CPU, benchmarks/run.py).
+    # many small steps: batch 8, 2 x 512 samples, one validation pass per epoch); training autocast 'auto'
+    # (bf16 on a CPU with AMX, 1.3x there; fp32 without AMX, where bf16 is slower: benchmarks/run.py).
     "quick": {"epochs": 2, "learning_rate": 1e-5, "head_learning_rate": 3e-3, "batch_size": 8,
-              "samples_per_epoch": 512, "train_precision": "bf16"},
+              "samples_per_epoch": 512, "train_precision": "auto"},
 }
 RUN_SETTINGS = ("learning_rate", "head_learning_rate", "batch_size", "samples_per_epoch")
 # ---------------------------------------------------------------------------------------------
@@ -115,13 +115,12 @@ def task2_score(args, exp, prompt_type: str, decoder) -> tuple[dict, str] | None
     from results/task2/metrics.json when it was scored on this store, model, split, seed and precision
     (the same evaluation code on the same samples, so scoring it again would repeat the same numbers);
     None otherwise, and Task 3 scores it itself."""
-    from utils.core.io import read_json
-    from utils.scaffold.results import scored_alike
+    from utils.scaffold.results import read_results, scored_alike
 
     path = args.results / "task2" / "metrics.json"
     if decoder.handoff is None or prompt_type == "jittered_box" or not path.is_file():
         return None
-    metrics = read_json(path)
+    metrics = read_results(path, "python finetune_task2.py")  # a damaged file: one error naming it
     meta, tuned = metrics.get("provenance", {}), metrics.get("prompts", {}).get(prompt_type) or {}
     same_weights = (tuned.get("run", {}).get("key") == decoder.handoff.run_key
                     and tuned.get("best_epoch") == decoder.handoff.epoch)

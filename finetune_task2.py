@@ -49,7 +49,7 @@ HYPERPARAMETERS = {
                                           "up to this many slice pixels (part of a jittered_box run's key)"),
     # The training fast path (utils/train/fastpath.py; docs/speed-and-memory.md): how a step is computed, not what it sees.
     # The study's exact path is same/off/off/off; every value is in the run key and the results.
-    "TRAIN_PRECISION": ("same", "training forward autocast: same (= --precision), auto (bf16 CPU, fp16 + GradScaler GPU), fp32, bf16, fp16"),
+    "TRAIN_PRECISION": ("same", "training forward autocast: same (= --precision), auto (bf16 on a CPU with AMX, else fp32; fp16 + GradScaler on a GPU), fp32, bf16, fp16"),
     "COMPILE": ("off", "torch.compile the decoder for training: auto (GPU only), on, off; falls back to eager, saying so"),
     "PREFETCH": ("off", "prepare the next batch (targets, prompts, embeddings) in a background thread: auto (GPU), on, off"),
     "RESIDENT": ("off", "hold the whole embedding cache in GPU memory when it fits in half the free memory: auto, on, off"),
@@ -62,12 +62,12 @@ PRESETS = {
     # split. lr 0.01, not 0.1: with LiteMedSAM on the phantom, lr 0.1 collapsed the point-prompt
     # decoder to empty masks by epoch 3 (val mDice 0.34 -> 0.00) and made the box decoder worse every
     # epoch, while 0.01 learned fastest for both (docs/runs-and-presets.md).
-    # No augmented views: each costs an encoder pass per training slice. bf16 autocast in training (1.43x
-    # on this CPU, benchmarks/run.py; the same validation mDice as fp32 within the seed spread, README)
-    # pays for 2x the samples of the first quick preset (3 x 32, point mDice 0.64), and the best epoch is
-    # picked on 32 validation samples instead of 64 (docs/runs-and-presets.md).
+    # No augmented views: each costs an encoder pass per training slice. Training autocast 'auto': bf16
+    # where the CPU has AMX (1.43x there, benchmarks/run.py; the same validation mDice as fp32 within the
+    # seed spread, docs/runs-and-presets.md), fp32 elsewhere (bf16 was slower without AMX). The best epoch
+    # is picked on 32 validation samples instead of 64 (docs/runs-and-presets.md).
     "quick": {"epochs": 3, "learning_rate": 0.01, "batch_size": 16, "samples_per_epoch": 64, "val_samples": 32,
-              "aug_views": 0, "train_precision": "bf16"},
+              "aug_views": 0, "train_precision": "auto"},
 }
 # The settings that make a run that run (utils.scaffold.runs): everything above but epochs, the prompt list
 # and the decode batch, which change how long or how fast, not what is learned.
@@ -335,12 +335,9 @@ def main(argv: list[str] | None = None) -> int:
     from utils.inference.prompts import parse_prompt_types
     from utils.report.tables import mdice_table, table2, table3, titled
     from utils.scaffold.results import config_record, write_results
-    from utils.scaffold.session import fail, open_experiment
+    from utils.scaffold.session import open_experiment
 
-    try:
-        prompt_types = parse_prompt_types(args.prompts)
-    except ValueError as exc:
-        raise fail(str(exc)) from exc
+    prompt_types = parse_prompt_types(args.prompts)  # already checked by parse_args (bad values exit 2)
     exp = open_experiment(args)
     for p in exp.model.sam.parameters():
         p.requires_grad_(False)
