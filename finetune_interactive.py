@@ -60,7 +60,7 @@ HYPERPARAMETERS = {
     "MONITOR_PER_ORGAN": (2, "training samples per organ the per-epoch monitor scores (checkpoint choice)",
                           "positive"),
     "MONITOR_CLICKS": (5, "centre clicks in the monitor's sessions", "positive"),
-    "TRAIN_PRECISION": ("same", "training forward autocast: same (= --precision), auto, fp32, bf16, fp16"),
+    "TRAIN_PRECISION": ("same", "training forward autocast: same (= --precision), auto (bf16 on a CPU with AMX, else fp32; fp16 on a GPU), fp32, bf16, fp16"),
     "PREFETCH": ("off", "prepare the next batch in a background thread: auto (GPU), on, off"),
     "DECODE_BATCH": (0, "samples decoded together in the monitor's rounds; 0 = auto (8 on a CPU, 64 on a GPU)"),
 }

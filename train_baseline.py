@@ -46,7 +46,7 @@ HYPERPARAMETERS = {
     "CHANNELS": ("16,32,64,128,256", "U-Net feature widths per level, finest first (MONAI's tutorial U-Net)"),
     "EVAL_BATCH": (8, "slices per forward pass when scoring", "positive"),
     # The training fast path (utils/train/fastpath.py), as in Tasks 2 and 3: scoring always runs in fp32.
-    "TRAIN_PRECISION": ("same", "training forward autocast: same (= fp32, exact), auto (bf16 CPU, fp16 + GradScaler GPU), fp32, bf16, fp16"),
+    "TRAIN_PRECISION": ("same", "training forward autocast: same (= fp32, exact), auto (bf16 on a CPU with AMX, else fp32; fp16 + GradScaler on a GPU), fp32, bf16, fp16"),
 }
 PRESETS = {
     "paper": {},
@@ -56,9 +56,10 @@ PRESETS = {
     # shared machine), ~134 s of 2-core time for both: over the 100 s planned, inside make reproduce's 15
     # minutes. Few steps, so a high rate and small batches: on the phantom, lr 3e-3 / batch 8 / decay 0.9
     # reached val mDice 0.22 in 8 epochs, lr 1e-2 / batch 4 / decay 0.95 reached 0.72 (docs/baselines-and-intervals.md).
-    # bf16 autocast in training: ResU-Net steps 1.47x, U-Net 1.10x on this CPU (docs/baselines-and-intervals.md).
+    # Training autocast 'auto': bf16 on a CPU with AMX (ResU-Net steps 1.47x, U-Net 1.10x there,
+    # docs/baselines-and-intervals.md), fp32 on one without.
     "quick": {"epochs": 8, "learning_rate": 1e-2, "lr_decay": 0.95, "batch_size": 4, "aug_views": 1,
-              "channels": "16,32,64,128", "train_precision": "bf16"},
+              "channels": "16,32,64,128", "train_precision": "auto"},
 }
 # Everything that changes what is learned; epochs and the scoring batch only change how long / how fast.
 RUN_SETTINGS = ("learning_rate", "lr_decay", "weight_decay", "batch_size", "samples_per_epoch", "aug_views",

@@ -54,9 +54,13 @@ def training_variants(device: torch.device) -> dict:
     """name -> resolved fast path (utils.train.fastpath.FastPath): the exact path and the device's fast paths."""
     from utils.train.fastpath import resolve
 
-    return {"exact": resolve(device, "fp32"),
-            "fast": resolve(device, "fp32", "auto", "off", "auto", "auto", cache_bytes=0),
-            "fast+compile": resolve(device, "fp32", "auto", "on", "auto", "auto", cache_bytes=0)}
+    variants = {"exact": resolve(device, "fp32"),
+                "fast": resolve(device, "fp32", "auto", "off", "auto", "auto", cache_bytes=0),
+                "fast+compile": resolve(device, "fp32", "auto", "on", "auto", "auto", cache_bytes=0)}
+    if device.type == "cpu" and variants["fast"].train_precision != "bf16":
+        # auto keeps fp32 on a CPU without AMX; bf16 is still measured, to show why
+        variants["bf16"] = resolve(device, "fp32", "bf16")
+    return variants
 
 
 def training_configs(device: torch.device) -> list[tuple[str, EmbeddingReader]]:

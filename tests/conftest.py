@@ -12,6 +12,18 @@ warnings.filterwarnings("ignore", category=FutureWarning, module="timm")
 import pytest  # noqa: E402
 
 
+def _quick_train_precision() -> str:
+    """What the quick presets' --train-precision auto resolves to on this machine (bf16 only on a CPU with AMX)."""
+    import torch
+
+    from utils.train.fastpath import resolve
+
+    return resolve(torch.device("cpu"), "fp32", "auto").train_precision
+
+
+QUICK_TRAIN_PRECISION = _quick_train_precision()
+
+
 @pytest.fixture(scope="session")
 def tiny_study(tmp_path_factory):
     """A tiny phantom slice store with its LiteMedSAM embeddings cached once for the whole session.

@@ -154,11 +154,25 @@ def test_compile_falls_back_to_eager_and_says_so(setup, monkeypatch, capsys):
     assert "inductor error" in paired.note and fallback == exact
 
 
-def test_resolve_per_device_and_refusals():
+def test_cpu_has_amx_reads_the_flags_line(tmp_path):
+    from utils.core.precision import cpu_has_amx
+
+    amx, avx = tmp_path / "amx", tmp_path / "avx"
+    amx.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512_bf16 amx_bf16 amx_tile\n")
+    avx.write_text("processor\t: 0\nmodel name\t: amx_bf16 in a name is not a flag\nflags\t\t: fpu avx2 avx512_bf16\n")
+    assert cpu_has_amx(str(amx)) and not cpu_has_amx(str(avx))
+    assert not cpu_has_amx(str(tmp_path / "missing"))
+
+
+def test_resolve_per_device_and_refusals(monkeypatch):
     cpu = torch.device("cpu")
     assert fastpath.resolve(cpu, "fp32").exact and fastpath.resolve(cpu, "fp32").train_precision == "fp32"
+    monkeypatch.setattr(fastpath, "cpu_has_amx", lambda: True)
     auto = fastpath.resolve(cpu, "fp32", "auto", "auto", "auto", "auto", cache_bytes=1)
     assert auto == fastpath.FastPath("bf16", compile=False, prefetch=False, resident=False, grad_scaler=False)
+    monkeypatch.setattr(fastpath, "cpu_has_amx", lambda: False)  # bf16 is slower than fp32 without AMX
+    assert fastpath.resolve(cpu, "fp32", "auto").train_precision == "fp32"
+    assert fastpath.resolve(cpu, "bf16", "auto").train_precision == "bf16"
     assert fastpath.resolve(cpu, "bf16", "same").train_precision == "bf16"
     with pytest.raises(ValueError, match="GPUs"):
         fastpath.resolve(cpu, "fp32", "fp16")

@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import script_args
+from conftest import QUICK_TRAIN_PRECISION, script_args
 
 import classify_train_task3
 import classify_val_task3
@@ -17,6 +17,7 @@ from utils.inference.batches import build_batch
 from utils.inference.classify import class_logits
 from utils.inference.decoding import decode
 from utils.models.sam import load_model
+from utils.report.tables import training_precision_note
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +111,7 @@ def test_short_run_beats_majority_baseline_on_held_out_slices(trained, tiny_stud
     from utils.report.tables import task3_settings_note
     assert task3_settings_note(train_metrics) == (
         "Preset `quick`: 4 epochs, Adam lr 0.001 on the two-way transformer and 0.003 on the class token and "
-        "head, batch 8, all samples/epoch, training forward in bf16 autocast.")
+        f"head, batch 8, all samples/epoch{training_precision_note({'train_precision': QUICK_TRAIN_PRECISION})}.")
 
 
 def test_validation_records_give_the_reported_accuracy(trained, tiny_study):

@@ -10,12 +10,12 @@ import re
 
 import numpy as np
 import pytest
-from conftest import script_args
+from conftest import QUICK_TRAIN_PRECISION, script_args
 
 import segmentation_task1
 import train_baseline
 from utils.eval.bootstrap import bootstrap_accuracy, bootstrap_difference, bootstrap_mdice, triples
-from utils.report.tables import table1, table2, table3, table4
+from utils.report.tables import table1, table2, table3, table4, training_precision_note
 from utils.scaffold.boundary import run_script
 
 TINY = ["--preset", "quick", "--channels", "4,8,16", "--aug-views", "1", "--batch-size", "4",
@@ -74,11 +74,11 @@ def test_writes_task1s_schema_with_provenance(baseline_run, tiny_study):
     meta = metrics["provenance"]
     assert meta["store_key"] == tiny_study["store"].key and meta["seed"] == 0 and meta["preset"] == "quick"
     assert meta["precision"] == "fp32" and len(meta["checkpoint_sha256"]) == 64
-    # the quick preset trains in bf16 autocast (scoring stays fp32): recorded in settings, provenance, run key
-    assert metrics["settings"]["train_precision"] == "bf16"
-    assert meta["training_fast_path"]["train_precision"] == "bf16"
+    # the quick preset trains at --train-precision auto (scoring stays fp32): recorded in settings, provenance, run key
+    assert metrics["settings"]["train_precision"] == QUICK_TRAIN_PRECISION
+    assert meta["training_fast_path"]["train_precision"] == QUICK_TRAIN_PRECISION
     run_json = load(baseline_run.parents[2] / "bl_ckpt" / "unet" / f"run-{metrics['run']['key']}" / "run.json")
-    assert run_json["identity"]["train_precision"] == "bf16"
+    assert run_json["identity"]["train_precision"] == QUICK_TRAIN_PRECISION
     assert meta["run"]["key"] == metrics["run"]["key"] and metrics["checkpoint"].endswith("best.pt")
     # the box can only remove false positives: per sample, Dice in the box >= Dice of the whole prediction
     whole, boxed = (np.array([d for _, _, d in metrics["records"][r]]) for r in ("none", "bound_box_crop"))
@@ -186,9 +186,9 @@ def test_table3_has_a_measured_block_and_a_cited_block(baseline_run):
         row = cells(measured, label)
     assert cells(measured, "U-Net, whole prediction")[3] == interval_text(bootstrap_mdice(unet["records"]["none"]))
     assert "the same" in measured and "Warning" not in measured
-    assert ("Trained with: U-Net, preset `quick`, training forward in bf16 autocast; ResU-Net, preset `quick`, "
-            "training forward in bf16 autocast; fine-tuned SAM, preset `quick`, training forward in bf16 autocast."
-            in measured)
+    note = training_precision_note({"train_precision": QUICK_TRAIN_PRECISION})
+    assert (f"Trained with: U-Net, preset `quick`{note}; ResU-Net, preset `quick`{note}; "
+            f"fine-tuned SAM, preset `quick`{note}." in measured)
     n_volumes = len({c for c, _, _ in unet["records"]["none"]})
     assert f"over the {n_volumes} validation volumes" in measured
     for name, value in (("U-Net [7]", "92.1"), ("PIPO-FAN [10]", "93.6")):

@@ -55,5 +55,5 @@ from utils.core.errors import CheckpointError, ResultsError, SuiteError  # noqa:
 from utils.core.hashing import file_sha256, files_digest, json_key, short_digest  # noqa: F401
 from utils.core.io import atomic_path, read_json, write_json, write_text  # noqa: F401
 from utils.core.organs import MAX_LABEL, NUM_ORGANS, ORGAN_TITLES, ORGANS, organ_name, organ_title  # noqa: F401
-from utils.core.precision import PRECISIONS, autocast  # noqa: F401
+from utils.core.precision import PRECISIONS, autocast, cpu_has_amx  # noqa: F401
 from utils.core.seeding import child_rng, seed_everything  # noqa: F401

@@ -217,9 +217,12 @@ def baseline_table(metrics: dict) -> str:
 
 
 def training_precision_note(fast_path: dict | None) -> str:
-    """', training forward in bf16 autocast' for a run on the fast path's precision; '' for fp32 or unknown."""
-    precision = (fast_path or {}).get("train_precision", "fp32")
-    return "" if precision == "fp32" else f", training forward in {precision} autocast"
+    """', training forward in bf16 autocast' (or ', training forward in fp32'): the precision a run trained at,
+    which ``--train-precision auto`` picks per machine; '' for an older run that did not record it."""
+    precision = (fast_path or {}).get("train_precision")
+    if precision is None:
+        return ""
+    return ", training forward in fp32" if precision == "fp32" else f", training forward in {precision} autocast"
 
 
 def task3_settings_note(train_metrics: dict) -> str:

@@ -6,7 +6,8 @@ is computed, never which samples, prompts or targets it sees:
 
 - ``train_precision``: autocast of the training forward pass only (validation keeps ``--precision``):
   bf16 on a CPU; fp16 with a :class:`torch.amp.GradScaler` on a GPU (bf16 there needs no scaler).
-  ``same`` = ``--precision`` (the exact path). ``auto`` = bf16 on a CPU, fp16 on a GPU.
+  ``same`` = ``--precision`` (the exact path). ``auto`` = fp16 on a GPU; on a CPU bf16 only where it
+  has AMX (:func:`utils.core.precision.cpu_has_amx`), else ``--precision``: without AMX bf16 is slower.
 - ``compile``: ``torch.compile`` of the paired decoder (:func:`utils.inference.decoding.predict_masks_paired`);
   a failure at compile or first-call time falls back to eager and says so (:class:`CompiledOrEager`).
   ``auto`` = on for CUDA, off on a CPU (there its compile time, ~1 min per prompt type, is longer
@@ -33,7 +34,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
-from utils.core.precision import PRECISIONS
+from utils.core.precision import PRECISIONS, cpu_has_amx
 
 TRAIN_PRECISIONS = ("same", "auto", *PRECISIONS)
 SWITCH = ("auto", "on", "off")
@@ -66,7 +67,8 @@ def resolve(device: torch.device, precision: str, train_precision: str = "same",
     for name, value in (("compile", compile), ("prefetch", prefetch), ("resident", resident)):
         if value not in SWITCH:
             raise ValueError(f"--{name} must be one of {', '.join(SWITCH)}, got {value!r}")
-    tp = {"same": precision, "auto": "fp16" if cuda else "bf16"}.get(train_precision, train_precision)
+    cpu_auto = "bf16" if cpu_has_amx() else precision
+    tp = {"same": precision, "auto": "fp16" if cuda else cpu_auto}.get(train_precision, train_precision)
     if tp == "fp16" and not cuda:
         raise ValueError("--train-precision fp16 is for GPUs; on a CPU use bf16")
     on = {"on": True, "off": False}
