@@ -20,8 +20,9 @@ def cpu_has_amx(cpuinfo: str = "/proc/cpuinfo") -> bool:
     """True when the CPU has AMX bf16 tiles (``amx_bf16`` in /proc/cpuinfo; False where that file is absent).
 
     Measured on this project's 2-core machines: with AMX, bf16 autocast trains the decoders 1.3-1.6x
-    faster than fp32; with AVX-512 bf16 but no AMX it was 1.1-1.4x *slower*; with AVX2 only, slower
-    still (docs/speed-and-memory.md). So ``--train-precision auto`` takes bf16 on a CPU only here.
+    faster than fp32; with AVX-512 bf16 but no AMX it was 1.1-1.4x *slower*; with AVX2 only (an AMD EPYC)
+    a Task 2 step at batch 16 ran 2.63 samples/s in fp32 and 0.35 in bf16, 7.5x slower
+    (docs/speed-and-memory.md). So ``--train-precision auto`` takes bf16 on a CPU only where it has AMX.
     """
     try:
         with open(cpuinfo) as handle:
