@@ -13,8 +13,10 @@ Two protocols (--modes), each with every prompt type of --prompts:
 - propagate: one prompt per organ and volume, from the ground truth on its key slice (the slice of
   largest organ area), then outward slice by slice in both directions: the mask predicted on slice z
   prompts slice z +- 1 (its tight box for box prompts, its distance-transform centre for point prompts),
-  until the predicted mask is smaller than --min-area-mm2 or the stored slices end. No ground truth is
-  used after the first prompt (utils/inference/volume.py and propagation.py hold the protocols).
+  until the predicted mask is smaller than --min-area-mm2 or the stored slices end; --box-margin-mm grows
+  each propagated box (default 0: the tight box). No ground truth is used after the first prompt
+  (utils/inference/volume.py and propagation.py hold the protocols). metrics.json counts the organ slices
+  the propagation reached (reached_slices of organ_slices).
 
 Where two organs' masks overlap, the higher logit wins. Each volume's label map is written as NIfTI on
 the source volume's own grid and affine (labels 1..13, BTCV order), read back, and scored against the
@@ -56,6 +58,10 @@ HYPERPARAMETERS = {
     # cross-section the phantom draws (an adrenal gland, ~13 px = 75 mm^2), so real organ ends pass.
     "MIN_AREA_MM2": (25.0, "propagation stops at a predicted mask smaller than this (mm^2, converted to pixels "
                            "with the slice's spacing, at least 1 px)"),
+    # 0 = the old rule (the previous mask's tight box). A margin keeps masks from shrinking slice by slice
+    # (utils/inference/propagation.py); not yet chosen on training volumes, so the default stays 0.
+    "BOX_MARGIN_MM": (0.0, "propagate, box prompts: grow each propagated box by this many mm on each side "
+                           "(converted with the slice's spacing)"),
     "DECODE_BATCH": (0, "prompts per mask-decoder call; 0 = auto (8 on a CPU, 64 on a GPU)"),
     "CASES": ("", "comma-separated case ids to evaluate (default: every volume of --split)"),
 }
@@ -140,7 +146,8 @@ def run_protocol(ev, mode: str, prompt_type: str, choice, volumes: list) -> tupl
         if mode == "per_slice":
             label, trace = segment_per_slice(vol, prompt_type, decode_rows, args.seed)
         else:
-            label, trace = segment_propagate(vol, prompt_type, decode_rows, args.seed, args.min_area_mm2, ev.exp.store)
+            label, trace = segment_propagate(vol, prompt_type, decode_rows, args.seed, args.min_area_mm2, ev.exp.store,
+                                             args.box_margin_mm)
         path = write_label_nifti(label, vol.label_path, ev.out / "predictions" / mode / prompt_type /
                                  f"{vol.case}.nii.gz", layout="display")
         scores[vol.case], slice_dice[vol.case], display = score_written(path, vol)
@@ -176,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     meta = ev.provenance(n_volumes=len(volumes), finetuned=finetuned,
                          slice_margin=exp.store.manifest["settings"]["slice_margin"])
     results = ev.header(meta, finetuned=finetuned, modes={}, cases=[v.case for v in volumes],
-                        settings={"min_area_mm2": args.min_area_mm2, "key_slice": "largest organ area",
+                        settings={"min_area_mm2": args.min_area_mm2, "box_margin_mm": args.box_margin_mm,
+                                  "key_slice": "largest organ area",
                                   "decoders": {p: c.source for p, c in choices.items()}})
     figure_views = {}
     timing = {"encode_seconds": round(ev.encode_seconds, 2)}
@@ -191,7 +199,9 @@ def main(argv: list[str] | None = None) -> int:
                 figure_views[mode.replace("_", " ")] = view
             print(f"  {mode:<10} {PROMPT_TITLES[prompt_type]:<20} 3-D Dice {summary['dice']:.4f}  HD95 "
                   f"{summary['hd95_mm']:.1f} mm  NSD {summary['nsd']:.4f}  slice-mean Dice {summary['slice_dice']:.4f}  "
-                  f"({summary['decoded_prompts']} prompts, {summary['n_missed']} missed)")
+                  f"({summary['decoded_prompts']} prompts, {summary['n_missed']} missed"
+                  + (f", {summary['reached_slices']}/{summary['organ_slices']} organ slices reached)"
+                     if "organ_slices" in summary else ")"))
     results["timing"] = ev.timing(**timing)
     kind = "Task 2's fine-tuned decoders" if finetuned else "zero-shot"
     ev.write(results, {"table3d.md": titled(f"3-D results ({kind})", table3d(results))})

@@ -138,7 +138,6 @@ def test_batch_equals_one_by_one_and_asks_once_per_round():
     decoders = [GroundTruthDecoder(labels), GroundTruthDecoder(other)]
     seeds = [(4, Prompt(box=bound_box(labels[4] == LIVER))), (9, Prompt(box=bound_box(other[9] == LIVER)))]
     rounds = []
-    owner = {}
 
     def decode_batch(requests):
         rounds.append(len(requests))
@@ -179,3 +178,47 @@ def test_bad_arguments_are_refused():
         propagate(5, 1, box, decode, "scribble")
     with pytest.raises(ValueError, match=r"expected \(H, W\)"):
         propagate(5, 1, box, lambda z, p: np.ones((1, 4, 4)), "bound_box")
+
+
+def test_grow_box_by_hand_and_clipped_to_the_slice():
+    from utils.inference.propagation import grow_box
+
+    assert grow_box(np.array([5.0, 4.0, 9.0, 8.0]), (2.0, 1.5), (20, 30)).tolist() == [3.0, 2.5, 11.0, 9.5]
+    assert grow_box(np.array([1.0, 0.0, 27.0, 18.0]), (3.0, 3.0), (20, 28)).tolist() == [0.0, 0.0, 27.0, 19.0]
+    mask = np.zeros((20, 30), bool)
+    mask[4:9, 5:10] = True
+    assert next_prompt(mask, "bound_box", (2.0, 1.5)).box.tolist() == [3.0, 2.5, 11.0, 9.5]
+    point = next_prompt(mask, "one_central_point", (2.0, 1.5))
+    assert point.box is None and point.points.tolist() == [[7.0, 6.0]]  # point prompts ignore the margin
+    with pytest.raises(ValueError, match="box_margin_px"):
+        propagate(12, 5, Prompt(box=np.array([1.0, 1.0, 5.0, 5.0])), lambda z, p: np.zeros((20, 30)), "bound_box",
+                  box_margin_px=(-1.0, 0.0))
+
+
+class InsideTheBoxDecoder:
+    """A model whose mask sits strictly inside its box: the organ on slice z within the box shrunk by 1 px
+    each side. The failure the margin is for: with tight boxes the masks shrink slice by slice."""
+
+    def __init__(self, labels, organ=LIVER):
+        self.masks = labels == organ
+
+    def __call__(self, z, prompt):
+        x0, y0, x1, y1 = np.round(prompt.box).astype(int)
+        inside = np.zeros_like(self.masks[z])
+        inside[y0 + 1 : y1, x0 + 1 : x1] = True
+        return np.where(self.masks[z] & inside, 8.0, -8.0).astype(np.float32)
+
+
+def test_a_box_margin_holds_an_organ_that_tight_boxes_let_shrink_away():
+    labels = np.zeros((16, 30, 30), np.uint8)
+    labels[1:15, 6:20, 8:22] = LIVER  # a 14 x 14 px organ on slices 1..14
+    key = 7
+    start = Prompt(box=bound_box(labels[key] == LIVER))
+    tight = propagate(16, key, start, InsideTheBoxDecoder(labels), "bound_box", min_area_px=4)
+    held = propagate(16, key, start, InsideTheBoxDecoder(labels), "bound_box", min_area_px=4, box_margin_px=(1, 1))
+    areas = [int((tight.logits[z] > 0).sum()) for z in range(key, tight.z_range[1] + 1)]
+    assert areas == sorted(areas, reverse=True) and areas[-1] < areas[0]  # shrinking, 2 px per side per slice
+    assert tight.z_range[0] > 1 and tight.z_range[1] < 14  # died before the organ ends
+    assert len(tight.logits) == 1 + 2 * 5  # 12 px wide at the key slice, then 10, 8, 6, 4, 2 each way, then empty
+    assert held.z_range == (1, 14) and held.stops == {"decreasing": STOP_EMPTY, "increasing": STOP_EMPTY}
+    assert all(int((held.logits[z] > 0).sum()) == 12 * 12 for z in range(1, 15))

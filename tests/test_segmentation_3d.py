@@ -236,3 +236,27 @@ def test_phantom_cases_pick_validation_volumes():
     assert PhantomConfig(n_volumes=2).case_ids == (1, 2)
     with pytest.raises(ValueError, match="case ids"):
         PhantomConfig(cases=(11,))
+
+
+def test_propagation_reports_the_organ_slices_it_reached(smoke, dense):
+    out, metrics = smoke
+    truth = np.asarray(source_label(dense).dataobj)  # source layout (x, y, z): slices along the last axis
+    organ_slices = sum(int((truth == o).any(axis=(0, 1)).sum()) for o in np.setdiff1d(np.unique(truth), [0]))
+    s = metrics["modes"]["propagate"]["bound_box"]
+    assert s["organ_slices"] == organ_slices and 0 < s["reached_slices"] <= organ_slices
+    for trace in s["propagation"][CASE]["organs"].values():
+        assert 1 <= trace["reached_slices"] <= trace["organ_slices"]  # the key slice is always kept
+    assert "organ_slices" not in metrics["modes"]["per_slice"]["bound_box"]
+    assert metrics["settings"]["box_margin_mm"] == 0.0
+    assert "organ slices reached" in (out / "table3d.md").read_text()
+
+
+def test_a_box_margin_in_mm_is_converted_with_the_spacing_and_recorded(dense, tmp_path):
+    assert run(dense, tmp_path, "--modes", "propagate", "--box-margin-mm", "5") == 0
+    metrics = json.loads((tmp_path / "task3d" / "metrics.json").read_text())
+    s = metrics["modes"]["propagate"]["bound_box"]
+    zooms = source_label(dense).header.get_zooms()
+    assert metrics["settings"]["box_margin_mm"] == 5.0
+    assert zooms[0] == zooms[1]  # the phantom's in-plane spacing is isotropic, so x and y need no matching
+    assert s["propagation"][CASE]["box_margin_px"] == pytest.approx([5 / zooms[0], 5 / zooms[1]], abs=1e-3)
+    assert "grown by 5 mm per side" in (tmp_path / "task3d" / "table3d.md").read_text()

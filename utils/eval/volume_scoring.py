@@ -49,4 +49,8 @@ def summarise_3d(scores: dict[str, VolumeScores], slice_dice: dict[str, dict[int
     summary["false_positive_voxels"] = {case: {organ_name(k): v for k, v in u.items()} for case, u in unscored.items() if u}
     if any(traces.values()):
         summary["propagation"] = traces
+        organs = [o for t in traces.values() for o in t.get("organs", {}).values() if "organ_slices" in o]
+        if organs:  # organ slices the propagation reached, of those the organs have (all volumes pooled)
+            summary["reached_slices"] = sum(o["reached_slices"] for o in organs)
+            summary["organ_slices"] = sum(o["organ_slices"] for o in organs)
     return summary

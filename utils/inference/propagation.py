@@ -11,6 +11,12 @@ The mask predicted there gives the prompt for the next slice outward, and so on 
 
 No ground truth is used after the first prompt: the functions here never see a label map.
 
+Box margin (``box_margin_px``, (x, y) pixels, default (0, 0) = the rule above): the box handed on is grown
+by this much on each side, clipped to the slice. Why: a model's mask sits inside its box, so the tight
+box of slice z's mask is smaller than the organ on z +- 1, whose mask is smaller again; without a margin
+the masks shrink slice by slice until a direction dies before the organ ends (the issue on whole organs
+in 3-D measured a median area ratio of 0.72 per step where the organ's is 0.94). Point prompts ignore it.
+
 Stop rule, per direction: a slice's prediction (``logits > mask_threshold``) is **accepted** when it has
 at least ``min_area_px`` pixels; its logits are kept and it prompts the next slice. The first slice
 whose prediction is smaller (or empty) is **rejected**: its logits are discarded (a speck at an
@@ -85,18 +91,27 @@ class Propagation:
         return out
 
 
-def next_prompt(mask: np.ndarray, prompt_type: str) -> Prompt:
+def grow_box(box: np.ndarray, margin_px: tuple[float, float], shape: tuple[int, int]) -> np.ndarray:
+    """XYXY ``box`` grown by ``margin_px`` = (x, y) pixels on each side, clipped to a slice of ``shape`` (H, W)."""
+    mx, my = margin_px
+    h, w = shape
+    x0, y0, x1, y1 = (float(v) for v in box)
+    return np.array([max(x0 - mx, 0.0), max(y0 - my, 0.0), min(x1 + mx, w - 1.0), min(y1 + my, h - 1.0)],
+                    dtype=np.float32)
+
+
+def next_prompt(mask: np.ndarray, prompt_type: str, box_margin_px: tuple[float, float] = (0.0, 0.0)) -> Prompt:
     """The prompt a predicted bool (H, W) ``mask`` (non-empty) gives to the neighbouring slice.
 
-    bound_box -> tight XYXY box; larger_box -> the larger box; point types -> one positive point at
-    the distance-transform centre, points float32 (1, 2) (x, y), labels int64 (1,).
+    bound_box -> tight XYXY box; larger_box -> the larger box; either grown by ``box_margin_px`` (x, y) on
+    each side (:func:`grow_box`); point types -> one positive point at the distance-transform centre, points
+    float32 (1, 2) (x, y), labels int64 (1,).
     """
     if prompt_type not in PROMPT_TYPES:
         raise ValueError(f"unknown prompt type {prompt_type!r}; choose from {', '.join(PROMPT_TYPES)}")
-    if prompt_type == "bound_box":
-        return Prompt(box=bound_box(mask))
-    if prompt_type == "larger_box":
-        return Prompt(box=larger_box(mask))
+    if prompt_type in ("bound_box", "larger_box"):
+        box = bound_box(mask) if prompt_type == "bound_box" else larger_box(mask)
+        return Prompt(box=grow_box(box, box_margin_px, mask.shape) if any(box_margin_px) else box)
     return Prompt(points=central_point(mask), labels=np.ones(1, dtype=np.int64))
 
 
@@ -137,7 +152,10 @@ def _as_logits(array: np.ndarray, shape: tuple[int, ...] | None, z: int) -> np.n
     return logits
 
 
-def _check(n_slices: int, seeds: Sequence[tuple[int, Prompt]], prompt_type: str, min_area_px: int) -> None:
+def _check(n_slices: int, seeds: Sequence[tuple[int, Prompt]], prompt_type: str, min_area_px: int,
+           box_margin_px: tuple[float, float]) -> None:
+    if len(box_margin_px) != 2 or min(box_margin_px) < 0:
+        raise ValueError(f"box_margin_px must be (x, y) pixels >= 0, got {box_margin_px}")
     if n_slices < 1:
         raise ValueError(f"n_slices must be >= 1, got {n_slices}")
     if int(min_area_px) != min_area_px or min_area_px < 1:
@@ -153,9 +171,14 @@ class _Rounds:
     """Calls ``decode_batch`` for one round of requests and checks its answers (one (H, W) shape per volume),
     and judges each answer by the stop rule."""
 
-    def __init__(self, decode_batch: DecodeBatch, min_area_px: int, mask_threshold: float):
+    def __init__(self, decode_batch: DecodeBatch, min_area_px: int, mask_threshold: float, prompt_type: str,
+                 box_margin_px: tuple[float, float]):
         self.decode_batch, self.min_area_px, self.mask_threshold = decode_batch, min_area_px, mask_threshold
+        self.prompt_type, self.box_margin_px = prompt_type, tuple(float(v) for v in box_margin_px)
         self.shape: tuple[int, ...] | None = None
+
+    def next_prompt(self, mask: np.ndarray) -> Prompt:
+        return next_prompt(mask, self.prompt_type, self.box_margin_px)
 
     def decode(self, requests: list[tuple[int, Prompt]]) -> list[np.ndarray]:
         answers = list(self.decode_batch(requests))
@@ -176,8 +199,7 @@ class _Rounds:
         return mask, (STOP_BELOW_MIN_AREA if area < self.min_area_px else None)
 
 
-def _key_round(rounds: _Rounds, seeds: Sequence[tuple[int, Prompt]], results: list[Propagation],
-               prompt_type: str) -> list[_Front]:
+def _key_round(rounds: _Rounds, seeds: Sequence[tuple[int, Prompt]], results: list[Propagation]) -> list[_Front]:
     """Round 0: decode every key slice, keep its logits, and open a front each way that may go on."""
     fronts: list[_Front] = []
     for i, logits in enumerate(rounds.decode([(int(z), prompt) for z, prompt in seeds])):
@@ -191,11 +213,11 @@ def _key_round(rounds: _Rounds, seeds: Sequence[tuple[int, Prompt]], results: li
             elif not 0 <= result.key_z + step < result.n_slices:
                 result.stops[direction], result.stopped_at[direction] = STOP_VOLUME_END, None
             else:
-                fronts.append(_Front(i, direction, result.key_z + step, next_prompt(mask, prompt_type)))
+                fronts.append(_Front(i, direction, result.key_z + step, rounds.next_prompt(mask)))
     return fronts
 
 
-def _next_round(rounds: _Rounds, fronts: list[_Front], results: list[Propagation], prompt_type: str) -> list[_Front]:
+def _next_round(rounds: _Rounds, fronts: list[_Front], results: list[Propagation]) -> list[_Front]:
     """Round k > 0: decode every front's slice; accepted slices move their front one slice on."""
     next_fronts = []
     for front, logits in zip(fronts, rounds.decode([(f.z, f.prompt) for f in fronts])):
@@ -210,12 +232,13 @@ def _next_round(rounds: _Rounds, fronts: list[_Front], results: list[Propagation
         if not 0 <= z < result.n_slices:
             result.stops[front.direction], result.stopped_at[front.direction] = STOP_VOLUME_END, None
             continue
-        next_fronts.append(_Front(front.item, front.direction, z, next_prompt(mask, prompt_type)))
+        next_fronts.append(_Front(front.item, front.direction, z, rounds.next_prompt(mask)))
     return next_fronts
 
 
 def propagate_batch(n_slices: int, seeds: Sequence[tuple[int, Prompt]], decode_batch: DecodeBatch,
-                    prompt_type: str, min_area_px: int = 1, mask_threshold: float = 0.0) -> list[Propagation]:
+                    prompt_type: str, min_area_px: int = 1, mask_threshold: float = 0.0,
+                    box_margin_px: tuple[float, float] = (0.0, 0.0)) -> list[Propagation]:
     """Propagate several organs (or prompts) through one volume at once; see the module docstring.
 
     n_slices: Z, the number of slices of the volume.
@@ -227,25 +250,28 @@ def propagate_batch(n_slices: int, seeds: Sequence[tuple[int, Prompt]], decode_b
     prompt_type: one of ``PROMPT_TYPES``; decides how a mask prompts the next slice (``next_prompt``).
     min_area_px: the smallest accepted mask in pixels (>= 1; 1 = stop only at an empty mask).
     mask_threshold: logits above it are the organ (SAM's 0.0).
+    box_margin_px: (x, y) pixels each propagated box grows by on each side (box prompt types; module docstring).
     Returns one Propagation per seed, in order.
     """
-    _check(n_slices, seeds, prompt_type, min_area_px)
+    _check(n_slices, seeds, prompt_type, min_area_px, box_margin_px)
     results = [Propagation(n_slices=n_slices, key_z=int(z)) for z, _ in seeds]
     if not seeds:
         return results
-    rounds = _Rounds(decode_batch, min_area_px, mask_threshold)
-    fronts = _key_round(rounds, seeds, results, prompt_type)
+    rounds = _Rounds(decode_batch, min_area_px, mask_threshold, prompt_type, box_margin_px)
+    fronts = _key_round(rounds, seeds, results)
     while fronts:
-        fronts = _next_round(rounds, fronts, results, prompt_type)
+        fronts = _next_round(rounds, fronts, results)
     return results
 
 
 def propagate(n_slices: int, key_z: int, prompt: Prompt, decode: Decode, prompt_type: str,
-              min_area_px: int = 1, mask_threshold: float = 0.0) -> Propagation:
+              min_area_px: int = 1, mask_threshold: float = 0.0,
+              box_margin_px: tuple[float, float] = (0.0, 0.0)) -> Propagation:
     """Propagate one organ from ``prompt`` on slice ``key_z`` outward through ``n_slices`` slices.
 
     decode(z, prompt) -> float logits (H, W) of slice z (called once per visited slice, key slice
     first, then alternating outward). Other arguments and the stop rule as in ``propagate_batch``.
     """
     return propagate_batch(n_slices, [(key_z, prompt)], lambda requests: [decode(z, p) for z, p in requests],
-                           prompt_type, min_area_px=min_area_px, mask_threshold=mask_threshold)[0]
+                           prompt_type, min_area_px=min_area_px, mask_threshold=mask_threshold,
+                           box_margin_px=box_margin_px)[0]

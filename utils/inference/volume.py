@@ -53,31 +53,38 @@ def segment_per_slice(vol: VolumeSlices, prompt_type: str, decode_rows: DecodeRo
 
 
 def segment_propagate(vol: VolumeSlices, prompt_type: str, decode_rows: DecodeRows, seed: int,
-                      min_area_mm2: float, store: SliceStore) -> tuple[np.ndarray, dict]:
+                      min_area_mm2: float, store: SliceStore, box_margin_mm: float = 0.0) -> tuple[np.ndarray, dict]:
     """One ground-truth prompt per organ on its key slice, propagated through the volume's stored slices;
-    a direction stops at a mask under ``min_area_mm2`` (converted with the slices' spacing, at least 1 px).
+    a direction stops at a mask under ``min_area_mm2`` (converted with the slices' spacing, at least 1 px);
+    each propagated box grows by ``box_margin_mm`` on each side (in mm, so it means the same at any spacing;
+    0 = the tight box of the previous mask).
 
-    Returns (label stack, {"min_area_px", "organs": {organ name: {"key_z", "z_range", "stops"}}}), z in the
-    volume's display stack.
+    Returns (label stack, {"min_area_px", "box_margin_px", "organs": {organ name: {"key_z", "z_range", "stops",
+    "organ_slices", "reached_slices"}}}), z in the volume's display stack; ``organ_slices`` = the slices the
+    ground-truth organ is on, ``reached_slices`` = those of them the propagation kept a mask for.
     """
     first, last = vol.z_first, vol.z_last
     gt = vol.gt_display[first : last + 1]
     organs = [int(o) for o in np.unique(gt) if o > 0]
     sy, sx = vol.pixel_spacing(store)
     min_area_px = max(1, math.ceil(min_area_mm2 / (sy * sx)))
+    box_margin_px = (box_margin_mm / sx, box_margin_mm / sy)
     seeds = []
     for organ in organs:
         z = key_slice(gt, organ)
         seeds.append((z, prompt_for(gt[z] == organ, prompt_type, seed, vol.rows[first + z], organ)))
     results = propagate_batch(last - first + 1, seeds,
                               lambda requests: decode_rows([(vol.rows[first + z], p) for z, p in requests]),
-                              prompt_type, min_area_px=min_area_px)
+                              prompt_type, min_area_px=min_area_px, box_margin_px=box_margin_px)
     logits: dict[int, dict] = {}
     trace = {}
     for organ, result in zip(organs, results):
         for z, answer in result.logits.items():
             logits.setdefault(first + z, {})[organ] = answer
         lo, hi = result.z_range
+        on = set(np.flatnonzero((gt == organ).any(axis=(1, 2))).tolist())
         trace[organ_name(organ)] = {"key_z": first + result.key_z, "z_range": [first + lo, first + hi],
-                                    "stops": result.stops}
-    return merge_slices(vol, logits), {"min_area_px": min_area_px, "organs": trace}
+                                    "stops": result.stops, "organ_slices": len(on),
+                                    "reached_slices": len(on & set(result.logits))}
+    return merge_slices(vol, logits), {"min_area_px": min_area_px,
+                                       "box_margin_px": [round(v, 3) for v in box_margin_px], "organs": trace}

@@ -269,10 +269,11 @@ def table3d(metrics: dict) -> str:
         decoders = "Decoders: the model's pre-trained prompt encoder + mask decoder (zero-shot)."
     cells = [(m, p, s) for m, by_prompt in metrics["modes"].items() for p, s in by_prompt.items()]
     rows = [[m.replace("_", " "), prompt_title(p), s["dice"], s["slice_dice"], f"{s['hd95_mm']:.1f}", s["nsd"],
-             f"{s['n_missed']} / {sum(o['n_volumes'] for o in s['organs'].values())}", s["decoded_prompts"]]
+             f"{s['n_missed']} / {sum(o['n_volumes'] for o in s['organs'].values())}",
+             f"{s['reached_slices']} / {s['organ_slices']}" if "organ_slices" in s else "all", s["decoded_prompts"]]
             for m, p, s in cells]
     table = markdown_table(["mode", "prompt", "3-D Dice", "slice-mean Dice", "HD95 (mm)", "NSD", "missed organs",
-                            "prompts decoded"], rows)
+                            "organ slices reached", "prompts decoded"], rows)
     organ_rows = []
     for name in ORGANS:
         values = [s["organs"].get(name) for _, _, s in cells]
@@ -287,7 +288,9 @@ def table3d(metrics: dict) -> str:
             "gallbladder 2 mm). An organ absent from a volume's ground truth is not scored there; a missed organ "
             "scores Dice 0, NSD 0 and HD95 = the volume's diagonal. Slice-mean Dice: the study's 2-D Dice of "
             "the same label map on each ground-truth slice of the organ, averaged. Propagation: one prompt on the "
-            f"slice of largest area, stops below {metrics['settings']['min_area_mm2']:g} mm^2.")
+            f"slice of largest area, stops below {metrics['settings']['min_area_mm2']:g} mm^2, each propagated box "
+            f"grown by {metrics['settings'].get('box_margin_mm', 0):g} mm per side; organ slices reached = ground-truth "
+            "organ slices the propagation kept a mask for, of those the organs have (per slice: every one is prompted).")
     return (f"{provenance_line(meta)}\n\n{note}\n\n{table}\n#### 3-D Dice / NSD per organ\n\n{organs}")
 
 
