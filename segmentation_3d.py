@@ -58,9 +58,10 @@ HYPERPARAMETERS = {
     # cross-section the phantom draws (an adrenal gland, ~13 px = 75 mm^2), so real organ ends pass.
     "MIN_AREA_MM2": (25.0, "propagation stops at a predicted mask smaller than this (mm^2, converted to pixels "
                            "with the slice's spacing, at least 1 px)"),
-    # 0 = the old rule (the previous mask's tight box). A margin keeps masks from shrinking slice by slice
-    # (utils/inference/propagation.py); not yet chosen on training volumes, so the default stays 0.
-    "BOX_MARGIN_MM": (0.0, "propagate, box prompts: grow each propagated box by this many mm on each side "
+    # 0 = the old rule (the previous mask's tight box), which let masks shrink slice by slice
+    # (utils/inference/propagation.py). 2 mm was chosen on TRAINING volumes (phantom cases 1 and 2, bound box,
+    # margins 0/2/4/6/10 mm): the best mean 3-D Dice of the zero-shot and Task 2 decoders (docs/3d.md).
+    "BOX_MARGIN_MM": (2.0, "propagate, box prompts: grow each propagated box by this many mm on each side "
                            "(converted with the slice's spacing)"),
     "DECODE_BATCH": (0, "prompts per mask-decoder call; 0 = auto (8 on a CPU, 64 on a GPU)"),
     "CASES": ("", "comma-separated case ids to evaluate (default: every volume of --split)"),
