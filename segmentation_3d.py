@@ -14,7 +14,7 @@ Two protocols (--modes), each with every prompt type of --prompts:
   largest organ area), then outward slice by slice in both directions: the mask predicted on slice z
   prompts slice z +- 1 (its tight box for box prompts, its distance-transform centre for point prompts),
   until the predicted mask is smaller than --min-area-mm2 or the stored slices end; --box-margin-mm grows
-  each propagated box (default 0: the tight box). No ground truth is used after the first prompt
+  each propagated box (default 2 mm, chosen on training volumes; 0 = the tight box). No ground truth is used after the first prompt
   (utils/inference/volume.py and propagation.py hold the protocols). metrics.json counts the organ slices
   the propagation reached (reached_slices of organ_slices).
 

@@ -181,7 +181,7 @@ def test_bad_arguments_are_refused():
 
 
 def test_grow_box_by_hand_and_clipped_to_the_slice():
-    from utils.inference.propagation import grow_box
+    from utils.inference.prompts import grow_box
 
     assert grow_box(np.array([5.0, 4.0, 9.0, 8.0]), (2.0, 1.5), (20, 30)).tolist() == [3.0, 2.5, 11.0, 9.5]
     assert grow_box(np.array([1.0, 0.0, 27.0, 18.0]), (3.0, 3.0), (20, 28)).tolist() == [0.0, 0.0, 27.0, 19.0]

@@ -37,6 +37,7 @@ from utils.inference.prompts import (  # noqa: F401
     Prompt,
     bound_box,
     central_point,
+    grow_box,
     grown_box,
     is_box_prompt,
     jittered_box,

@@ -122,15 +122,18 @@ def bound_box(mask: np.ndarray) -> np.ndarray:
     return np.array([cols[0], rows[0], cols[-1], rows[-1]], dtype=np.float32)
 
 
+def grow_box(box: np.ndarray, margin_px: tuple[float, float], shape: tuple[int, int]) -> np.ndarray:
+    """(4,) XYXY ``box`` grown by ``margin_px`` = (x, y) pixels on each side, clipped to a slice of ``shape`` (H, W)."""
+    mx, my = margin_px
+    h, w = shape
+    x0, y0, x1, y1 = (float(v) for v in box)
+    return np.array([max(x0 - mx, 0.0), max(y0 - my, 0.0), min(x1 + mx, w - 1.0), min(y1 + my, h - 1.0)],
+                    dtype=np.float32)
+
+
 def larger_box(mask: np.ndarray, growth: float = LARGER_BOX_GROWTH_PX) -> np.ndarray:
     """(4,) tight box grown by ``growth`` px in width and in height, clipped to the slice."""
-    x0, y0, x1, y1 = bound_box(mask)
-    h, w = mask.shape
-    half = growth / 2.0
-    return np.array(
-        [max(x0 - half, 0.0), max(y0 - half, 0.0), min(x1 + half, w - 1.0), min(y1 + half, h - 1.0)],
-        dtype=np.float32,
-    )
+    return grow_box(bound_box(mask), (growth / 2.0, growth / 2.0), mask.shape)
 
 
 def _jitter_sides(lo: float, hi: float, size: int, jitter: int, rng: np.random.Generator) -> tuple[float, float]:
@@ -173,10 +176,7 @@ def jittered_box(mask: np.ndarray, rng: np.random.Generator, jitter: int = DEFAU
 
 def grown_box(mask: np.ndarray, margin: float) -> np.ndarray:
     """(4,) float32 XYXY: the tight box grown by ``margin`` px on each side, clipped to the slice."""
-    x0, y0, x1, y1 = bound_box(mask)
-    h, w = mask.shape
-    return np.array([max(x0 - margin, 0.0), max(y0 - margin, 0.0), min(x1 + margin, w - 1.0),
-                     min(y1 + margin, h - 1.0)], dtype=np.float32)
+    return grow_box(bound_box(mask), (margin, margin), mask.shape)
 
 
 def negative_points(mask: np.ndarray, n: int, rng: np.random.Generator,

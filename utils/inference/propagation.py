@@ -40,6 +40,7 @@ from utils.inference.prompts import (
     Prompt,
     bound_box,
     central_point,
+    grow_box,
     larger_box,
 )
 
@@ -91,20 +92,11 @@ class Propagation:
         return out
 
 
-def grow_box(box: np.ndarray, margin_px: tuple[float, float], shape: tuple[int, int]) -> np.ndarray:
-    """XYXY ``box`` grown by ``margin_px`` = (x, y) pixels on each side, clipped to a slice of ``shape`` (H, W)."""
-    mx, my = margin_px
-    h, w = shape
-    x0, y0, x1, y1 = (float(v) for v in box)
-    return np.array([max(x0 - mx, 0.0), max(y0 - my, 0.0), min(x1 + mx, w - 1.0), min(y1 + my, h - 1.0)],
-                    dtype=np.float32)
-
-
 def next_prompt(mask: np.ndarray, prompt_type: str, box_margin_px: tuple[float, float] = (0.0, 0.0)) -> Prompt:
     """The prompt a predicted bool (H, W) ``mask`` (non-empty) gives to the neighbouring slice.
 
     bound_box -> tight XYXY box; larger_box -> the larger box; either grown by ``box_margin_px`` (x, y) on
-    each side (:func:`grow_box`); point types -> one positive point at the distance-transform centre, points
+    each side (:func:`utils.inference.prompts.grow_box`); point types -> one positive point at the distance-transform centre, points
     float32 (1, 2) (x, y), labels int64 (1,).
     """
     if prompt_type not in PROMPT_TYPES:
