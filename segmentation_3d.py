@@ -6,7 +6,7 @@
     python segmentation_3d.py --slices data/slices_3d --finetuned auto --finetuned-store data/slices
                                                                        # Task 2's decoders, results/task3d_finetuned/
 
-Two protocols (--modes), each with every prompt type of --prompts:
+Four protocols (--modes), each with every prompt type of --prompts:
 
 - per_slice: the study's protocol, in 3-D. A prompt from the ground truth on every slice where the organ
   is; the slices' masks are stacked into a volume.
@@ -16,7 +16,19 @@ Two protocols (--modes), each with every prompt type of --prompts:
   until the predicted mask is smaller than --min-area-mm2 or the stored slices end; --box-margin-mm grows
   each propagated box (default 2 mm, chosen on training volumes; 0 = the tight box). No ground truth is used after the first prompt
   (utils/inference/volume.py and propagation.py hold the protocols). metrics.json counts the organ slices
-  the propagation reached (reached_slices of organ_slices).
+  the propagation reached (reached_slices of organ_slices). --min-iou-previous / --max-area-factor add stop
+  rules (a mask overlapping the previous one too little, or whose area jumps), --largest-component keeps
+  each organ's largest 26-connected 3-D component (all off by default).
+- box3d (box prompt types only): the 3-D box of MedSAM and the CVPR 2024 "SAM on laptop" challenge: the key slice's prompt plus
+  the organ's first and last ground-truth slice. Propagation as above, but never outside that range, and a
+  rejected slice inside it does not stop the walk (the next slice is prompted with the last accepted box).
+- clicks3d (box prompt types only): box3d's result, then --clicks N (default 5) correction clicks per organ by the CVPR 2025
+  interactive 3-D rule (largest 26-connected 3-D error component, its distance-transform maximum in mm,
+  positive where it is mostly missed organ, negative where mostly leak); a click on slice z re-decodes z
+  with its box, its clicks and its previous low-res logits as mask input, and re-propagates the change
+  outward inside the range up to the next clicked slice (utils/inference/clicks3d.py says exactly how).
+  metrics.json adds dice_per_click, nsd_per_click, hd95_mm_per_click, dice_auc and nsd_auc (the mean of
+  the N + 1 points, utils/eval/auc.py).
 
 Where two organs' masks overlap, the higher logit wins. Each volume's label map is written as NIfTI on
 the source volume's own grid and affine (labels 1..13, BTCV order), read back, and scored against the
@@ -25,10 +37,12 @@ organ gets Dice 0, NSD 0 and HD95 = the volume's diagonal). The store must hold 
 evaluated volume from its lowest organ slice - margin to its highest + margin (preprocess_slices.py
 --slice-margin N): propagation walks through slices without any organ, and a false positive there counts.
 
-Decoders: --finetuned none (zero-shot, results/task3d/) or Task 2's fine-tuned prompt encoder + mask
+Decoders: --finetuned none (zero-shot, results/task3d/), Task 2's fine-tuned prompt encoder + mask
 decoder per prompt type (results/task3d_finetuned/): auto = Task 2's newest run for this model and
 store, or, with --finetuned-store SLICES, for the store Task 2 trained on (recorded as other data);
-PATH = one prompt type's run folder or best.pt.
+PATH = one prompt type's run folder or best.pt; or interactive = the interactive decoder
+(finetune_interactive.py; with --finetuned-store SLICES, the one trained on that store), one decoder for
+every prompt type (results/task3d_trained/).
 
 Writes metrics.json, table3d.md, config.json, slice_vs_3d.png, views_<case>.png and
 predictions/<mode>/<prompt>/<case>.nii.gz.
@@ -45,13 +59,15 @@ sys.path.insert(0, str(ROOT))
 from utils.scaffold.config import parse_with_presets  # noqa: E402
 from utils.scaffold.flags import add_finetuned_args, new_task_parser  # noqa: E402
 
-MODES = ("per_slice", "propagate")
+MODES = ("per_slice", "propagate", "box3d", "clicks3d")
+BOX_MODES = ("box3d", "clicks3d")  # the field's 3-D box protocols: run for box prompt types only
 
 # ---------------------------------------------------------------------------------------------
 # Hyperparameters: edit here, or override with the flag of the same name (--min-area-mm2 10).
 HYPERPARAMETERS = {
-    "MODES": (",".join(MODES), "comma-separated protocols: per_slice (a prompt on every organ slice) and/or "
-                               "propagate (one prompt per organ on its key slice, carried slice by slice)"),
+    "MODES": (",".join(MODES), "comma-separated protocols: per_slice (a prompt on every organ slice), "
+                               "propagate (one prompt per organ on its key slice, carried slice by slice), box3d "
+                               "(propagate inside the organ's first..last slice), clicks3d (box3d + --clicks)"),
     "PROMPTS": ("bound_box,one_central_point", "comma-separated prompt types, or 'all' for the study's five"),
     # A speck at an organ's end is more likely noise than organ. 25 mm^2 (a 5 x 5 mm patch) is ~44 px
     # at BTCV's ~0.75 mm pixels and 5 px at the phantom's 2.4 mm; it is a third of the smallest organ
@@ -63,6 +79,18 @@ HYPERPARAMETERS = {
     # margins 0/2/4/6/10 mm): the best mean 3-D Dice of the zero-shot and Task 2 decoders (docs/3d.md).
     "BOX_MARGIN_MM": (2.0, "propagate, box prompts: grow each propagated box by this many mm on each side "
                            "(converted with the slice's spacing)"),
+    # Off by default: the issue's prototype found them neutral or harmful alone; docs/3d.md measures them on
+    # training volumes.
+    "MIN_IOU_PREVIOUS": (0.0, "propagation rejects a mask whose IoU with the previous slice's mask is below this "
+                              "(0 = off)", "fraction"),
+    "MAX_AREA_FACTOR": (0.0, "propagation rejects a mask whose area is more than this factor above or below the "
+                             "previous slice's (0 = off, else > 1)"),
+    "LARGEST_COMPONENT": (False, "propagate / box3d / clicks3d: keep each organ's largest 26-connected 3-D component"),
+    "CLICKS": (5, "clicks3d: correction clicks per organ after the 3-D box (the CVPR 2025 challenge's 5)"),
+    "CLICK_REPROPAGATION": ("downstream", "clicks3d: how far a click's change travels: downstream (away from the key "
+                                          "slice, the slices whose prompts came from the clicked one), both, or none"),
+    "CLICK_MASK_INPUT": (True, "clicks3d: pass the clicked slice's previous low-res logits back as SAM's mask input "
+                               "(the CVPR 2025 rule)"),
     "DECODE_BATCH": (0, "prompts per mask-decoder call; 0 = auto (8 on a CPU, 64 on a GPU)"),
     "CASES": ("", "comma-separated case ids to evaluate (default: every volume of --split)"),
 }
@@ -76,10 +104,19 @@ def parse_args(argv: list[str] | None = None):
                         help="with --finetuned auto: the slice store Task 2 trained on, when it is not --slices "
                              "(Task 2 trains on Tasks 1-3's organ-slice store; this stage needs a store of every "
                              "slice). The hand-off is recorded in the results as trained on other data")
+    from utils.inference.clicks3d import REPROPAGATION
     from utils.inference.prompts import parse_prompt_types
-    from utils.scaffold.config import comma_list
+    from utils.scaffold.config import comma_list, one_of
 
-    return parse_with_presets(parser, argv, checks={"prompts": parse_prompt_types, "modes": comma_list(MODES)})
+    return parse_with_presets(parser, argv, checks={"prompts": parse_prompt_types, "modes": comma_list(MODES),
+                                                    "click_repropagation": one_of(REPROPAGATION),
+                                                    "max_area_factor": check_area_factor})
+
+
+def check_area_factor(value: float) -> float:
+    if value != 0 and value <= 1:
+        raise ValueError(f"--max-area-factor {value:g}: must be 0 (off) or > 1")
+    return value
 
 
 def parse_modes(text: str) -> list[str]:
@@ -130,32 +167,59 @@ def draw_figures(out: Path, results: dict, views: dict, store, vol, title: str, 
     return paths
 
 
+def propagation_settings(args):
+    from utils.inference.volume import PropagationSettings
+
+    return PropagationSettings(min_area_mm2=args.min_area_mm2, box_margin_mm=args.box_margin_mm,
+                               min_iou_previous=args.min_iou_previous, max_area_factor=args.max_area_factor,
+                               largest_component=args.largest_component)
+
+
+def segment(ev, mode: str, prompt_type: str, decoder, vol) -> tuple[list, dict]:
+    """One volume by one protocol: ([label stack] (one per click round for clicks3d), trace)."""
+    from utils.inference.volume import segment_clicks3d, segment_per_slice, segment_propagate
+
+    args, store = ev.args, ev.exp.store
+    decode_rows = lambda requests: decoder.predict_rows(requests, args.decode_batch)  # noqa: E731
+    if mode == "per_slice":
+        label, trace = segment_per_slice(vol, prompt_type, decode_rows, args.seed)
+    elif mode == "clicks3d":
+        decode_with_masks = lambda requests: decoder.predict_requests(requests, args.decode_batch)  # noqa: E731
+        return segment_clicks3d(vol, prompt_type, decode_rows, decode_with_masks, args.seed, store,
+                                propagation_settings(args), args.clicks, args.click_repropagation,
+                                args.click_mask_input)
+    else:
+        label, trace = segment_propagate(vol, prompt_type, decode_rows, args.seed, store, propagation_settings(args),
+                                         bounded=mode == "box3d")
+    return [label], trace
+
+
 def run_protocol(ev, mode: str, prompt_type: str, choice, volumes: list) -> tuple[dict, object]:
-    """One protocol with one prompt type over every volume: label maps written as NIfTI, read back, scored;
-    returns (summary, the first volume's written map as a display stack)."""
+    """One protocol with one prompt type over every volume: label maps written as NIfTI, read back, scored
+    (clicks3d: after every click, the last one kept on disk); returns (summary, the first volume's written map
+    as a display stack)."""
     from tqdm import tqdm
 
     from utils.data.nifti import write_label_nifti
-    from utils.eval.volume_scoring import score_written, summarise_3d
-    from utils.inference.volume import segment_per_slice, segment_propagate
+    from utils.eval.volume_scoring import score_written, summarise_3d, summarise_clicks
 
-    args = ev.args
     decoder = ev.decoder(choice)
-    decode_rows = lambda requests: decoder.predict_rows(requests, args.decode_batch)  # noqa: E731
-    scores, slice_dice, traces, unscored, first_view = {}, {}, {}, {}, None
-    for vol in tqdm(volumes, desc=f"{mode} {prompt_type}", unit="vol", disable=args.no_progress):
-        if mode == "per_slice":
-            label, trace = segment_per_slice(vol, prompt_type, decode_rows, args.seed)
-        else:
-            label, trace = segment_propagate(vol, prompt_type, decode_rows, args.seed, args.min_area_mm2, ev.exp.store,
-                                             args.box_margin_mm)
-        path = write_label_nifti(label, vol.label_path, ev.out / "predictions" / mode / prompt_type /
-                                 f"{vol.case}.nii.gz", layout="display")
-        scores[vol.case], slice_dice[vol.case], display = score_written(path, vol)
-        unscored[vol.case] = scores[vol.case].unscored_predictions
-        traces[vol.case] = trace
+    per_click: list[tuple[dict, dict, dict, dict]] = []  # per round: (scores, slice_dice, traces, unscored)
+    first_view = None
+    for vol in tqdm(volumes, desc=f"{mode} {prompt_type}", unit="vol", disable=ev.args.no_progress):
+        labels, trace = segment(ev, mode, prompt_type, decoder, vol)
+        path = ev.out / "predictions" / mode / prompt_type / f"{vol.case}.nii.gz"
+        for k, label in enumerate(labels):
+            scores, slice_dice, display = score_written(write_label_nifti(label, vol.label_path, path, layout="display"),
+                                                        vol)
+            if len(per_click) <= k:
+                per_click.append(({}, {}, {}, {}))
+            for bucket, value in zip(per_click[k], (scores, slice_dice, trace, scores.unscored_predictions)):
+                bucket[vol.case] = value
         first_view = display if first_view is None else first_view
-    summary = summarise_3d(scores, slice_dice, traces, unscored)
+    summary = summarise_3d(*per_click[-1])
+    if mode == "clicks3d":
+        summary.update(summarise_clicks([summarise_3d(*round_) for round_ in per_click]))
     summary["decoded_prompts"] = decoder.n_decoded
     return summary, first_view
 
@@ -164,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from utils.data.dataset import DataError
     from utils.data.volumes import plan_volumes
-    from utils.inference.prompts import PROMPT_TITLES, parse_prompt_types
+    from utils.inference.prompts import PROMPT_TITLES, is_box_prompt, parse_prompt_types
     from utils.report.tables import table3d, titled
     from utils.scaffold.evaluation import Evaluation
     from utils.scaffold.session import fail
@@ -178,6 +242,9 @@ def main(argv: list[str] | None = None) -> int:
     except DataError as exc:
         raise fail(str(exc)) from exc
     choices, finetuned = resolve_decoders(args, exp, prompt_types)
+    interactive = any(c.handoff is not None and c.handoff.identity.get("task") == "interactive" for c in choices.values())
+    if interactive:  # the interactive decoder's results go beside Task 2's, as the other stages do it
+        ev.out = args.results / "task3d_trained"
     ev.encode(sorted(r for vol in volumes for r in vol.rows.values()))
     print(ev.describe(f"{len(volumes)} {args.split} volume(s), {len(ev.rows)} slices"))
 
@@ -185,6 +252,10 @@ def main(argv: list[str] | None = None) -> int:
                          slice_margin=exp.store.manifest["settings"]["slice_margin"])
     results = ev.header(meta, finetuned=finetuned, modes={}, cases=[v.case for v in volumes],
                         settings={"min_area_mm2": args.min_area_mm2, "box_margin_mm": args.box_margin_mm,
+                                  "min_iou_previous": args.min_iou_previous, "max_area_factor": args.max_area_factor,
+                                  "largest_component": args.largest_component, "clicks": args.clicks,
+                                  "click_repropagation": args.click_repropagation,
+                                  "click_mask_input": args.click_mask_input,
                                   "key_slice": "largest organ area",
                                   "decoders": {p: c.source for p, c in choices.items()}})
     figure_views = {}
@@ -192,6 +263,9 @@ def main(argv: list[str] | None = None) -> int:
     for mode in modes:
         results["modes"][mode] = {}
         for prompt_type in prompt_types:
+            if mode in BOX_MODES and not is_box_prompt(prompt_type):
+                print(f"  {mode:<10} {PROMPT_TITLES[prompt_type]:<20} skipped: {mode} is a box protocol")
+                continue
             t0 = time.perf_counter()
             summary, view = run_protocol(ev, mode, prompt_type, choices[prompt_type], volumes)
             results["modes"][mode][prompt_type] = summary
@@ -203,8 +277,11 @@ def main(argv: list[str] | None = None) -> int:
                   f"({summary['decoded_prompts']} prompts, {summary['n_missed']} missed"
                   + (f", {summary['reached_slices']}/{summary['organ_slices']} organ slices reached)"
                      if "organ_slices" in summary else ")"))
+            if "dice_per_click" in summary:
+                print("  " + " " * 31 + "Dice after 0..N clicks " + " ".join(f"{d:.3f}" for d in summary["dice_per_click"])
+                      + f"  Dice AUC {summary['dice_auc']:.4f}  NSD AUC {summary['nsd_auc']:.4f}")
     results["timing"] = ev.timing(**timing)
-    kind = "Task 2's fine-tuned decoders" if finetuned else "zero-shot"
+    kind = "the interactive decoder" if interactive else "Task 2's fine-tuned decoders" if finetuned else "zero-shot"
     ev.write(results, {"table3d.md": titled(f"3-D results ({kind})", table3d(results))})
     figures = draw_figures(ev.out, results, figure_views, exp.store, volumes[0], f"{exp.model.name}, {kind}",
                            PROMPT_TITLES[prompt_types[0]]) if ev.is_main else []

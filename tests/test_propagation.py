@@ -222,3 +222,99 @@ def test_a_box_margin_holds_an_organ_that_tight_boxes_let_shrink_away():
     assert len(tight.logits) == 1 + 2 * 5  # 12 px wide at the key slice, then 10, 8, 6, 4, 2 each way, then empty
     assert held.z_range == (1, 14) and held.stops == {"decreasing": STOP_EMPTY, "increasing": STOP_EMPTY}
     assert all(int((held.logits[z] > 0).sum()) == 12 * 12 for z in range(1, 15))
+
+
+class SequenceDecoder:
+    """Answers slice z with a hand-made mask sequence (+8 / -8 logits), whatever the prompt: to drive the
+    stop rules by the masks alone."""
+
+    def __init__(self, masks):
+        self.masks, self.calls = masks, []
+
+    def __call__(self, z, prompt):
+        self.calls.append(z)
+        return np.where(self.masks[z], 8.0, -8.0).astype(np.float32)
+
+
+def square(size, top, left, side):
+    mask = np.zeros((size, size), bool)
+    mask[top : top + side, left : left + side] = True
+    return mask
+
+
+def test_low_overlap_rule_rejects_a_mask_that_jumps_onto_a_neighbour():
+    from utils.inference.propagation import STOP_LOW_OVERLAP, StopRules
+
+    # slices 0..5: a 6 x 6 square moving 1 px per slice (IoU 30/42 = 0.71 with the slice before), except
+    # slice 4, which jumps 8 px right (IoU 0 with slice 3): drift onto a neighbour.
+    masks = [square(24, 4, 4 + z, 6) for z in range(6)]
+    masks[4] = square(24, 4, 15, 6)
+    box = Prompt(box=bound_box(masks[1]))
+    loose = propagate(6, 1, box, SequenceDecoder(masks), "bound_box")
+    assert loose.z_range == (0, 5)  # without the rule the jump is accepted and the walk goes on
+    strict = propagate(6, 1, box, SequenceDecoder(masks), "bound_box", rules=StopRules(min_iou_previous=0.5))
+    assert strict.z_range == (0, 3) and strict.stops["increasing"] == STOP_LOW_OVERLAP
+    assert strict.stopped_at["increasing"] == 4 and strict.rejected == {4: STOP_LOW_OVERLAP}
+    too_strict = propagate(6, 1, box, SequenceDecoder(masks), "bound_box", rules=StopRules(min_iou_previous=0.75))
+    assert too_strict.z_range == (1, 1)  # 0.71 < 0.75: both neighbours are rejected, only the key is kept
+
+
+def test_area_jump_rule_rejects_a_sudden_growth_or_shrinkage():
+    from utils.inference.propagation import STOP_AREA_JUMP, StopRules
+
+    sides = [6, 6, 6, 13, 6, 6]  # 36 px, then 169 on slice 3 (x 4.7), back to 36
+    masks = [square(24, 2, 2, side) for side in sides]
+    box = Prompt(box=bound_box(masks[1]))
+    result = propagate(6, 1, box, SequenceDecoder(masks), "bound_box", rules=StopRules(max_area_factor=4.0))
+    assert result.z_range == (0, 2) and result.stops["increasing"] == STOP_AREA_JUMP
+    assert propagate(6, 1, box, SequenceDecoder(masks), "bound_box",
+                     rules=StopRules(max_area_factor=5.0)).z_range == (0, 5)  # 4.7 < 5: accepted
+    shrinking = [square(24, 2, 2, side) for side in (13, 13, 6, 13)]  # 169 -> 36: x 1 / 4.7
+    result = propagate(4, 0, Prompt(box=bound_box(shrinking[0])), SequenceDecoder(shrinking), "bound_box",
+                       rules=StopRules(max_area_factor=4.0))
+    assert result.z_range == (0, 1) and result.rejected == {2: STOP_AREA_JUMP}
+
+
+def test_stop_rules_refuse_meaningless_settings():
+    from utils.inference.propagation import StopRules
+
+    for bad in (dict(min_area_px=0), dict(min_iou_previous=1.5), dict(max_area_factor=0.5), dict(max_area_factor=1.0)):
+        with pytest.raises(ValueError):
+            StopRules(**bad)
+
+
+def test_a_bounded_range_is_never_left_and_rejects_inside_it_are_held_through():
+    from utils.inference.propagation import STOP_RANGE_END, StopRules
+
+    # The organ is on 1..8, empty on slice 6 (a gap a real model can leave); the range is 2..7.
+    masks = [square(24, 4, 4, 6) if 1 <= z <= 8 and z != 6 else np.zeros((24, 24), bool) for z in range(10)]
+    decoder = SequenceDecoder(masks)
+    held = propagate(10, 4, Prompt(box=bound_box(masks[4])), decoder, "bound_box",
+                     rules=StopRules(hold_through_rejects=True), z_limits=(2, 7))
+    assert sorted(decoder.calls) == [2, 3, 4, 5, 6, 7]  # nothing outside 2..7 is ever decoded
+    assert sorted(held.logits) == [2, 3, 4, 5, 7]  # the empty slice 6 keeps nothing, the walk goes on to 7
+    assert held.stops == {"decreasing": STOP_RANGE_END, "increasing": STOP_RANGE_END}
+    assert held.rejected == {6: STOP_EMPTY}
+    assert held.prompts[7].box.tolist() == held.prompts[6].box.tolist()  # 7 prompted with the last accepted box
+    stopped = propagate(10, 4, Prompt(box=bound_box(masks[4])), SequenceDecoder(masks), "bound_box", z_limits=(2, 7))
+    assert sorted(stopped.logits) == [2, 3, 4, 5] and stopped.stops["increasing"] == STOP_EMPTY
+    whole = propagate(10, 4, Prompt(box=bound_box(masks[4])), SequenceDecoder(masks), "bound_box",
+                      z_limits=(0, 9), rules=StopRules(hold_through_rejects=True))
+    assert whole.stops == {"decreasing": STOP_VOLUME_END, "increasing": STOP_VOLUME_END}
+    with pytest.raises(ValueError, match="hold key slice"):
+        propagate(10, 4, Prompt(box=bound_box(masks[4])), decoder, "bound_box", z_limits=(5, 7))
+
+
+def test_largest_component_keeps_the_biggest_26_connected_piece():
+    from utils.inference.volume import largest_component_3d
+
+    logits = {z: np.full((8, 8), -1.0, np.float32) for z in range(5)}
+    for z in (0, 1, 2):
+        logits[z][1:4, 1:4] = 2.0  # 27 voxels
+    logits[3][4, 4] = 2.0  # touches (2, 3, 3) only at a corner: 26-connected, so part of the big piece
+    logits[4][6:8, 6:8] = 2.0  # 4 voxels, apart
+    kept = largest_component_3d(logits)
+    assert sorted(kept) == [0, 1, 2, 3]  # slice 4 held only the small piece: dropped
+    assert sum(int((v > 0).sum()) for v in kept.values()) == 28
+    assert kept[3][4, 4] == 2.0 and np.isneginf(kept[3][0, 0])
+    assert largest_component_3d({}) == {}

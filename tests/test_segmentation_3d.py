@@ -46,7 +46,7 @@ def test_metrics_schema_and_provenance(smoke):
     assert {"model", "checkpoint", "data", "split", "finetuned", "modes"} <= set(metrics)
     assert metrics["finetuned"] is None and metrics["split"] == "val" and "phantom" in metrics["data"]
     assert metrics["provenance"]["checkpoint_sha256"] and metrics["provenance"]["seed"] == 0
-    assert set(metrics["modes"]) == {"per_slice", "propagate"}
+    assert set(metrics["modes"]) == {"per_slice", "propagate", "box3d", "clicks3d"}
     for by_prompt in metrics["modes"].values():
         s = by_prompt["bound_box"]
         assert all(isinstance(s[k], float) for k in ("dice", "hd95_mm", "nsd"))
@@ -61,7 +61,7 @@ def source_label(dense):
     return nib.load(dense / "phantom" / "RawData" / "Training" / "label" / f"label{CASE}.nii.gz")
 
 
-@pytest.mark.parametrize("mode", ["per_slice", "propagate"])
+@pytest.mark.parametrize("mode", ["per_slice", "propagate", "box3d", "clicks3d"])
 def test_predictions_on_source_grid_and_metrics_are_those_of_the_written_file(smoke, dense, mode):
     out, metrics = smoke
     source = source_label(dense)
@@ -260,3 +260,68 @@ def test_a_box_margin_in_mm_is_converted_with_the_spacing_and_recorded(dense, tm
     assert zooms[0] == zooms[1]  # the phantom's in-plane spacing is isotropic, so x and y need no matching
     assert s["propagation"][CASE]["box_margin_px"] == pytest.approx([5 / zooms[0], 5 / zooms[1]], abs=1e-3)
     assert "grown by 5 mm per side" in (tmp_path / "task3d" / "table3d.md").read_text()
+
+
+def test_box3d_never_predicts_outside_each_organs_first_and_last_slice(smoke, dense):
+    out, metrics = smoke
+    truth = np.asarray(source_label(dense).dataobj)  # source (x, y, z)
+    for mode in ("box3d", "clicks3d"):
+        pred = np.asarray(nib.load(out / "predictions" / mode / "bound_box" / f"{CASE}.nii.gz").dataobj)
+        for organ in np.setdiff1d(np.unique(truth), [0]):
+            on = np.flatnonzero((truth == organ).any(axis=(0, 1)))
+            predicted = np.flatnonzero((pred == organ).any(axis=(0, 1)))
+            assert predicted.size == 0 or (on[0] <= predicted.min() and predicted.max() <= on[-1]), (mode, organ)
+    s = metrics["modes"]["box3d"]["bound_box"]
+    assert s["organ_slices"] == metrics["modes"]["propagate"]["bound_box"]["organ_slices"]
+    assert 0 < s["reached_slices"] <= s["organ_slices"]
+
+
+def test_clicks3d_reports_curves_whose_last_point_is_the_written_map_and_its_aucs(smoke):
+    _, metrics = smoke
+    s = metrics["modes"]["clicks3d"]["bound_box"]
+    n = metrics["settings"]["clicks"]
+    assert n == 5 and len(s["dice_per_click"]) == len(s["nsd_per_click"]) == len(s["hd95_mm_per_click"]) == n + 1
+    assert s["dice_per_click"][-1] == pytest.approx(s["dice"]) and s["nsd_per_click"][-1] == pytest.approx(s["nsd"])
+    assert s["dice_per_click"][0] == pytest.approx(metrics["modes"]["box3d"]["bound_box"]["dice"])  # starts from box3d
+    assert s["dice_auc"] == pytest.approx(np.mean(s["dice_per_click"]))
+    assert s["nsd_auc"] == pytest.approx(np.mean(s["nsd_per_click"]))
+    for name, trace in s["propagation"][CASE]["organs"].items():
+        assert len(trace["clicks"]) == n and len(s["organ_dice_per_click"][name]) == n + 1
+        for click in trace["clicks"]:
+            assert click is None or (len(click) == 4 and click[3] in (0, 1))
+
+
+def test_the_interactive_decoder_from_the_main_store_is_scored_in_task3d_trained(smoke, dense, tmp_path):
+    """An interactive run for the organ-slice store whose weights ARE the pre-trained ones: --finetuned interactive
+    --finetuned-store gives exactly the zero-shot numbers, in task3d_trained/, the run recorded as other data."""
+    import torch
+
+    from utils.data.slice_store import SliceStore
+    from utils.models.sam import load_model
+    from utils.scaffold.runs import identity_of, open_run
+
+    build_store(dense / "phantom", tmp_path / "organ_only", progress=False)
+    main_store = SliceStore(tmp_path / "organ_only")
+    model = load_model("lite_medsam")
+
+    class Exp:  # what identity_of reads
+        pass
+
+    exp = Exp()
+    exp.model, exp.store = model, main_store
+    identity = identity_of("interactive", exp, "interactive", 0, "fp32", "fp32", rounds=2)
+    run_folder, _ = open_run(tmp_path / "inter" / "lite_medsam" / "interactive", identity, resume=False)
+    weights = {f"{part}.{k}": v for part in ("prompt_encoder", "mask_decoder")
+               for k, v in getattr(model.sam, part).state_dict().items()}
+    torch.save({"model": weights, "epoch": 0, "run": {"key": run_folder.key, "identity": identity}}, run_folder.best)
+    results = tmp_path / "results"
+    assert run(dense, results, "--finetuned", "interactive", "--finetuned-store", tmp_path / "organ_only",
+               "--interactive-dir", tmp_path / "inter", "--modes", "propagate,box3d") == 0
+    tuned = json.loads((results / "task3d_trained" / "metrics.json").read_text())
+    assert not (results / "task3d_finetuned").exists()
+    record = tuned["finetuned"]["bound_box"]
+    assert record["run_key"] == run_folder.key and record["other_data"] is True
+    assert "interactive decoder" in (results / "task3d_trained" / "table3d.md").read_text()
+    _, zero_shot = smoke
+    for mode in ("propagate", "box3d"):
+        assert tuned["modes"][mode]["bound_box"]["volumes"] == zero_shot["modes"][mode]["bound_box"]["volumes"]

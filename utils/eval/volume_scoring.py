@@ -54,3 +54,16 @@ def summarise_3d(scores: dict[str, VolumeScores], slice_dice: dict[str, dict[int
             summary["reached_slices"] = sum(o["reached_slices"] for o in organs)
             summary["organ_slices"] = sum(o["organ_slices"] for o in organs)
     return summary
+
+
+def summarise_clicks(rounds: list[dict]) -> dict:
+    """The 3-D click protocol's curves from :func:`summarise_3d` of the label maps after 0, 1, .., N clicks:
+    mean-over-organs Dice, NSD and HD95 per round, per organ Dice per round, and the Dice and NSD AUC
+    (:func:`utils.eval.auc.dice_auc`, the mean of the N + 1 points; the same rule for NSD)."""
+    from utils.eval.auc import dice_auc
+
+    dice = [r["dice"] for r in rounds]
+    nsd = [r["nsd"] for r in rounds]
+    return {"dice_per_click": dice, "nsd_per_click": nsd, "hd95_mm_per_click": [r["hd95_mm"] for r in rounds],
+            "dice_auc": float(dice_auc(dice)), "nsd_auc": float(dice_auc(nsd)),
+            "organ_dice_per_click": {name: [r["organs"][name]["dice"] for r in rounds] for name in rounds[0]["organs"]}}

@@ -88,6 +88,29 @@ class CacheDecoder:
             out += list(logits.cpu().numpy())
         return out
 
+    def predict_requests(self, requests: Sequence[tuple[int, Prompt, torch.Tensor | None]], batch_size: int
+                         ) -> list[tuple[np.ndarray, torch.Tensor]]:
+        """(float32 (H, W) logits, float32 (1, 256, 256) low-res logits) for each (cache row, prompt, mask
+        input or None) request, in order. Unlike :meth:`predict_rows`, requests may mix prompt kinds (a box
+        alone, a box with k clicks) and slice sizes: they are grouped by kind, size and whether they carry a
+        mask input (``SamPredictor.predict``'s ``mask_input``, (1, 256, 256) low-res logits), ``batch_size``
+        at a time."""
+        groups: dict[tuple, list[int]] = {}
+        for i, (row, prompt, mask_input) in enumerate(requests):
+            kind = (prompt.box is not None, 0 if prompt.points is None else len(prompt.points),
+                    tuple(self.cache.index.shape(row)), mask_input is not None)
+            groups.setdefault(kind, []).append(i)
+        out: list = [None] * len(requests)
+        for kind, indices in groups.items():
+            for start in range(0, len(indices), batch_size):
+                chunk = indices[start : start + batch_size]
+                masks = torch.stack([requests[i][2] for i in chunk]).to(self.model.device) if kind[3] else None
+                logits, low = self.predict([requests[i][0] for i in chunk], [requests[i][1] for i in chunk],
+                                           [kind[2]] * len(chunk), masks)
+                for j, i in enumerate(chunk):
+                    out[i] = (logits[j].cpu().numpy(), low[j].cpu())
+        return out
+
     def round_decoder(self, embeddings: torch.Tensor, size: tuple[int, int]):
         """A ``utils.inference.rounds.DecodeRound`` over ``embeddings`` float (S, 256, 64, 64) (row i = sample
         i's slice; or (1, ...) shared by all) for slices of one ``size`` (H, W): decode_round(indices,

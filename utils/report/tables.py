@@ -260,17 +260,24 @@ def table3d(metrics: dict) -> str:
     """The 3-D table (per mode and prompt: 3-D Dice, slice-mean Dice, HD95, NSD, misses) and 3-D Dice per
     organ, from segmentation_3d.py's metrics.json."""
     meta = metrics["provenance"]
-    if metrics.get("finetuned"):
+    tuned = metrics.get("finetuned")
+    if tuned and any(r.get("task2_identity", {}).get("task") == "interactive" for r in tuned.values()):
+        r = next(iter(tuned.values()))
+        decoders = (f"Decoder: the interactive decoder (finetune_interactive.py run `{r['run_key']}`, epoch "
+                    f"{r['epoch']}, {r['checkpoint']}), one for every prompt type, trained on {r['trained_on']['data']} "
+                    f"(store `{r['trained_on']['store_key']}`{', not this store' if r['other_data'] else ''}).")
+    elif tuned:
         runs = "; ".join(f"{prompt_title(p)}: Task 2 run `{r['run_key']}` (epoch {r['epoch']}, {r['checkpoint']}), "
                          f"trained on {r['trained_on']['data']} (store `{r['trained_on']['store_key']}`"
-                         f"{', not this store' if r['other_data'] else ''})" for p, r in metrics["finetuned"].items())
+                         f"{', not this store' if r['other_data'] else ''})" for p, r in tuned.items())
         decoders = f"Decoders: Task 2's fine-tuned prompt encoder + mask decoder per prompt type. {runs}."
     else:
         decoders = "Decoders: the model's pre-trained prompt encoder + mask decoder (zero-shot)."
     cells = [(m, p, s) for m, by_prompt in metrics["modes"].items() for p, s in by_prompt.items()]
     rows = [[m.replace("_", " "), prompt_title(p), s["dice"], s["slice_dice"], f"{s['hd95_mm']:.1f}", s["nsd"],
              f"{s['n_missed']} / {sum(o['n_volumes'] for o in s['organs'].values())}",
-             f"{s['reached_slices']} / {s['organ_slices']}" if "organ_slices" in s else "all", s["decoded_prompts"]]
+             f"{s['reached_slices']} / {s['organ_slices']}" if "organ_slices" in s else
+             "all" if m == "per_slice" else "-", s["decoded_prompts"]]
             for m, p, s in cells]
     table = markdown_table(["mode", "prompt", "3-D Dice", "slice-mean Dice", "HD95 (mm)", "NSD", "missed organs",
                             "organ slices reached", "prompts decoded"], rows)
@@ -291,7 +298,57 @@ def table3d(metrics: dict) -> str:
             f"slice of largest area, stops below {metrics['settings']['min_area_mm2']:g} mm^2, each propagated box "
             f"grown by {metrics['settings'].get('box_margin_mm', 0):g} mm per side; organ slices reached = ground-truth "
             "organ slices the propagation kept a mask for, of those the organs have (per slice: every one is prompted).")
-    return (f"{provenance_line(meta)}\n\n{note}\n\n{table}\n#### 3-D Dice / NSD per organ\n\n{organs}")
+    settings = metrics["settings"]
+    extra = []
+    if "box3d" in metrics["modes"] or "clicks3d" in metrics["modes"]:
+        extra.append("box3d: the key slice's box and the organ's first and last ground-truth slice; nothing predicted "
+                     "outside them, a rejected slice inside does not stop the walk.")
+    clicks = [(p, s) for p, s in metrics["modes"].get("clicks3d", {}).items()]
+    click_table = ""
+    if clicks:
+        n = len(clicks[0][1]["dice_per_click"]) - 1
+        extra.append(f"clicks3d: box3d, then {n} clicks per organ (largest 26-connected 3-D error component, its "
+                     "distance-transform maximum in mm; re-decoded with box + clicks"
+                     + (" + the previous low-res logits" if settings.get("click_mask_input", True) else "")
+                     + f", re-propagated {settings.get('click_repropagation', 'downstream')}). Dice / NSD AUC: the "
+                     "mean of the N + 1 points.")
+        click_rows = [[prompt_title(p), " / ".join(f"{d:.3f}" for d in s["dice_per_click"]),
+                       " / ".join(f"{d:.3f}" for d in s["nsd_per_click"]), s["dice_auc"], s["nsd_auc"]]
+                      for p, s in clicks]
+        click_table = ("\n#### 3-D clicks: Dice and NSD after 0.." + str(n) + " clicks\n\n" + markdown_table(
+            ["start", "3-D Dice after 0.." + str(n) + " clicks", "NSD after 0.." + str(n) + " clicks", "Dice AUC",
+             "NSD AUC"], click_rows))
+    rules = [f"{k} {settings[k]:g}" for k in ("min_iou_previous", "max_area_factor") if settings.get(k)]
+    if settings.get("largest_component"):
+        rules.append("largest 3-D component kept")
+    if rules:
+        extra.append("Extra stop rules: " + ", ".join(rules) + ".")
+    note = " ".join([note] + extra)
+    return (f"{provenance_line(meta)}\n\n{note}\n\n{table}{click_table}\n#### 3-D Dice / NSD per organ\n\n{organs}")
+
+
+def table3d_compared(runs: dict[str, dict]) -> str:
+    """Every decoder's 3-D results side by side ({decoder title: segmentation_3d.py metrics.json}): per mode and
+    box-prompt cell, 3-D Dice / HD95 / NSD / organ slices reached, and the clicks3d Dice AUC."""
+    modes = [m for m in ("per_slice", "propagate", "box3d", "clicks3d") if any(m in r["modes"] for r in runs.values())]
+    prompts = sorted({p for r in runs.values() for m in modes for p in r["modes"].get(m, {})},
+                     key=lambda p: (not p.endswith("box"), p))
+    rows = []
+    for title, metrics in runs.items():
+        for prompt in prompts:
+            cells = []
+            for mode in modes:
+                s = metrics["modes"].get(mode, {}).get(prompt)
+                if s is None:
+                    cells.append("-")
+                    continue
+                reached = f", {s['reached_slices']}/{s['organ_slices']}" if "organ_slices" in s else ""
+                auc = f", AUC {s['dice_auc']:.3f}" if "dice_auc" in s else ""
+                cells.append(f"{s['dice']:.3f} / {s['hd95_mm']:.1f} / {s['nsd']:.3f}{reached}{auc}")
+            rows.append([title, prompt_title(prompt)] + cells)
+    return ("3-D Dice / HD95 (mm) / NSD, mean over organs[, organ slices reached][, clicks3d Dice AUC], on the same "
+            "volume(s) with each decoder.\n\n" + markdown_table(["decoder", "prompt"] + [m.replace("_", " ")
+                                                                                       for m in modes], rows))
 
 
 def table_interactive(metrics: dict) -> str:

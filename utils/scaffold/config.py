@@ -100,6 +100,17 @@ def comma_list(choices: tuple[str, ...]) -> Callable[[str], list[str]]:
     return parse
 
 
+def one_of(choices: tuple[str, ...]) -> Callable[[str], str]:
+    """A check for :func:`parse_with_presets`: the value must be one of ``choices`` (ValueError otherwise)."""
+
+    def parse(text: str) -> str:
+        if text not in choices:
+            raise ValueError(f"{text!r}: choose from {', '.join(choices)}")
+        return text
+
+    return parse
+
+
 def parse_with_presets(parser: argparse.ArgumentParser, argv: list[str] | None,
                        presets: dict[str, dict[str, Any]] | None = None,
                        checks: dict[str, Callable[[str], Any]] | None = None) -> argparse.Namespace:

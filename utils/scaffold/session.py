@@ -143,10 +143,9 @@ def open_decoders(args: argparse.Namespace, exp: Experiment, prompt_types: list[
     ``same_prompt``: refuse a run trained for another prompt type. Errors are SuiteErrors naming the fix.
     """
     if interactive_requested(args):
-        if trained_on is not None:
-            raise fail("--finetuned-store goes with --finetuned auto (Task 2's decoders), not with the interactive "
-                       "decoder")
-        return interactive_decoders(args, exp, prompt_types)
+        if trained_on is not None and args.finetuned != INTERACTIVE_CHOICE:
+            raise fail("--finetuned-store goes with --finetuned auto or interactive (a PATH names its run already)")
+        return interactive_decoders(args, exp, prompt_types, trained_on)
     if trained_on is not None and args.finetuned != "auto":
         raise fail("--finetuned-store goes with --finetuned auto" + (
             " (a PATH names its run already)" if args.finetuned != "none" else ""))
@@ -184,16 +183,20 @@ def interactive_requested(args: argparse.Namespace) -> bool:
     return checkpoint.is_file() and checkpoint_kind(load_checkpoint(checkpoint)) == INTERACTIVE
 
 
-def interactive_decoders(args: argparse.Namespace, exp: Experiment, prompt_types: list[str]) -> dict[str, DecoderChoice]:
+def interactive_decoders(args: argparse.Namespace, exp: Experiment, prompt_types: list[str],
+                         trained_on: SliceStore | None = None) -> dict[str, DecoderChoice]:
     """The interactive decoder (finetune_interactive.py) for every prompt type: ONE prompt encoder + mask
     decoder trained on box and point starts with correction clicks. ``interactive``: the newest complete run
-    under ``--interactive-dir`` for this model, checkpoint and store; none is an error naming the command."""
+    under ``--interactive-dir`` for this model, checkpoint and store (``trained_on``: made on that store
+    instead, recorded as other data, as the 3-D stage takes it); none is an error naming the command."""
     choice = "auto" if args.finetuned == INTERACTIVE_CHOICE else args.finetuned
     handoff, source = find_handoff(choice, args.interactive_dir, INTERACTIVE_CHOICE, wanted_data(exp),
-                                   args.allow_other_data, INTERACTIVE, "--finetuned")
+                                   args.allow_other_data, INTERACTIVE, "--finetuned",
+                                   trained_on.key if trained_on is not None else None)
     if handoff is None:
+        slices = trained_on.path if trained_on is not None else "--slices"
         raise RunMismatch(f"--finetuned interactive: {source}; run finetune_interactive.py first (same --model, "
-                          "--checkpoint and --slices), or pass its run folder")
+                          f"--checkpoint and {slices}), or pass its run folder")
     prompt_encoder, mask_decoder = decoder_from_state(exp.model, handoff.state, handoff.checkpoint, INTERACTIVE)
     return {p: DecoderChoice(prompt_encoder, mask_decoder, handoff, source) for p in prompt_types}
 
