@@ -1,0 +1,254 @@
+"""Segment a CT that has no labels: your prompts, any decoder, a NIfTI label map that opens over the CT.
+
+    python segment_volume.py --image CT.nii.gz --prompts prompts.json                 # zero-shot
+    python segment_volume.py --image CT.nii.gz --prompts prompts.json \\
+        --finetuned checkpoints/finetuned/lite_medsam/bound_box/latest                # Task 2's box decoder
+    python segment_volume.py --image CT.nii.gz --prompts prompts.json \\
+        --finetuned checkpoints/interactive/lite_medsam/interactive/latest             # the interactive decoder
+
+prompts.json, one entry per organ (coordinates: "voxel" = the file's (i, j, k) array indices, whatever its
+orientation; "mm" = world millimetres, RAS+ as in 3D Slicer; ITK-SNAP shows LPS, negate x and y)::
+
+    {"coordinates": "voxel",
+     "organs": [{"organ": "liver", "box": [[40, 60, 30], [110, 120, 30]], "first": [0, 0, 12], "last": [0, 0, 41]},
+                {"organ": "spleen", "box": [[120, 70, 25], [150, 110, 25]]},
+                {"organ": "aorta", "points": [[88, 80, 28]], "labels": [1]}]}
+
+A box is two opposite corners on one axial slice; points lie on one axial slice (labels 1 = organ, 0 = not).
+With "first" and "last" (any point on the organ's first / last slice) the box is a 3-D box: the masks stay
+inside those slices, and a slice whose mask is rejected does not stop the walk (segmentation_3d.py's box3d);
+without them each organ is propagated from its slice outward until its masks stop (its propagate mode).
+The rules are those of segmentation_3d.py (utils/inference/propagation.py): each next slice is prompted by
+the box of the previous mask grown by --box-margin-mm (points: its distance-transform centre), a mask
+under --min-area-mm2 is rejected. The CT is read and windowed exactly as the slice store cuts it
+(utils/data/ct.py), each slice encoded the first time propagation reaches it. Where organs overlap the
+higher logit wins.
+
+Decoders: --finetuned none (the model's own) or PATH: a Task 2 run folder / best.pt (trained for one prompt
+type: use it with that type) or an interactive run's (finetune_interactive.py; any prompt). Other
+checkpoints are refused before loading.
+
+Writes --out (default results/segment_volume/<CT name>_labels.nii.gz): uint8 labels 1..13 in BTCV order on
+the CT's own grid, affine and header (it opens over the CT in 3D Slicer or ITK-SNAP), and beside it
+<name>.json: the CT and its digest, model and checkpoint digests, decoder, precision, the prompts as given
+and as decoded (display-stack coordinates), the settings, and per organ its slices and stop reasons. No
+label is read: this script never sees a ground truth.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT))
+
+from utils.scaffold.config import add_hyperparameters, new_parser, parse_with_presets  # noqa: E402
+
+# ---------------------------------------------------------------------------------------------
+# Hyperparameters: edit here, or override with the flag of the same name. The same defaults as
+# segmentation_3d.py, so a prompt file made from a labelled volume reproduces its box3d / propagate.
+HYPERPARAMETERS = {
+    "MIN_AREA_MM2": (25.0, "a predicted mask smaller than this (mm^2) is rejected"),
+    "BOX_MARGIN_MM": (2.0, "each propagated box grows by this many mm on each side (chosen on training volumes, "
+                           "docs/3d.md)"),
+    "MIN_IOU_PREVIOUS": (0.0, "reject a mask whose IoU with the previous slice's is below this (0 = off)", "fraction"),
+    "MAX_AREA_FACTOR": (0.0, "reject a mask whose area jumps by more than this factor (0 = off, else > 1)"),
+    "LARGEST_COMPONENT": (False, "keep each organ's largest 26-connected 3-D component"),
+    "DECODE_BATCH": (8, "prompts per mask-decoder call"),
+    "ENCODE_BATCH": (4, "slices per image-encoder call"),
+}
+# ---------------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None = None):
+    from utils.scaffold.flags import DECODER, add_flags, flag_group
+
+    parser = new_parser(__doc__)
+    io = flag_group(parser, "input and output")
+    io.add_argument("--image", type=Path, required=True, help="the CT, a 3-D NIfTI file (.nii or .nii.gz)")
+    io.add_argument("--prompts", type=Path, required=True, help="the prompt file (JSON, format above)")
+    io.add_argument("--score-against", type=Path, default=None, metavar="LABELS",
+                    help="after writing, score the label map against this label file (same grid): 3-D Dice, HD95, "
+                         "NSD per organ, into the sidecar. It is read only after segmenting, never for prompts")
+    io.add_argument("--out", type=Path, default=None,
+                    help="label map to write (.nii.gz; default results/segment_volume/<CT name>_labels.nii.gz)")
+    add_flags(parser, ("--model", "--checkpoint", "--encoder-precision", "--precision", "--device", "--no-progress"))
+    flag_group(parser, DECODER).add_argument(
+        "--finetuned", default="none", metavar="none|PATH",
+        help="none = the model's own prompt encoder + mask decoder; PATH = a Task 2 or interactive run folder or "
+             "its best.pt (default none)")
+    add_hyperparameters(parser, HYPERPARAMETERS)
+
+    def check_area_factor(value: float) -> float:
+        if value != 0 and value <= 1:
+            raise ValueError(f"--max-area-factor {value:g}: must be 0 (off) or > 1")
+        return value
+
+    args = parse_with_presets(parser, argv, checks={"max_area_factor": check_area_factor})
+    if args.out is None:
+        stem = args.image.name.removesuffix(".gz").removesuffix(".nii")
+        args.out = ROOT / "results" / "segment_volume" / f"{stem}_labels.nii.gz"
+    if not args.out.name.endswith((".nii.gz", ".nii")):
+        parser.error(f"--out {args.out}: a NIfTI path must end in .nii.gz or .nii")
+    return args
+
+
+def open_decoder(args, model):
+    """(prompt encoder, mask decoder, record) for --finetuned none|PATH, the checkpoint's kind checked first."""
+    from utils.core.checkpoints import INTERACTIVE, KINDS, TASK2, checkpoint_kind, load_checkpoint
+    from utils.core.errors import CheckpointError
+    from utils.core.hashing import file_sha256
+    from utils.models.sam import decoder_from_state
+
+    if args.finetuned == "none":
+        return None, None, {"source": "the model's own prompt encoder + mask decoder (zero-shot)"}
+    path = Path(args.finetuned)
+    checkpoint = path / "best.pt" if path.is_dir() else path
+    state = load_checkpoint(checkpoint)
+    kind = checkpoint_kind(state)
+    if kind not in (TASK2, INTERACTIVE):
+        what = KINDS.get(kind, "not a checkpoint the suite recognises")
+        raise CheckpointError(f"{checkpoint} (given as --finetuned): this is {what}; pass a Task 2 or interactive "
+                              "run folder or its best.pt, or --finetuned none")
+    prompt_encoder, mask_decoder = decoder_from_state(model, state, checkpoint, kind)
+    identity = state.get("run", {}).get("identity", {})
+    return prompt_encoder, mask_decoder, {
+        "source": f"{KINDS[kind]}: {checkpoint}", "kind": kind, "checkpoint": str(checkpoint),
+        "checkpoint_sha256": file_sha256(checkpoint), "run_key": state.get("run", {}).get("key"),
+        "epoch": int(state["epoch"]) + 1 if "epoch" in state else None, "trained_for_prompt": identity.get("prompt"),
+        "trained_on_store": identity.get("store_key")}
+
+
+def segment(ct, prompts, decoder, settings, decode_batch: int) -> tuple[dict, dict]:
+    """Every organ propagated; returns ({organ: {z: logits}}, {organ name: trace})."""
+    from utils.core.organs import organ_name
+    from utils.inference.volume import propagate_organs
+
+    def decode(requests):
+        return decoder.predict_rows(requests, decode_batch)
+
+    logits, traces = {}, {}
+    groups: dict[tuple, list] = {}
+    for p in prompts:  # one propagation call per rule: prompt type, and bounded or not
+        groups.setdefault((p.prompt_type, p.z_limits is not None), []).append(p)
+    for (prompt_type, bounded), members in groups.items():
+        results = propagate_organs(len(ct.images), {p.organ: (p.key_z, p.prompt) for p in members}, decode,
+                                   prompt_type, ct.spacing, settings,
+                                   {p.organ: p.z_limits for p in members} if bounded else None)
+        for p in members:
+            result = results[p.organ]
+            logits[p.organ] = result.logits
+            lo, hi = result.z_range
+            traces[organ_name(p.organ)] = dict(p.record(), predicted_z_range=[lo, hi], slices=len(result.logits),
+                                               stops=result.stops, rejected_slices=len(result.rejected))
+    return logits, traces
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    import numpy as np
+
+    from utils.core.device import configure_runtime, describe, pick_device
+    from utils.core.errors import SuiteError
+    from utils.core.hashing import file_sha256
+    from utils.core.io import read_json, write_json
+    from utils.core.organs import organ_name
+    from utils.data.ct import load_ct
+    from utils.data.nifti import merge_organ_logits, write_label_nifti
+    from utils.embeddings.on_demand import VolumeEmbeddings
+    from utils.inference.decoder import CacheDecoder
+    from utils.inference.prompt_file import read_prompt_file
+    from utils.inference.volume import PropagationSettings
+    from utils.models.sam import load_model
+    from utils.scaffold.session import fail, quiet_third_party
+
+    quiet_third_party()
+    started = time.perf_counter()
+    ct = load_ct(args.image)
+    prompts = read_prompt_file(args.prompts, ct)
+    try:
+        device = pick_device(args.device)
+        model = load_model(args.model, args.checkpoint, device)
+    except SuiteError:
+        raise
+    except (RuntimeError, ValueError) as exc:
+        raise fail(str(exc)) from exc
+    configure_runtime(device)
+    prompt_encoder, mask_decoder, decoder_record = open_decoder(args, model)
+    embeddings = VolumeEmbeddings(model, ct.images, args.encoder_precision, args.encode_batch)
+    decoder = CacheDecoder(embeddings, prompt_encoder, mask_decoder, args.precision)
+    settings = PropagationSettings(min_area_mm2=args.min_area_mm2, box_margin_mm=args.box_margin_mm,
+                                   min_iou_previous=args.min_iou_previous, max_area_factor=args.max_area_factor,
+                                   largest_component=args.largest_component)
+    print(f"{args.image}: {len(ct.images)} axial slices of {ct.images.shape[2]} x {ct.images.shape[1]} px "
+          f"({ct.spacing[1]:.2f} x {ct.spacing[0]:.2f} x {ct.z_mm:.2f} mm); {len(prompts)} organ(s); model "
+          f"{model.name} on {describe(device)}; decoder: {decoder_record['source']}")
+    logits, traces = segment(ct, prompts, decoder, settings, args.decode_batch)
+
+    by_slice: dict[int, dict] = {}
+    for organ, per_z in logits.items():
+        for z, answer in per_z.items():
+            by_slice.setdefault(z, {})[organ] = answer
+    label = np.zeros(ct.images.shape, np.uint8)
+    for z, organs in by_slice.items():
+        label[z] = merge_organ_logits(organs, shape=label.shape[1:])
+    for organ in logits:
+        traces[organ_name(organ)]["voxels"] = int((label == organ).sum())
+    write_label_nifti(label, args.image, args.out, layout="display")
+    sidecar = args.out.with_name(args.out.name.removesuffix(".gz").removesuffix(".nii") + ".json")
+    write_json(sidecar, {
+        "image": str(args.image), "image_sha256": file_sha256(args.image),
+        "labels_used": "none: every prompt came from the prompt file",
+        "model": model.name, "checkpoint": model.checkpoint, "checkpoint_sha256": model.checkpoint_sha256,
+        "decoder": decoder_record, "precision": args.precision, "encoder_precision": args.encoder_precision,
+        "device": describe(device), "prompt_file": str(args.prompts), "prompts_given": _read_text_json(args.prompts),
+        "settings": {"min_area_mm2": args.min_area_mm2, "box_margin_mm": args.box_margin_mm,
+                     "min_iou_previous": args.min_iou_previous, "max_area_factor": args.max_area_factor,
+                     "largest_component": args.largest_component},
+        "coordinates_decoded": "display stack: z inferior -> superior, row 0 anterior, column 0 the patient's right",
+        "organs": traces,
+        "timing": {"encoded_slices": embeddings.n_encoded, "decoded_prompts": decoder.n_decoded,
+                   "wall_seconds": round(time.perf_counter() - started, 2)}})
+    scores = score_after(args.out, args.score_against, ct) if args.score_against else None
+    if scores:
+        record = read_json(sidecar)
+        record["scored_against"] = dict(label=str(args.score_against), **scores)
+        write_json(sidecar, record)
+    for name, trace in traces.items():
+        print(f"  {name:<26} slices {trace['predicted_z_range'][0]}..{trace['predicted_z_range'][1]} "
+              f"({trace['slices']} with a mask), {trace['voxels']} voxels")
+    if scores:
+        print(f"  scored against {args.score_against}: 3-D Dice {scores['dice']:.4f}  HD95 {scores['hd95_mm']:.1f} mm  "
+              f"NSD {scores['nsd']:.4f} (mean over {len(scores['organs'])} organs)")
+    print(f"wrote {args.out} and {sidecar} ({embeddings.n_encoded} slices encoded, {decoder.n_decoded} prompts "
+          "decoded)")
+    return 0
+
+
+def score_after(written: Path, labels: Path, ct) -> dict:
+    """The written label map scored against ``labels`` (MONAI Dice, HD95, NSD: utils/eval/volume.py), as
+    segmentation_3d.py scores its maps: {"dice", "hd95_mm", "nsd", "organs": {name: {...}}}."""
+    import nibabel as nib
+    import numpy as np
+
+    from utils.data.ct import load_label_display
+    from utils.eval.volume import score_volume, summarise_volumes
+
+    load_label_display(labels, ct)  # the checks: same grid, BTCV labels
+    image = nib.load(written)
+    truth = np.asarray(nib.load(labels).dataobj).round().astype(np.uint8)
+    summary = summarise_volumes({"volume": score_volume(np.asarray(image.dataobj), truth, image.header.get_zooms()[:3])})
+    return {k: summary[k] for k in ("dice", "hd95_mm", "nsd", "n_missed", "organs")}
+
+
+def _read_text_json(path: Path):
+    import json
+
+    return json.loads(path.read_text())
+
+
+if __name__ == "__main__":
+    from utils.scaffold.boundary import run_script  # the one error boundary (--debug: tracebacks)
+
+    sys.exit(run_script(main))

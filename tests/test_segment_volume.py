@@ -1,0 +1,220 @@
+"""segment_volume.py: a CT without labels. Coordinates (voxel and mm, on LPS and permuted files) against
+nibabel's own reorientation, the prompt file's checks, and the end-to-end result against segmentation_3d.py's
+box3d on the same volume, box and range."""
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from synthetic import blob_volume, write_pair
+
+import preprocess_slices
+import segment_volume
+import segmentation_3d
+from utils.data.ct import load_ct
+from utils.data.dataset import DataError
+from utils.data.nifti import ras_to_display, source_to_ras
+from utils.inference.prompt_file import box3d_prompt_spec, read_prompt_file
+from utils.inference.prompts import bound_box
+
+AFFINES = {
+    "lps": np.array([[-1.5, 0, 0, 30.0], [0, -1.5, 0, 25.0], [0, 0, 5.0, 10.0], [0, 0, 0, 1]]),
+    # axes permuted (the file's first axis runs cranio-caudally) and one flipped: nothing is where RAS has it
+    "permuted": np.array([[0, 0, 1.5, -20.0], [0, -1.5, 0, 40.0], [4.0, 0, 0, -7.0], [0, 0, 0, 1]]),
+}
+
+
+def write_ct(tmp_path, orientation, shape=(40, 36, 6)):
+    image, label = blob_volume(shape, seed=5)
+    if orientation == "permuted":  # the same blobs, stored with the file's axes (k, j, i)
+        image, label = image.transpose(2, 1, 0).copy(), label.transpose(2, 1, 0).copy()
+    img, lab = tmp_path / f"img_{orientation}.nii.gz", tmp_path / f"label_{orientation}.nii.gz"
+    write_pair(img, lab, image, label, AFFINES[orientation])
+    return img, lab
+
+
+@pytest.mark.parametrize("orientation", ["lps", "permuted"])
+def test_voxel_points_land_where_nibabel_reorients_them(tmp_path, orientation):
+    img, _ = write_ct(tmp_path, orientation)
+    ct = load_ct(img)
+    shape = ct.shape
+    # The oracle: a volume whose every voxel holds its own flat index, reoriented by nibabel (source_to_ras)
+    # and cut into display slices (ras_to_display): where the index lands is where the point must land.
+    flat = np.arange(np.prod(shape)).reshape(shape)
+    display = ras_to_display(source_to_ras(flat, ct.affine))
+    assert display.shape == ct.images.shape
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        ijk = [int(rng.integers(0, n)) for n in shape]
+        z, row, col = ct.voxel_to_display(ijk)
+        assert display[z, row, col] == np.ravel_multi_index(ijk, shape)
+        assert ct.display_to_voxel(z, row, col) == ijk
+        world = (ct.affine @ np.array([*ijk, 1.0]))[:3]
+        assert ct.to_display(world + 0.3, "mm") == (z, row, col)  # nearest voxel
+    with pytest.raises(DataError, match="outside the volume"):
+        ct.voxel_to_display([shape[0], 0, 0])
+
+
+def test_the_ct_is_windowed_and_cut_as_the_store_cuts_it(tmp_path):
+    from utils.data.slice_store import SliceStore, build_store
+
+    img, lab = write_ct(tmp_path, "lps")
+    root = tmp_path / "btcv"
+    image, label = nib.load(img), nib.load(lab)
+    write_pair(root / "RawData/Training/img/img0001.nii.gz", root / "RawData/Training/label/label0001.nii.gz",
+               np.asarray(image.dataobj), np.asarray(label.dataobj), image.affine)
+    path, _ = build_store(root, tmp_path / "slices", progress=False, slice_margin=9)
+    store = SliceStore(path)
+    ct = load_ct(img)
+    for record in store.records:
+        assert np.array_equal(store.load(record.index)[0].astype(np.float32), ct.images[record.z])
+        assert tuple(record.spacing) == pytest.approx(ct.spacing)
+
+
+@pytest.mark.parametrize("orientation", ["lps", "permuted"])
+def test_prompts_in_voxels_and_in_mm_give_the_same_display_prompts(tmp_path, orientation):
+    img, lab = write_ct(tmp_path, orientation)
+    ct = load_ct(img)
+    label = nib.load(lab)
+    truth = ras_to_display(source_to_ras(np.asarray(label.dataobj).astype(np.uint8), label.affine))
+    spec = box3d_prompt_spec(truth, ct)
+    (tmp_path / "voxel.json").write_text(json.dumps(spec))
+    to_mm = lambda p: (ct.affine @ np.array([*p, 1.0]))[:3].tolist()  # noqa: E731
+    mm = {"coordinates": "mm", "organs": [{"organ": e["organ"], "box": [to_mm(c) for c in e["box"]],
+                                           "first": to_mm(e["first"]), "last": to_mm(e["last"])}
+                                          for e in spec["organs"]]}
+    (tmp_path / "mm.json").write_text(json.dumps(mm))
+    by_voxel, by_mm = read_prompt_file(tmp_path / "voxel.json", ct), read_prompt_file(tmp_path / "mm.json", ct)
+    assert [p.organ for p in by_voxel] == [int(o) for o in np.unique(truth) if o > 0]
+    for a, b in zip(by_voxel, by_mm):
+        assert a.record() == b.record()
+        mask = truth == a.organ
+        on = np.flatnonzero(mask.any(axis=(1, 2)))
+        assert a.z_limits == (on[0], on[-1]) and a.prompt_type == "bound_box"
+        assert a.prompt.box.tolist() == bound_box(mask[a.key_z]).tolist()  # the display slice's tight box
+
+
+def bad_file(tmp_path, ct_path, spec, match):
+    path = tmp_path / "bad.json"
+    path.write_text(spec if isinstance(spec, str) else json.dumps(spec))
+    with pytest.raises(DataError, match=match) as caught:
+        read_prompt_file(path, load_ct(ct_path))
+    assert str(path) in str(caught.value)
+
+
+def test_every_bad_prompt_is_one_clear_error(tmp_path):
+    img, _ = write_ct(tmp_path, "lps")  # shape (40, 36, 6)
+    box = [[5, 5, 2], [20, 18, 2]]
+    cases = [
+        ("{not json", "not a readable JSON"),
+        ({"organs": []}, "at least one organ"),
+        ({"organs": [{"organ": "liver", "box": [[5, 5, 2], [50, 18, 2]]}]}, "outside the volume"),
+        ({"organs": [{"organ": "liver", "box": [[5, 5, 2], [5, 5, 2]]}]}, "empty box"),
+        ({"organs": [{"organ": "liver", "box": [[5, 5, 2], [20, 18, 3]]}]}, "on one slice"),
+        ({"organs": [{"organ": "liver", "box": box, "first": [0, 0, 3], "last": [0, 0, 5]}]}, "outside its first"),
+        ({"organs": [{"organ": "liver", "box": box, "first": [0, 0, 0]}]}, "both \"first\" and \"last\""),
+        ({"organs": [{"organ": "liver", "box": box, "last": [0, 0, 9]}]}, "both"),
+        ({"organs": [{"organ": "lung", "box": box}]}, "not a BTCV organ"),
+        ({"organs": [{"organ": 14, "box": box}]}, "outside 1..13"),
+        ({"organs": [{"organ": "liver", "box": box}, {"organ": 6, "box": box}]}, "one entry per organ"),
+        ({"organs": [{"organ": "liver", "points": [[5, 5, 2]], "labels": [0]}]}, "at least one positive"),
+        ({"organs": [{"organ": "liver", "points": [[5, 5, 2], [6, 6, 2]], "labels": [1]}]}, "one 0 or 1 per point"),
+        ({"organs": [{"organ": "liver"}]}, "give a \"box\""),
+        ({"coordinates": "pixels", "organs": [{"organ": "liver", "box": box}]}, "coordinates"),
+        ({"organs": [{"organ": "liver", "box": box, "color": "red"}]}, "unknown keys"),
+    ]
+    for spec, match in cases:
+        bad_file(tmp_path, img, spec, match)
+
+
+@pytest.fixture(scope="module")
+def dense(tmp_path_factory):
+    base = tmp_path_factory.mktemp("segment_volume")
+    assert preprocess_slices.main(["--phantom", "--data-root", str(base / "phantom"), "--phantom-cases", "35",
+                                   "--phantom-size", "64", "--phantom-slices", "6", "--slice-margin", "1",
+                                   "--out", str(base / "slices"), "--results", str(base / "pre"),
+                                   "--no-progress"]) == 0
+    assert segmentation_3d.main(["--slices", str(base / "slices"), "--cache-dir", str(base / "cache"),
+                                 "--results", str(base / "results"), "--no-progress", "--prompts", "bound_box",
+                                 "--modes", "box3d,propagate"]) == 0
+    return base
+
+
+def phantom_files(base):
+    raw = base / "phantom" / "RawData" / "Training"
+    return raw / "img" / "img0035.nii.gz", raw / "label" / "label0035.nii.gz"
+
+
+def test_output_equals_box3d_with_the_same_box_and_range_on_the_source_grid(dense, tmp_path):
+    img, lab = phantom_files(dense)
+    ct = load_ct(img)
+    label = nib.load(lab)
+    truth = ras_to_display(source_to_ras(np.asarray(label.dataobj).round().astype(np.uint8), label.affine))
+    (tmp_path / "prompts.json").write_text(json.dumps(box3d_prompt_spec(truth, ct)))
+    out = tmp_path / "out" / "case35.nii.gz"
+    assert segment_volume.main(["--image", str(img), "--prompts", str(tmp_path / "prompts.json"), "--out", str(out),
+                                "--no-progress"]) == 0
+    written = nib.load(out)
+    assert written.shape == label.shape and np.array_equal(written.affine, label.affine)
+    box3d = np.asarray(nib.load(dense / "results" / "task3d" / "predictions" / "box3d" / "bound_box" /
+                                "0035.nii.gz").dataobj)
+    mine = np.asarray(written.dataobj)
+    # The same prompts through the same decoder; the embeddings are encoded in other batches than the store's
+    # cache, which moves float sums in their last bits: a voxel may flip where a logit is ~0, no more.
+    assert (mine != box3d).mean() < 1e-3
+    for organ in np.setdiff1d(np.unique(box3d), [0]):
+        a, b = mine == organ, box3d == organ
+        assert 2 * (a & b).sum() / (a.sum() + b.sum()) > 0.99
+    sidecar = json.loads(out.with_name("case35.json").read_text())
+    assert sidecar["labels_used"].startswith("none") and sidecar["checkpoint_sha256"]
+    assert sidecar["decoder"]["source"].startswith("the model's own")
+    assert set(sidecar["organs"]) == {o for o in json.loads((tmp_path / "prompts.json").read_text())["organs"]
+                                      for o in [o["organ"]]}
+    for trace in sidecar["organs"].values():
+        lo, hi = trace["predicted_z_range"]
+        assert trace["z_range"][0] <= lo <= hi <= trace["z_range"][1]
+
+
+def test_without_a_range_it_propagates_as_segmentation_3d_propagate_does(dense, tmp_path):
+    img, lab = phantom_files(dense)
+    ct = load_ct(img)
+    label = nib.load(lab)
+    truth = ras_to_display(source_to_ras(np.asarray(label.dataobj).round().astype(np.uint8), label.affine))
+    spec = box3d_prompt_spec(truth, ct)
+    for entry in spec["organs"]:
+        del entry["first"], entry["last"]
+    (tmp_path / "prompts.json").write_text(json.dumps(spec))
+    out = tmp_path / "p.nii.gz"
+    assert segment_volume.main(["--image", str(img), "--prompts", str(tmp_path / "prompts.json"), "--out", str(out),
+                                "--no-progress"]) == 0
+    # propagate runs over the store's slices (organ slices +- 1: here the whole 6-slice volume)
+    ref = np.asarray(nib.load(dense / "results" / "task3d" / "predictions" / "propagate" / "bound_box" /
+                              "0035.nii.gz").dataobj)
+    assert (np.asarray(nib.load(out).dataobj) != ref).mean() < 1e-3
+
+
+def test_a_classifier_checkpoint_is_refused_before_loading(dense, tmp_path, capsys):
+    from utils.scaffold.boundary import run_script
+
+    img, _ = phantom_files(dense)
+    prompts = tmp_path / "p.json"
+    prompts.write_text(json.dumps({"organs": [{"organ": "liver", "box": [[10, 10, 2], [30, 30, 2]]}]}))
+    fake = tmp_path / "classifier.pt"
+    torch.save({"model": {"classifier.weight": torch.zeros(2, 2)}}, fake)
+    code = run_script(segment_volume.main, ["--image", str(img), "--prompts", str(prompts), "--finetuned", str(fake),
+                                            "--out", str(tmp_path / "x.nii.gz")])
+    err = capsys.readouterr().err
+    assert code == 1 and "Task 3 classifier" in err and "Traceback" not in err
+    assert not (tmp_path / "x.nii.gz").exists()
+
+
+def test_a_bad_prompt_file_ends_as_one_error_line(dense, tmp_path, capsys):
+    from utils.scaffold.boundary import run_script
+
+    img, _ = phantom_files(dense)
+    prompts = tmp_path / "p.json"
+    prompts.write_text(json.dumps({"organs": [{"organ": "liver", "box": [[10, 10, 2], [300, 30, 2]]}]}))
+    code = run_script(segment_volume.main, ["--image", str(img), "--prompts", str(prompts)])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("error:") == 1 and "outside the volume" in err and "Traceback" not in err
