@@ -25,6 +25,7 @@ from utils.report.tables import (  # noqa: E402
     table2,
     table3,
     table3d,
+    table3d_compared,
     table4,
     table_box_robustness,
     table_interactive,
@@ -47,6 +48,12 @@ REWRITES = {
     "baseline/unet/metrics.json": "python train_baseline.py --arch unet",
     "baseline/resunet/metrics.json": "python train_baseline.py --arch resunet",
     "task3d/metrics.json": "python segmentation_3d.py --slices data/slices_3d",
+    "segment_volume/0035_labels.json": "python segment_volume.py --image data/phantom_3d/RawData/Training/img/"
+                                       "img0035.nii.gz --prompts results/segment_volume/prompts_0035.json --out "
+                                       "results/segment_volume/0035_labels.nii.gz --score-against "
+                                       "data/phantom_3d/RawData/Training/label/label0035.nii.gz",
+    "task3d_trained/metrics.json": "python segmentation_3d.py --slices data/slices_3d --finetuned interactive "
+                                   "--finetuned-store data/slices",
     "task3d_finetuned/metrics.json": "python segmentation_3d.py --slices data/slices_3d --finetuned auto "
                                      "--finetuned-store data/slices",
     "task3d/store/preprocess/summary.json": "python preprocess_slices.py --phantom --data-root data/phantom_3d "
@@ -122,7 +129,8 @@ def provenance_section(files: ResultsFiles) -> list[str]:
             ("Tables 2-3 (Task 2)", "task2/metrics.json", lambda m: m.get("preset")),
             ("Table 4 (Task 3)", "task3/metrics.json", lambda m: m["provenance"].get("preset")),
             ("3-D (zero-shot)", "task3d/metrics.json", lambda m: None),
-            ("3-D (Task 2's decoders)", "task3d_finetuned/metrics.json", lambda m: None)]
+            ("3-D (Task 2's decoders)", "task3d_finetuned/metrics.json", lambda m: None),
+            ("3-D (interactive decoder)", "task3d_trained/metrics.json", lambda m: None)]
     rows += [(f"Table 3 ({arch} baseline)", f"baseline/{arch}/metrics.json", lambda m: m.get("preset"))
              for arch in BASELINE_ARCHS]
     for title, name, preset in rows:
@@ -210,6 +218,29 @@ def task3_section(files: ResultsFiles) -> list[str]:
     return out
 
 
+# The 3-D stage's results folders (segmentation_3d.py --finetuned none / auto / interactive) and their titles.
+THREE_D_FOLDERS = {"task3d": "zero-shot", "task3d_finetuned": "Task 2's fine-tuned decoders",
+                   "task3d_trained": "the interactive decoder"}
+
+
+def unlabelled_ct_lines(files: ResultsFiles, zero_shot: dict | None) -> list[str]:
+    """segment_volume.py's example (a CT without labels, scored afterwards) beside box3d's zero-shot result."""
+    record = files.get("segment_volume/0035_labels.json")
+    if not record or "scored_against" not in record:
+        return []
+    scored = record["scored_against"]
+    line = (f"### A CT without labels\n\n`segment_volume.py` on phantom case 35 with its labels withheld, from "
+            f"{len(record['organs'])} organs' 3-D boxes written as a person would give them "
+            f"(`prompts_from_labels.py`, {record['decoder']['source']}): 3-D Dice {scored['dice']:.4f}, HD95 "
+            f"{scored['hd95_mm']:.1f} mm, NSD {scored['nsd']:.4f}, scored against the labels afterwards; "
+            f"{record['timing']['encoded_slices']} slices encoded in {record['timing']['wall_seconds']:.0f} s.")
+    box3d = (zero_shot or {}).get("modes", {}).get("box3d", {}).get("bound_box")
+    if box3d:
+        line += (f" The same boxes through segmentation_3d.py's box3d (zero-shot): 3-D Dice {box3d['dice']:.4f}, "
+                 f"HD95 {box3d['hd95_mm']:.1f} mm, NSD {box3d['nsd']:.4f}.")
+    return [line, ""]
+
+
 def section_3d(files: ResultsFiles) -> list[str]:
     """The 3-D section: the dense store, then zero-shot and fine-tuned tables and figures (segmentation_3d.py)."""
     out = []
@@ -218,16 +249,22 @@ def section_3d(files: ResultsFiles) -> list[str]:
         s = store["summary"]
         out += [f"3-D store: {store['data']}, {s['volumes']} volume(s), {s['slices']} slices (every slice through "
                 f"the organs, {s.get('slices_without_organ', 0)} of them without any organ).", ""]
-    found = False
-    for folder, title in (("task3d", "zero-shot"), ("task3d_finetuned", "Task 2's fine-tuned decoders")):
+    found = {}
+    for folder, title in THREE_D_FOLDERS.items():
         metrics = files.get(f"{folder}/metrics.json")
+        if metrics:
+            found[title] = metrics
+    if len(found) > 1:
+        out += ["### 3-D: the decoders side by side", "", table3d_compared(found), ""]
+    for folder, title in THREE_D_FOLDERS.items():
+        metrics = found.get(title)
         if not metrics:
             continue
-        found = True
         out += [f"### 3-D results ({title})", "", table3d(metrics)]
         for figure in ["slice_vs_3d.png"] + [f"views_{c}.png" for c in metrics["cases"][:1]]:
             if (files.root / folder / figure).is_file():
                 out += [f"![{title}: {figure[:-4]}]({folder}/{figure})", ""]
+    out += unlabelled_ct_lines(files, found.get("zero-shot"))
     if not found:
         out += ["_The 3-D stage has not been run: run `python preprocess_slices.py --phantom --data-root "
                 "data/phantom_3d --phantom-cases 35 --phantom-slices 18 --slice-margin 2 --out data/slices_3d`, "

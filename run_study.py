@@ -7,8 +7,10 @@ Stages: slice store (phantom first with --phantom) -> Task 1 -> Task 2 -> intera
 with Task 2's decoders) -> interactive training (one decoder for correction clicks) -> interactive with it
 -> Task 1 with it (Table 1's "interactive decoder" row) -> Task 3 training -> Task 3 validation -> U-Net
 and ResU-Net baselines (Table 3) -> 3-D store (every slice; with --phantom a dense phantom of validation
-case 35, 18 slices 5 mm apart) -> 3-D zero-shot -> 3-D with Task 2's decoders (handed over from the main
-store) -> report. Each stage is the same script a user runs by hand; its command line is printed
+case 35, 18 slices 5 mm apart) -> 3-D zero-shot -> 3-D with Task 2's decoders -> 3-D with the interactive
+decoder (both handed over from the main store; modes per_slice, propagate, box3d, clicks3d) -> with
+--phantom, a CT without labels (segment_volume.py on case 35 from prompts_from_labels.py's boxes, scored
+afterwards) -> report. Each stage is the same script a user runs by hand; its command line is printed
 and its wall time recorded in results/study.json.
 
     python run_study.py --phantom --nproc 4     # Tasks 1-3 each launched with torchrun on 4 ranks (4 GPUs)
@@ -134,6 +136,31 @@ def three_d_stages(args: argparse.Namespace, common: list[str]) -> list[tuple[st
          + (["--no-progress"] if args.no_progress else [])),
         ("3-D zero-shot", segmentation_3d, common_3d + ["--finetuned", "none"]),
         ("3-D fine-tuned", segmentation_3d, common_3d + ["--finetuned", "auto", "--finetuned-store", str(args.slices)]),
+        ("3-D interactive decoder", segmentation_3d, common_3d + ["--finetuned", "interactive", "--finetuned-store",
+                                                                  str(args.slices)]),
+    ] + (unlabelled_ct_stages(args) if args.phantom else [])
+
+
+def unlabelled_ct_stages(args: argparse.Namespace) -> list[tuple[str, object, list[str]]]:
+    """segment_volume.py as a user runs it on a CT without labels: phantom case 35, its prompts written the way
+    a person would give them (prompts_from_labels.py: box3d's boxes and ranges), the labels withheld, and the
+    result scored against them only afterwards (the report puts it beside box3d's)."""
+    import prompts_from_labels
+    import segment_volume
+
+    raw = ROOT / "data" / "phantom_3d" / "RawData" / "Training"
+    image, label = raw / "img" / "img0035.nii.gz", raw / "label" / "label0035.nii.gz"
+    out = args.results / "segment_volume"
+    device = ["--model", args.model, "--device", args.device, "--precision", args.precision,
+              "--encoder-precision", args.encoder_precision] + (["--checkpoint", str(args.checkpoint)]
+                                                                 if args.checkpoint else [])
+    return [
+        ("CT without labels: prompts", prompts_from_labels, ["--image", str(image), "--label", str(label), "--out",
+                                                             str(out / "prompts_0035.json")]),
+        ("CT without labels: segment", segment_volume, ["--image", str(image), "--prompts", str(out / "prompts_0035.json"),
+                                                        "--out", str(out / "0035_labels.nii.gz"), "--score-against",
+                                                        str(label)] + device + (["--no-progress"] if args.no_progress
+                                                                                else [])),
     ]
 
 

@@ -31,3 +31,22 @@ def test_the_interactive_decoder_is_trained_then_scored_on_both_protocols():
     assert training_args[training_args.index("--preset") + 1] == "quick"
     paper = dict((n, a) for n, _, a in stages(["--phantom", "--preset", "paper"]))
     assert paper["interactive training"][paper["interactive training"].index("--preset") + 1] == "paper"
+
+
+def test_the_3d_stage_scores_every_decoder_then_segments_a_ct_without_labels():
+    listed = stages(["--phantom"])
+    names = [name for name, _, _ in listed]
+    order = ["interactive training", "3-D store", "3-D zero-shot", "3-D fine-tuned", "3-D interactive decoder",
+             "CT without labels: prompts", "CT without labels: segment"]
+    assert [n for n in names if n in order] == order
+    by_name = {name: stage_args for name, _, stage_args in listed}
+    for name, choice in (("3-D zero-shot", "none"), ("3-D fine-tuned", "auto"), ("3-D interactive decoder",
+                                                                                 "interactive")):
+        assert by_name[name][by_name[name].index("--finetuned") + 1] == choice
+    segment = by_name["CT without labels: segment"]
+    prompts = by_name["CT without labels: prompts"]
+    assert segment[segment.index("--prompts") + 1] == prompts[prompts.index("--out") + 1]
+    assert segment[segment.index("--image") + 1] == prompts[prompts.index("--image") + 1]
+    assert "--score-against" in segment  # scored only afterwards, from the label file
+    real = [n for n, _, _ in stages(["--data-root", "/data/btcv"])]
+    assert "3-D interactive decoder" in real and "CT without labels: segment" not in real  # phantom only
