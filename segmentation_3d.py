@@ -25,8 +25,9 @@ Four protocols (--modes), each with every prompt type of --prompts:
 - clicks3d (box prompt types only): box3d's result, then --clicks N (default 5) correction clicks per organ by the CVPR 2025
   interactive 3-D rule (largest 26-connected 3-D error component, its distance-transform maximum in mm,
   positive where it is mostly missed organ, negative where mostly leak); a click on slice z re-decodes z
-  with its box, its clicks and its previous low-res logits as mask input, and re-propagates the change
-  outward inside the range up to the next clicked slice (utils/inference/clicks3d.py says exactly how).
+  with its box and its clicks (--click-mask-input: and its previous low-res logits), and re-propagates the
+  change downstream (away from the key slice) inside the range up to the next clicked slice
+  (utils/inference/clicks3d.py says exactly how; both defaults chosen on training volumes, docs/3d.md).
   metrics.json adds dice_per_click, nsd_per_click, hd95_mm_per_click, dice_auc and nsd_auc (the mean of
   the N + 1 points, utils/eval/auc.py).
 
@@ -89,8 +90,10 @@ HYPERPARAMETERS = {
     "CLICKS": (5, "clicks3d: correction clicks per organ after the 3-D box (the CVPR 2025 challenge's 5)"),
     "CLICK_REPROPAGATION": ("downstream", "clicks3d: how far a click's change travels: downstream (away from the key "
                                           "slice, the slices whose prompts came from the clicked one), both, or none"),
-    "CLICK_MASK_INPUT": (True, "clicks3d: pass the clicked slice's previous low-res logits back as SAM's mask input "
-                               "(the CVPR 2025 rule)"),
+    # Chosen on TRAINING volumes (phantom cases 1, 2; docs/3d.md): off and downstream gave the best mean Dice AUC
+    # of the zero-shot, Task 2 and interactive decoders (0.692; mask input on: 0.645, with "both": 0.479).
+    "CLICK_MASK_INPUT": (False, "clicks3d: pass the clicked slice's previous low-res logits back as SAM's mask "
+                                "input (the challenge passes the previous prediction in; off by default, see docs/3d.md)"),
     "DECODE_BATCH": (0, "prompts per mask-decoder call; 0 = auto (8 on a CPU, 64 on a GPU)"),
     "CASES": ("", "comma-separated case ids to evaluate (default: every volume of --split)"),
 }
