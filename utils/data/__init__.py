@@ -2,6 +2,7 @@
 organ) sample list, NIfTI export.
 
 Modules:
+- ``ct``: A CT without labels as the slice store would cut it, and points in voxels, mm and the display stack.
 - ``augmentation``: Task 2's augmentation (random flip, rotation, intensity shift), deterministic per slice and view.
 - ``dataset``: Finding BTCV volumes on disk, splitting them 24/6, and loading them through MONAI.
 - ``nifti``: Predicted label maps back onto the source CT's own voxel grid, as NIfTI files that open over the CT.
@@ -11,6 +12,7 @@ Modules:
 - ``volumes``: Whole volumes in a dense slice store: which the 3-D stage evaluates, their ground truth and slice rows.
 """
 from utils.data.augmentation import AugmentSpec, augment_view  # noqa: F401
+from utils.data.ct import CTVolume, load_ct, load_label_display  # noqa: F401
 from utils.data.dataset import (  # noqa: F401
     MONAI_VAL_CASE_IDS,
     NIFTI_SUFFIXES,

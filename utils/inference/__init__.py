@@ -5,8 +5,10 @@ Modules:
 - ``batches``: Batches of (cache row, organ) samples.
 - ``classify``: Task 3's inference.
 - ``clicks``: Correction clicks.
+- ``clicks3d``: The 3-D click protocol (CVPR 2025): clicks on a 3-D box result and what each changes.
 - ``decoder``: The one decoder over the embedding cache: segment-anything's ``SamPredictor``, for many slices at once.
 - ``decoding``: Prompt encoding and mask decoding in batches, from cached embeddings (the paired primitive).
+- ``prompt_file``: A person's prompts for a CT without labels (segment_volume.py), checked and converted.
 - ``prompts``: Prompts made from a slice's ground-truth organ mask.
 - ``propagation``: Whole organs from one prompt.
 - ``rounds``: Rounds of interactive decoding.
@@ -22,8 +24,10 @@ from utils.inference.batches import (  # noqa: F401
 )
 from utils.inference.classify import class_forward, class_inputs, class_logits, predict_classes  # noqa: F401
 from utils.inference.clicks import CLICK_RULES, CONNECTIVITY, Click, next_click, with_click  # noqa: F401
+from utils.inference.clicks3d import REPROPAGATION, Click3D, ClickSession, next_click_3d  # noqa: F401
 from utils.inference.decoder import CacheDecoder, slice_embeddings  # noqa: F401
 from utils.inference.decoding import decode, decode_inputs, predict_masks_paired, prompt_inputs  # noqa: F401
+from utils.inference.prompt_file import OrganPrompt, box3d_prompt_spec, read_prompt_file  # noqa: F401
 from utils.inference.prompts import (  # noqa: F401
     ALL_PROMPT_TYPES,
     BOX_PROMPTS,
@@ -50,10 +54,14 @@ from utils.inference.prompts import (  # noqa: F401
 )
 from utils.inference.propagation import (  # noqa: F401
     DIRECTIONS,
+    STOP_AREA_JUMP,
     STOP_BELOW_MIN_AREA,
     STOP_EMPTY,
+    STOP_LOW_OVERLAP,
+    STOP_RANGE_END,
     STOP_VOLUME_END,
     Propagation,
+    StopRules,
     key_slice,
     next_prompt,
     propagate,
@@ -61,4 +69,13 @@ from utils.inference.propagation import (  # noqa: F401
 )
 from utils.inference.rounds import DecodeRound, Rounds, run_rounds  # noqa: F401
 from utils.inference.training_clicks import draw_start_prompt, sample_training_click  # noqa: F401
-from utils.inference.volume import DecodeRows, merge_slices, segment_per_slice, segment_propagate  # noqa: F401
+from utils.inference.volume import (  # noqa: F401
+    DecodeRows,
+    PropagationSettings,
+    largest_component_3d,
+    merge_slices,
+    propagate_organs,
+    segment_clicks3d,
+    segment_per_slice,
+    segment_propagate,
+)
