@@ -218,3 +218,23 @@ def test_a_bad_prompt_file_ends_as_one_error_line(dense, tmp_path, capsys):
     code = run_script(segment_volume.main, ["--image", str(img), "--prompts", str(prompts)])
     err = capsys.readouterr().err
     assert code == 1 and err.count("error:") == 1 and "outside the volume" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("orientation", ["lps", "permuted"])
+def test_the_label_map_lies_on_a_non_ras_source_grid_where_the_organ_is(tmp_path, orientation):
+    img, lab = write_ct(tmp_path, orientation, shape=(48, 40, 5))
+    ct = load_ct(img)
+    label = nib.load(lab)
+    truth_display = ras_to_display(source_to_ras(np.asarray(label.dataobj).astype(np.uint8), label.affine))
+    spec = box3d_prompt_spec(np.where(truth_display == 6, 6, 0).astype(np.uint8), ct)  # the liver's 3-D box
+    (tmp_path / "p.json").write_text(json.dumps(spec))
+    out = tmp_path / "liver.nii.gz"
+    assert segment_volume.main(["--image", str(img), "--prompts", str(tmp_path / "p.json"), "--out", str(out),
+                                "--no-progress", "--score-against", str(lab)]) == 0
+    written = nib.load(out)
+    assert written.shape == label.shape and np.array_equal(written.affine, label.affine)
+    pred, truth = np.asarray(written.dataobj) == 6, np.asarray(label.dataobj) == 6
+    dice = 2 * (pred & truth).sum() / (pred.sum() + truth.sum())
+    assert dice > 0.8  # a flipped or transposed write would put the off-centre disk elsewhere
+    sidecar = json.loads(out.with_name("liver.json").read_text())
+    assert sidecar["scored_against"]["organs"]["liver"]["dice"] == pytest.approx(dice)
