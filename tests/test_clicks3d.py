@@ -164,3 +164,15 @@ def test_without_mask_input_the_clicked_slice_is_decoded_from_its_box_and_clicks
     decoder.calls.clear()
     click = session.click_round({6: truth}, truth.shape, (1.0, 1.0, 1.0))[6]
     assert [(z, p.points is not None, m) for z, p, m in decoder.calls] == [(click.z, True, False)]
+
+
+def test_the_dice_scatter_takes_modes_run_for_box_prompts_only(tmp_path):
+    """box3d / clicks3d run for box prompt types only: the figure must not expect every prompt in every mode
+    (make reproduce once failed here with a KeyError)."""
+    from utils.report.plots import save_dice_scatter
+
+    organ = {"liver": {"dice": 0.8, "slice_dice": 0.7}}
+    modes = {"per_slice": {"bound_box": {"organs": organ}, "one_central_point": {"organs": organ}},
+             "box3d": {"bound_box": {"organs": organ}}}
+    path = save_dice_scatter(modes, tmp_path / "scatter.png", "test")
+    assert path.stat().st_size > 0

@@ -152,12 +152,14 @@ def save_dice_scatter(modes: dict, path: str | Path, title: str) -> Path:
     """
     from utils.core.organs import ORGANS
 
-    prompts = list(next(iter(modes.values())))
+    prompts = list(dict.fromkeys(p for by_prompt in modes.values() for p in by_prompt))  # box3d/clicks3d: boxes only
     fig, axes = plt.subplots(1, len(prompts), figsize=(4.4 * len(prompts), 4.2), squeeze=False)
     markers = {"per_slice": "o", "propagate": "^"}
     for ax, prompt in zip(axes[0], prompts):
         ax.plot([0, 1], [0, 1], color="grey", linewidth=0.8, linestyle="--")
         for mode, by_prompt in modes.items():
+            if prompt not in by_prompt:
+                continue
             organs = by_prompt[prompt]["organs"]
             for name, o in organs.items():
                 label = ORGANS.index(name) + 1
