@@ -53,7 +53,7 @@ HYPERPARAMETERS = {
     "BOX_MARGIN_MM": (2.0, "each propagated box grows by this many mm on each side (chosen on training volumes, "
                            "docs/3d.md)"),
     "MIN_IOU_PREVIOUS": (0.0, "reject a mask whose IoU with the previous slice's is below this (0 = off)", "fraction"),
-    "MAX_AREA_FACTOR": (0.0, "reject a mask whose area jumps by more than this factor (0 = off, else > 1)"),
+    "MAX_AREA_FACTOR": (0.0, "reject a mask whose area jumps by more than this factor (0 = off)", "factor_or_off"),
     "LARGEST_COMPONENT": (False, "keep each organ's largest 26-connected 3-D component"),
     "DECODE_BATCH": (8, "prompts per mask-decoder call"),
     "ENCODE_BATCH": (4, "slices per image-encoder call"),
@@ -80,12 +80,7 @@ def parse_args(argv: list[str] | None = None):
              "its best.pt (default none)")
     add_hyperparameters(parser, HYPERPARAMETERS)
 
-    def check_area_factor(value: float) -> float:
-        if value != 0 and value <= 1:
-            raise ValueError(f"--max-area-factor {value:g}: must be 0 (off) or > 1")
-        return value
-
-    args = parse_with_presets(parser, argv, checks={"max_area_factor": check_area_factor})
+    args = parse_with_presets(parser, argv)
     if args.out is None:
         stem = args.image.name.removesuffix(".gz").removesuffix(".nii")
         args.out = ROOT / "results" / "segment_volume" / f"{stem}_labels.nii.gz"
@@ -147,7 +142,7 @@ def segment(ct, prompts, decoder, settings, decode_batch: int) -> tuple[dict, di
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    import numpy as np
+    from dataclasses import asdict
 
     from utils.core.device import configure_runtime, describe, pick_device
     from utils.core.errors import SuiteError
@@ -155,11 +150,11 @@ def main(argv: list[str] | None = None) -> int:
     from utils.core.io import read_json, write_json
     from utils.core.organs import organ_name
     from utils.data.ct import load_ct
-    from utils.data.nifti import merge_organ_logits, write_label_nifti
+    from utils.data.nifti import write_label_nifti
     from utils.embeddings.on_demand import VolumeEmbeddings
     from utils.inference.decoder import CacheDecoder
     from utils.inference.prompt_file import read_prompt_file
-    from utils.inference.volume import PropagationSettings
+    from utils.inference.volume import PropagationSettings, merge_organs
     from utils.models.sam import load_model
     from utils.scaffold.session import fail, quiet_third_party
 
@@ -178,21 +173,13 @@ def main(argv: list[str] | None = None) -> int:
     prompt_encoder, mask_decoder, decoder_record = open_decoder(args, model)
     embeddings = VolumeEmbeddings(model, ct.images, args.encoder_precision, args.encode_batch)
     decoder = CacheDecoder(embeddings, prompt_encoder, mask_decoder, args.precision)
-    settings = PropagationSettings(min_area_mm2=args.min_area_mm2, box_margin_mm=args.box_margin_mm,
-                                   min_iou_previous=args.min_iou_previous, max_area_factor=args.max_area_factor,
-                                   largest_component=args.largest_component)
+    settings = PropagationSettings.from_args(args)
     print(f"{args.image}: {len(ct.images)} axial slices of {ct.images.shape[2]} x {ct.images.shape[1]} px "
           f"({ct.spacing[1]:.2f} x {ct.spacing[0]:.2f} x {ct.z_mm:.2f} mm); {len(prompts)} organ(s); model "
           f"{model.name} on {describe(device)}; decoder: {decoder_record['source']}")
     logits, traces = segment(ct, prompts, decoder, settings, args.decode_batch)
 
-    by_slice: dict[int, dict] = {}
-    for organ, per_z in logits.items():
-        for z, answer in per_z.items():
-            by_slice.setdefault(z, {})[organ] = answer
-    label = np.zeros(ct.images.shape, np.uint8)
-    for z, organs in by_slice.items():
-        label[z] = merge_organ_logits(organs, shape=label.shape[1:])
+    label = merge_organs(ct.images.shape, logits)
     for organ in logits:
         traces[organ_name(organ)]["voxels"] = int((label == organ).sum())
     write_label_nifti(label, args.image, args.out, layout="display")
@@ -203,9 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         "model": model.name, "checkpoint": model.checkpoint, "checkpoint_sha256": model.checkpoint_sha256,
         "decoder": decoder_record, "precision": args.precision, "encoder_precision": args.encoder_precision,
         "device": describe(device), "prompt_file": str(args.prompts), "prompts_given": _read_text_json(args.prompts),
-        "settings": {"min_area_mm2": args.min_area_mm2, "box_margin_mm": args.box_margin_mm,
-                     "min_iou_previous": args.min_iou_previous, "max_area_factor": args.max_area_factor,
-                     "largest_component": args.largest_component},
+        "settings": asdict(settings),
         "coordinates_decoded": "display stack: z inferior -> superior, row 0 anterior, column 0 the patient's right",
         "organs": traces,
         "timing": {"encoded_slices": embeddings.n_encoded, "decoded_prompts": decoder.n_decoded,

@@ -85,7 +85,7 @@ HYPERPARAMETERS = {
     "MIN_IOU_PREVIOUS": (0.0, "propagation rejects a mask whose IoU with the previous slice's mask is below this "
                               "(0 = off)", "fraction"),
     "MAX_AREA_FACTOR": (0.0, "propagation rejects a mask whose area is more than this factor above or below the "
-                             "previous slice's (0 = off, else > 1)"),
+                             "previous slice's (0 = off)", "factor_or_off"),
     "LARGEST_COMPONENT": (False, "propagate / box3d / clicks3d: keep each organ's largest 26-connected 3-D component"),
     "CLICKS": (5, "clicks3d: correction clicks per organ after the 3-D box (the CVPR 2025 challenge's 5)"),
     "CLICK_REPROPAGATION": ("downstream", "clicks3d: how far a click's change travels: downstream (away from the key "
@@ -112,14 +112,7 @@ def parse_args(argv: list[str] | None = None):
     from utils.scaffold.config import comma_list, one_of
 
     return parse_with_presets(parser, argv, checks={"prompts": parse_prompt_types, "modes": comma_list(MODES),
-                                                    "click_repropagation": one_of(REPROPAGATION),
-                                                    "max_area_factor": check_area_factor})
-
-
-def check_area_factor(value: float) -> float:
-    if value != 0 and value <= 1:
-        raise ValueError(f"--max-area-factor {value:g}: must be 0 (off) or > 1")
-    return value
+                                                    "click_repropagation": one_of(REPROPAGATION)})
 
 
 def parse_modes(text: str) -> list[str]:
@@ -170,17 +163,9 @@ def draw_figures(out: Path, results: dict, views: dict, store, vol, title: str, 
     return paths
 
 
-def propagation_settings(args):
-    from utils.inference.volume import PropagationSettings
-
-    return PropagationSettings(min_area_mm2=args.min_area_mm2, box_margin_mm=args.box_margin_mm,
-                               min_iou_previous=args.min_iou_previous, max_area_factor=args.max_area_factor,
-                               largest_component=args.largest_component)
-
-
 def segment(ev, mode: str, prompt_type: str, decoder, vol) -> tuple[list, dict]:
     """One volume by one protocol: ([label stack] (one per click round for clicks3d), trace)."""
-    from utils.inference.volume import segment_clicks3d, segment_per_slice, segment_propagate
+    from utils.inference.volume import PropagationSettings, segment_clicks3d, segment_per_slice, segment_propagate
 
     args, store = ev.args, ev.exp.store
     decode_rows = lambda requests: decoder.predict_rows(requests, args.decode_batch)  # noqa: E731
@@ -189,10 +174,10 @@ def segment(ev, mode: str, prompt_type: str, decoder, vol) -> tuple[list, dict]:
     elif mode == "clicks3d":
         decode_with_masks = lambda requests: decoder.predict_requests(requests, args.decode_batch)  # noqa: E731
         return segment_clicks3d(vol, prompt_type, decode_rows, decode_with_masks, args.seed, store,
-                                propagation_settings(args), args.clicks, args.click_repropagation,
+                                PropagationSettings.from_args(args), args.clicks, args.click_repropagation,
                                 args.click_mask_input)
     else:
-        label, trace = segment_propagate(vol, prompt_type, decode_rows, args.seed, store, propagation_settings(args),
+        label, trace = segment_propagate(vol, prompt_type, decode_rows, args.seed, store, PropagationSettings.from_args(args),
                                          bounded=mode == "box3d")
     return [label], trace
 

@@ -173,10 +173,9 @@ def test_real_btcv_layout_with_one_volume_in_lps_orientation(tmp_path):
     assert metrics["modes"]["per_slice"]["bound_box"]["volumes"]["0001"]["liver"]["dice"] == pytest.approx(dice)
 
 
-def test_task2_handoff_from_the_main_store_is_used_and_recorded(smoke, dense, tmp_path):
-    """A Task 2 run for another store (the organ-slice store) whose weights ARE the pre-trained ones: through
-    --finetuned auto --finetuned-store it must give exactly the zero-shot numbers, in task3d_finetuned/, with
-    the run, its store and 'other data' recorded."""
+def pretrained_run(dense, tmp_path, task, prompt, parent, epoch, **settings):
+    """A run of ``task`` made on the organ-slice store whose weights ARE the pre-trained decoder's (so its
+    scores must equal zero-shot's): (that store, the run folder)."""
     import torch
 
     from utils.data.slice_store import SliceStore
@@ -192,11 +191,21 @@ def test_task2_handoff_from_the_main_store_is_used_and_recorded(smoke, dense, tm
 
     exp = Exp()
     exp.model, exp.store = model, main_store
-    identity = identity_of("task2", exp, "bound_box", 0, "fp32", "fp32", learning_rate=0.01)
-    task2, _ = open_run(tmp_path / "runs" / "lite_medsam" / "bound_box", identity, resume=False)
+    identity = identity_of(task, exp, prompt, 0, "fp32", "fp32", **settings)
+    run_folder, _ = open_run(parent, identity, resume=False)
     weights = {f"{part}.{k}": v for part in ("prompt_encoder", "mask_decoder")
                for k, v in getattr(model.sam, part).state_dict().items()}
-    torch.save({"model": weights, "epoch": 2, "run": {"key": task2.key, "identity": identity}}, task2.best)
+    torch.save({"model": weights, "epoch": epoch, "run": {"key": run_folder.key, "identity": identity}},
+               run_folder.best)
+    return main_store, run_folder
+
+
+def test_task2_handoff_from_the_main_store_is_used_and_recorded(smoke, dense, tmp_path):
+    """A Task 2 run for another store (the organ-slice store) whose weights ARE the pre-trained ones: through
+    --finetuned auto --finetuned-store it must give exactly the zero-shot numbers, in task3d_finetuned/, with
+    the run, its store and 'other data' recorded."""
+    main_store, task2 = pretrained_run(dense, tmp_path, "task2", "bound_box", tmp_path / "runs" / "lite_medsam" /
+                                       "bound_box", epoch=2, learning_rate=0.01)
 
     results = tmp_path / "results"
     assert run(dense, results, "--finetuned", "auto", "--finetuned-store", tmp_path / "organ_only",
@@ -294,26 +303,8 @@ def test_clicks3d_reports_curves_whose_last_point_is_the_written_map_and_its_auc
 def test_the_interactive_decoder_from_the_main_store_is_scored_in_task3d_trained(smoke, dense, tmp_path):
     """An interactive run for the organ-slice store whose weights ARE the pre-trained ones: --finetuned interactive
     --finetuned-store gives exactly the zero-shot numbers, in task3d_trained/, the run recorded as other data."""
-    import torch
-
-    from utils.data.slice_store import SliceStore
-    from utils.models.sam import load_model
-    from utils.scaffold.runs import identity_of, open_run
-
-    build_store(dense / "phantom", tmp_path / "organ_only", progress=False)
-    main_store = SliceStore(tmp_path / "organ_only")
-    model = load_model("lite_medsam")
-
-    class Exp:  # what identity_of reads
-        pass
-
-    exp = Exp()
-    exp.model, exp.store = model, main_store
-    identity = identity_of("interactive", exp, "interactive", 0, "fp32", "fp32", rounds=2)
-    run_folder, _ = open_run(tmp_path / "inter" / "lite_medsam" / "interactive", identity, resume=False)
-    weights = {f"{part}.{k}": v for part in ("prompt_encoder", "mask_decoder")
-               for k, v in getattr(model.sam, part).state_dict().items()}
-    torch.save({"model": weights, "epoch": 0, "run": {"key": run_folder.key, "identity": identity}}, run_folder.best)
+    _, run_folder = pretrained_run(dense, tmp_path, "interactive", "interactive",
+                                   tmp_path / "inter" / "lite_medsam" / "interactive", epoch=0, rounds=2)
     results = tmp_path / "results"
     assert run(dense, results, "--finetuned", "interactive", "--finetuned-store", tmp_path / "organ_only",
                "--interactive-dir", tmp_path / "inter", "--modes", "propagate,box3d") == 0

@@ -36,6 +36,20 @@ from utils.inference.propagation import Propagation, StopRules, key_slice, propa
 DecodeRows = Callable[[Sequence[tuple[int, Prompt]]], Sequence[np.ndarray]]
 
 
+def merge_organs(shape: tuple[int, int, int], logits: dict[int, dict[int, np.ndarray]], z_offset: int = 0
+                 ) -> np.ndarray:
+    """{organ: {z: (H, W) logits}} -> uint8 label stack of ``shape`` (Z, H, W), slice z + ``z_offset``; slices no
+    organ visited are background; where organs overlap the higher logit wins."""
+    by_slice: dict[int, dict] = {}
+    for organ, per_z in logits.items():
+        for z, answer in per_z.items():
+            by_slice.setdefault(z + z_offset, {})[organ] = answer
+    label = np.zeros(shape, np.uint8)
+    for z, organs in by_slice.items():
+        label[z] = merge_organ_logits(organs, shape=shape[1:])
+    return label
+
+
 def merge_slices(vol: VolumeSlices, logits: dict[int, dict[int, np.ndarray]]) -> np.ndarray:
     """{z: {organ: (H, W) logits}} -> uint8 display label stack (Z, H, W); unvisited slices are background."""
     label = np.zeros(vol.gt_display.shape, np.uint8)
@@ -75,6 +89,13 @@ class PropagationSettings:
     min_iou_previous: float = 0.0
     max_area_factor: float = 0.0
     largest_component: bool = False
+
+    @classmethod
+    def from_args(cls, args) -> "PropagationSettings":
+        """From the flags of the same names (segmentation_3d.py, segment_volume.py)."""
+        return cls(min_area_mm2=args.min_area_mm2, box_margin_mm=args.box_margin_mm,
+                   min_iou_previous=args.min_iou_previous, max_area_factor=args.max_area_factor,
+                   largest_component=args.largest_component)
 
     def rules(self, spacing: tuple[float, float], bounded: bool) -> StopRules:
         sy, sx = spacing
@@ -207,11 +228,7 @@ def segment_clicks3d(vol: VolumeSlices, prompt_type: str, decode_rows: DecodeRow
                            mask_input)
 
     def label_now() -> np.ndarray:
-        logits: dict[int, dict] = {}
-        for organ, per_z in session.logits().items():
-            for z, answer in per_z.items():
-                logits.setdefault(first + z, {})[organ] = answer
-        return merge_slices(vol, logits)
+        return merge_organs(vol.gt_display.shape, session.logits(), z_offset=first)
 
     truth = {organ: gt == organ for organ in seeds}
     labels, clicks = [label_now()], {organ_name(o): [] for o in seeds}

@@ -17,6 +17,7 @@ CHECKS: dict[str, tuple[Callable[[float], bool], str]] = {
     "positive": (lambda v: v > 0, "> 0"),
     "non_negative": (lambda v: v >= 0, ">= 0"),
     "fraction": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "factor_or_off": (lambda v: v == 0 or v > 1, "0 (off) or > 1"),
 }
 
 
