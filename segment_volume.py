@@ -115,31 +115,6 @@ def open_decoder(args, model):
         "trained_on_store": identity.get("store_key")}
 
 
-def segment(ct, prompts, decoder, settings, decode_batch: int) -> tuple[dict, dict]:
-    """Every organ propagated; returns ({organ: {z: logits}}, {organ name: trace})."""
-    from utils.core.organs import organ_name
-    from utils.inference.volume import propagate_organs
-
-    def decode(requests):
-        return decoder.predict_rows(requests, decode_batch)
-
-    logits, traces = {}, {}
-    groups: dict[tuple, list] = {}
-    for p in prompts:  # one propagation call per rule: prompt type, and bounded or not
-        groups.setdefault((p.prompt_type, p.z_limits is not None), []).append(p)
-    for (prompt_type, bounded), members in groups.items():
-        results = propagate_organs(len(ct.images), {p.organ: (p.key_z, p.prompt) for p in members}, decode,
-                                   prompt_type, ct.spacing, settings,
-                                   {p.organ: p.z_limits for p in members} if bounded else None)
-        for p in members:
-            result = results[p.organ]
-            logits[p.organ] = result.logits
-            lo, hi = result.z_range
-            traces[organ_name(p.organ)] = dict(p.record(), predicted_z_range=[lo, hi], slices=len(result.logits),
-                                               stops=result.stops, rejected_slices=len(result.rejected))
-    return logits, traces
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from dataclasses import asdict
@@ -152,9 +127,10 @@ def main(argv: list[str] | None = None) -> int:
     from utils.data.ct import load_ct
     from utils.data.nifti import write_label_nifti
     from utils.embeddings.on_demand import VolumeEmbeddings
+    from utils.eval.volume_scoring import score_label_file
     from utils.inference.decoder import CacheDecoder
     from utils.inference.prompt_file import read_prompt_file
-    from utils.inference.volume import PropagationSettings, merge_organs
+    from utils.inference.volume import PropagationSettings, merge_organs, segment_prompts
     from utils.models.sam import load_model
     from utils.scaffold.session import fail, quiet_third_party
 
@@ -177,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.image}: {len(ct.images)} axial slices of {ct.images.shape[2]} x {ct.images.shape[1]} px "
           f"({ct.spacing[1]:.2f} x {ct.spacing[0]:.2f} x {ct.z_mm:.2f} mm); {len(prompts)} organ(s); model "
           f"{model.name} on {describe(device)}; decoder: {decoder_record['source']}")
-    logits, traces = segment(ct, prompts, decoder, settings, args.decode_batch)
+    logits, traces = segment_prompts(len(ct.images), ct.spacing, prompts,
+                                     lambda requests: decoder.predict_rows(requests, args.decode_batch), settings)
 
     label = merge_organs(ct.images.shape, logits)
     for organ in logits:
@@ -195,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         "organs": traces,
         "timing": {"encoded_slices": embeddings.n_encoded, "decoded_prompts": decoder.n_decoded,
                    "wall_seconds": round(time.perf_counter() - started, 2)}})
-    scores = score_after(args.out, args.score_against, ct) if args.score_against else None
+    scores = score_label_file(args.out, args.score_against, ct) if args.score_against else None
     if scores:
         record = read_json(sidecar)
         record["scored_against"] = dict(label=str(args.score_against), **scores)
@@ -209,22 +186,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {args.out} and {sidecar} ({embeddings.n_encoded} slices encoded, {decoder.n_decoded} prompts "
           "decoded)")
     return 0
-
-
-def score_after(written: Path, labels: Path, ct) -> dict:
-    """The written label map scored against ``labels`` (MONAI Dice, HD95, NSD: utils/eval/volume.py), as
-    segmentation_3d.py scores its maps: {"dice", "hd95_mm", "nsd", "organs": {name: {...}}}."""
-    import nibabel as nib
-    import numpy as np
-
-    from utils.data.ct import load_label_display
-    from utils.eval.volume import score_volume, summarise_volumes
-
-    load_label_display(labels, ct)  # the checks: same grid, BTCV labels
-    image = nib.load(written)
-    truth = np.asarray(nib.load(labels).dataobj).round().astype(np.uint8)
-    summary = summarise_volumes({"volume": score_volume(np.asarray(image.dataobj), truth, image.header.get_zooms()[:3])})
-    return {k: summary[k] for k in ("dice", "hd95_mm", "nsd", "n_missed", "organs")}
 
 
 def _read_text_json(path: Path):

@@ -67,3 +67,19 @@ def summarise_clicks(rounds: list[dict]) -> dict:
     return {"dice_per_click": dice, "nsd_per_click": nsd, "hd95_mm_per_click": [r["hd95_mm"] for r in rounds],
             "dice_auc": float(dice_auc(dice)), "nsd_auc": float(dice_auc(nsd)),
             "organ_dice_per_click": {name: [r["organs"][name]["dice"] for r in rounds] for name in rounds[0]["organs"]}}
+
+
+def score_label_file(written: Path, labels: Path, ct) -> dict:
+    """A written label map scored against the label file ``labels`` on ``ct``'s grid (checked by
+    :func:`utils.data.ct.load_label_display`), as the 3-D stage scores: {"dice", "hd95_mm", "nsd", "n_missed",
+    "organs": {name: {...}}} (segment_volume.py --score-against)."""
+    import nibabel as nib
+
+    from utils.data.ct import load_label_display
+    from utils.data.nifti import display_to_ras, ras_to_source
+
+    truth = ras_to_source(display_to_ras(load_label_display(labels, ct)), ct.affine)  # one read, checked
+    image = nib.load(written)
+    summary = summarise_volumes({"volume": score_volume(np.asarray(image.dataobj), truth, image.header.get_zooms()[:3])})
+    return {k: summary[k] for k in ("dice", "hd95_mm", "nsd", "n_missed", "organs")}
+

@@ -239,3 +239,25 @@ def segment_clicks3d(vol: VolumeSlices, prompt_type: str, decode_rows: DecodeRow
         labels.append(label_now())
     return labels, {"organs": {name: {"clicks": c} for name, c in clicks.items()},
                     "decoded_prompts": session.n_decoded}
+
+
+def segment_prompts(n_slices: int, spacing: tuple[float, float], prompts, decode_batch, settings: PropagationSettings
+                    ) -> tuple[dict, dict]:
+    """A person's prompts (:class:`utils.inference.prompt_file.OrganPrompt`, no ground truth) propagated through a
+    volume of ``n_slices`` display slices: one :func:`propagate_organs` call per rule (prompt type, bounded or
+    not). Returns ({organ: {z: logits}}, {organ name: what was decoded, predicted z range, slices, stops})."""
+    logits, traces = {}, {}
+    groups: dict[tuple, list] = {}
+    for p in prompts:
+        groups.setdefault((p.prompt_type, p.z_limits is not None), []).append(p)
+    for (prompt_type, bounded), members in groups.items():
+        results = propagate_organs(n_slices, {p.organ: (p.key_z, p.prompt) for p in members}, decode_batch,
+                                   prompt_type, spacing, settings,
+                                   {p.organ: p.z_limits for p in members} if bounded else None)
+        for p in members:
+            result = results[p.organ]
+            logits[p.organ] = result.logits
+            lo, hi = result.z_range
+            traces[organ_name(p.organ)] = dict(p.record(), predicted_z_range=[lo, hi], slices=len(result.logits),
+                                               stops=result.stops, rejected_slices=len(result.rejected))
+    return logits, traces
