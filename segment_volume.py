@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     from utils.embeddings.on_demand import VolumeEmbeddings
     from utils.eval.volume_scoring import score_label_file
     from utils.inference.decoder import CacheDecoder
-    from utils.inference.prompt_file import read_prompt_file
+    from utils.inference.prompt_file import prompts_of_spec, read_prompt_spec
     from utils.inference.volume import PropagationSettings, merge_organs, segment_prompts
     from utils.models.sam import load_model
     from utils.scaffold.session import fail, quiet_third_party
@@ -137,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     quiet_third_party()
     started = time.perf_counter()
     ct = load_ct(args.image)
-    prompts = read_prompt_file(args.prompts, ct)
+    prompt_spec = read_prompt_spec(args.prompts)  # read once: parsed here, copied into the sidecar
+    prompts = prompts_of_spec(prompt_spec, ct, args.prompts)
     try:
         device = pick_device(args.device)
         model = load_model(args.model, args.checkpoint, device)
@@ -166,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         "labels_used": "none: every prompt came from the prompt file",
         "model": model.name, "checkpoint": model.checkpoint, "checkpoint_sha256": model.checkpoint_sha256,
         "decoder": decoder_record, "precision": args.precision, "encoder_precision": args.encoder_precision,
-        "device": describe(device), "prompt_file": str(args.prompts), "prompts_given": _read_text_json(args.prompts),
+        "device": describe(device), "prompt_file": str(args.prompts), "prompts_given": prompt_spec,
         "settings": asdict(settings),
         "coordinates_decoded": "display stack: z inferior -> superior, row 0 anterior, column 0 the patient's right",
         "organs": traces,
@@ -186,12 +187,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {args.out} and {sidecar} ({embeddings.n_encoded} slices encoded, {decoder.n_decoded} prompts "
           "decoded)")
     return 0
-
-
-def _read_text_json(path: Path):
-    import json
-
-    return json.loads(path.read_text())
 
 
 if __name__ == "__main__":

@@ -169,8 +169,9 @@ def test_output_equals_box3d_with_the_same_box_and_range_on_the_source_grid(dens
     sidecar = json.loads(out.with_name("case35.json").read_text())
     assert sidecar["labels_used"].startswith("none") and sidecar["checkpoint_sha256"]
     assert sidecar["decoder"]["source"].startswith("the model's own")
-    assert set(sidecar["organs"]) == {o for o in json.loads((tmp_path / "prompts.json").read_text())["organs"]
-                                      for o in [o["organ"]]}
+    given = json.loads((tmp_path / "prompts.json").read_text())
+    assert sidecar["prompts_given"] == given  # the file as given, copied from its one read
+    assert set(sidecar["organs"]) == {o["organ"] for o in given["organs"]}
     for trace in sidecar["organs"].values():
         lo, hi = trace["predicted_z_range"]
         assert trace["z_range"][0] <= lo <= hi <= trace["z_range"][1]

@@ -27,7 +27,13 @@ from utils.inference.clicks import CLICK_RULES, CONNECTIVITY, Click, next_click,
 from utils.inference.clicks3d import REPROPAGATION, Click3D, ClickSession, next_click_3d  # noqa: F401
 from utils.inference.decoder import CacheDecoder, slice_embeddings  # noqa: F401
 from utils.inference.decoding import decode, decode_inputs, predict_masks_paired, prompt_inputs  # noqa: F401
-from utils.inference.prompt_file import OrganPrompt, box3d_prompt_spec, read_prompt_file  # noqa: F401
+from utils.inference.prompt_file import (  # noqa: F401
+    OrganPrompt,
+    box3d_prompt_spec,
+    prompts_of_spec,
+    read_prompt_file,
+    read_prompt_spec,
+)
 from utils.inference.prompts import (  # noqa: F401
     ALL_PROMPT_TYPES,
     BOX_PROMPTS,

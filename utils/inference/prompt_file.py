@@ -140,8 +140,9 @@ def _entry(ct: CTVolume, entry: dict, coordinates: str, where: str) -> OrganProm
     return OrganPrompt(organ, key_z, Prompt(points=points, labels=labels, box=box), prompt_type, limits)
 
 
-def read_prompt_file(path: str | Path, ct: CTVolume) -> list[OrganPrompt]:
-    """The organs' prompts of ``path`` on ``ct``'s display stack (module docstring); DataError otherwise."""
+def read_prompt_spec(path: str | Path) -> dict:
+    """The JSON object of prompt file ``path`` (read once: segment_volume.py parses it and copies it into its
+    sidecar); DataError when the file is missing, unreadable or not of the module docstring's shape."""
     path = Path(path)
     try:
         spec = json.loads(path.read_text())
@@ -152,6 +153,12 @@ def read_prompt_file(path: str | Path, ct: CTVolume) -> list[OrganPrompt]:
     if not isinstance(spec, dict) or not isinstance(spec.get("organs"), list) or not spec["organs"]:
         raise DataError(f"{path}: expected {{\"coordinates\": \"voxel\" | \"mm\", \"organs\": [...]}} with at least "
                         "one organ (segment_volume.py --help shows the format)")
+    return spec
+
+
+def prompts_of_spec(spec: dict, ct: CTVolume, path: str | Path) -> list[OrganPrompt]:
+    """The organs' prompts of ``spec`` (:func:`read_prompt_spec` of ``path``, named in errors) on ``ct``'s
+    display stack; DataError otherwise."""
     coordinates = spec.get("coordinates", "voxel")
     if coordinates not in COORDINATES:
         raise DataError(f"{path}: coordinates {coordinates!r}: choose from {', '.join(COORDINATES)}")
@@ -163,6 +170,11 @@ def read_prompt_file(path: str | Path, ct: CTVolume) -> list[OrganPrompt]:
                             "entry per organ")
         seen[p.organ] = i
     return prompts
+
+
+def read_prompt_file(path: str | Path, ct: CTVolume) -> list[OrganPrompt]:
+    """The organs' prompts of ``path`` on ``ct``'s display stack (module docstring); DataError otherwise."""
+    return prompts_of_spec(read_prompt_spec(path), ct, path)
 
 
 def box3d_prompt_spec(label_display: np.ndarray, ct: CTVolume) -> dict:
