@@ -123,19 +123,21 @@ def parse_modes(text: str) -> list[str]:
     return modes
 
 
-def resolve_decoders(args, exp, prompt_types: list[str]) -> tuple[dict, dict | None]:
+def resolve_decoders(ev, prompt_types: list[str]) -> tuple[dict, dict | None]:
     """--finetuned none|auto|PATH (+ --finetuned-store) -> ({prompt: DecoderChoice}, the record for the results).
 
-    Resolved, kind-checked and loaded by the scaffold's one hand-off (utils.scaffold.session.open_decoders)."""
+    Resolved, kind-checked and loaded by the evaluation scaffold's one hand-off (``Evaluation.open_decoders``,
+    which also sends the interactive decoder's results to results/task3d_trained/)."""
     from utils.data.dataset import DataError
     from utils.data.slice_store import SliceStore
-    from utils.scaffold.session import fail, open_decoders
+    from utils.scaffold.session import fail
 
+    args, exp = ev.args, ev.exp
     try:
         train_store = SliceStore(args.finetuned_store) if args.finetuned_store else None
     except DataError as exc:
         raise fail(f"--finetuned-store: {exc}") from exc
-    choices = open_decoders(args, exp, prompt_types, require_finetuned=True, trained_on=train_store, same_prompt=True)
+    choices = ev.open_decoders(prompt_types, require_finetuned=True, trained_on=train_store, same_prompt=True)
     if args.finetuned == "none":
         return choices, None
     known = {store.key: {"slice_store": str(store.path), "store_key": store.key, "data": store.description}
@@ -229,10 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         volumes = plan_volumes(exp.store, args.split, [c.strip() for c in args.cases.split(",") if c.strip()])
     except DataError as exc:
         raise fail(str(exc)) from exc
-    choices, finetuned = resolve_decoders(args, exp, prompt_types)
-    interactive = any(c.handoff is not None and c.handoff.identity.get("task") == "interactive" for c in choices.values())
-    if interactive:  # the interactive decoder's results go beside Task 2's, as the other stages do it
-        ev.out = args.results / "task3d_trained"
+    choices, finetuned = resolve_decoders(ev, prompt_types)
     ev.encode(sorted(r for vol in volumes for r in vol.rows.values()))
     print(ev.describe(f"{len(volumes)} {args.split} volume(s), {len(ev.rows)} slices"))
 
@@ -269,7 +268,8 @@ def main(argv: list[str] | None = None) -> int:
                 print("  " + " " * 31 + "Dice after 0..N clicks " + " ".join(f"{d:.3f}" for d in summary["dice_per_click"])
                       + f"  Dice AUC {summary['dice_auc']:.4f}  NSD AUC {summary['nsd_auc']:.4f}")
     results["timing"] = ev.timing(**timing)
-    kind = "the interactive decoder" if interactive else "Task 2's fine-tuned decoders" if finetuned else "zero-shot"
+    kind = {"interactive decoder": "the interactive decoder", "fine-tuned": "Task 2's fine-tuned decoders"}.get(
+        ev.decoder_kind, ev.decoder_kind)
     ev.write(results, {"table3d.md": titled(f"3-D results ({kind})", table3d(results))})
     figures = draw_figures(ev.out, results, figure_views, exp.store, volumes[0], f"{exp.model.name}, {kind}",
                            PROMPT_TITLES[prompt_types[0]]) if ev.is_main else []

@@ -72,10 +72,13 @@ class Evaluation:
         """True on the process that writes files (always, outside torchrun)."""
         return distributed.is_main()
 
-    def open_decoders(self, prompt_types: Sequence[str], require_finetuned: bool = False) -> dict[str, DecoderChoice]:
-        """Each prompt type's prompt encoder + mask decoder from ``--finetuned`` (:func:`open_decoders`). With
-        the interactive decoder the results go to ``<name>_trained`` instead of ``<name>_finetuned``."""
-        choices = open_decoders(self.args, self.exp, list(prompt_types), require_finetuned=require_finetuned)
+    def open_decoders(self, prompt_types: Sequence[str], require_finetuned: bool = False,
+                      **handoff) -> dict[str, DecoderChoice]:
+        """Each prompt type's prompt encoder + mask decoder from ``--finetuned`` (:func:`open_decoders`; ``handoff``:
+        its ``trained_on`` / ``same_prompt``). With the interactive decoder the results go to ``<name>_trained``
+        instead of ``<name>_finetuned``."""
+        choices = open_decoders(self.args, self.exp, list(prompt_types), require_finetuned=require_finetuned,
+                                **handoff)
         self.interactive = any(c.handoff is not None and c.handoff.identity.get("task") == INTERACTIVE
                                for c in choices.values())
         if self.interactive:
