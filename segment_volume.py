@@ -54,6 +54,8 @@ HYPERPARAMETERS = {
                            "docs/3d.md)"),
     "MIN_IOU_PREVIOUS": (0.0, "reject a mask whose IoU with the previous slice's is below this (0 = off)", "fraction"),
     "MAX_AREA_FACTOR": (0.0, "reject a mask whose area jumps by more than this factor (0 = off)", "factor_or_off"),
+    "MIN_PREDICTED_IOU": (0.0, "reject a mask whose predicted IoU (the model's IoU head) is below this (0 = off)",
+                          "fraction"),
     "LARGEST_COMPONENT": (False, "keep each organ's largest 26-connected 3-D component"),
     "DECODE_BATCH": (8, "prompts per mask-decoder call"),
     "ENCODE_BATCH": (4, "slices per image-encoder call"),
@@ -155,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
           f"({ct.spacing[1]:.2f} x {ct.spacing[0]:.2f} x {ct.z_mm:.2f} mm); {len(prompts)} organ(s); model "
           f"{model.name} on {describe(device)}; decoder: {decoder_record['source']}")
     logits, traces = segment_prompts(len(ct.images), ct.spacing, prompts,
-                                     lambda requests: decoder.predict_rows(requests, args.decode_batch), settings)
+                                     lambda requests: decoder.predict_rows(requests, args.decode_batch,
+                                                                           with_iou=settings.needs_iou), settings)
 
     label = merge_organs(ct.images.shape, logits)
     for organ in logits:

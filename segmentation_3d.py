@@ -86,6 +86,8 @@ HYPERPARAMETERS = {
                               "(0 = off)", "fraction"),
     "MAX_AREA_FACTOR": (0.0, "propagation rejects a mask whose area is more than this factor above or below the "
                              "previous slice's (0 = off)", "factor_or_off"),
+    "MIN_PREDICTED_IOU": (0.0, "propagation rejects a mask whose predicted IoU (the model's IoU head) is below this "
+                               "(0 = off; clicks3d's re-propagation after a click does not apply it)", "fraction"),
     "LARGEST_COMPONENT": (False, "propagate / box3d / clicks3d: keep each organ's largest 26-connected 3-D component"),
     "CLICKS": (5, "clicks3d: correction clicks per organ after the 3-D box (the CVPR 2025 challenge's 5)"),
     "CLICK_REPROPAGATION": ("downstream", "clicks3d: how far a click's change travels: downstream (away from the key "
@@ -170,17 +172,18 @@ def segment(ev, mode: str, prompt_type: str, decoder, vol) -> tuple[list, dict]:
     from utils.inference.volume import PropagationSettings, segment_clicks3d, segment_per_slice, segment_propagate
 
     args, store = ev.args, ev.exp.store
+    settings = PropagationSettings.from_args(args)
     decode_rows = lambda requests: decoder.predict_rows(requests, args.decode_batch)  # noqa: E731
     if mode == "per_slice":
         label, trace = segment_per_slice(vol, prompt_type, decode_rows, args.seed)
-    elif mode == "clicks3d":
+        return [label], trace
+    if settings.needs_iou:  # the predicted-IoU stop rule judges the model's own IoU estimate of each slice
+        decode_rows = lambda requests: decoder.predict_rows(requests, args.decode_batch, with_iou=True)  # noqa: E731
+    if mode == "clicks3d":
         decode_with_masks = lambda requests: decoder.predict_requests(requests, args.decode_batch)  # noqa: E731
-        return segment_clicks3d(vol, prompt_type, decode_rows, decode_with_masks, args.seed, store,
-                                PropagationSettings.from_args(args), args.clicks, args.click_repropagation,
-                                args.click_mask_input)
-    else:
-        label, trace = segment_propagate(vol, prompt_type, decode_rows, args.seed, store, PropagationSettings.from_args(args),
-                                         bounded=mode == "box3d")
+        return segment_clicks3d(vol, prompt_type, decode_rows, decode_with_masks, args.seed, store, settings,
+                                args.clicks, args.click_repropagation, args.click_mask_input)
+    label, trace = segment_propagate(vol, prompt_type, decode_rows, args.seed, store, settings, bounded=mode == "box3d")
     return [label], trace
 
 
@@ -240,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     results = ev.header(meta, finetuned=finetuned, modes={}, cases=[v.case for v in volumes],
                         settings={"min_area_mm2": args.min_area_mm2, "box_margin_mm": args.box_margin_mm,
                                   "min_iou_previous": args.min_iou_previous, "max_area_factor": args.max_area_factor,
+                                  "min_predicted_iou": args.min_predicted_iou,
                                   "largest_component": args.largest_component, "clicks": args.clicks,
                                   "click_repropagation": args.click_repropagation,
                                   "click_mask_input": args.click_mask_input,

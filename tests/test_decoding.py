@@ -116,3 +116,21 @@ def test_pairs_from_different_images_are_not_crossed(vit_b_setup):
         alone1, _ = decode(model, other, prompts[1:], sizes[1:])
     assert torch.allclose(paired[0], alone0[0], atol=1e-5)
     assert torch.allclose(paired[1], alone1[0], atol=1e-5)
+
+
+def test_predicted_iou_of_predict_rows_is_sam_predictors(vit_b_setup):
+    """predict_rows(with_iou=True) (what the predicted-IoU stop rule judges) gives SamPredictor's IoU estimate
+    of the single-mask output, beside the same logits as without it."""
+    model, cache, predictor = vit_b_setup
+    samples = cache.index.samples([0])
+    _, prompts, _ = build_batch(cache, samples, "bound_box", seed=0)
+    requests = [(row, prompt) for (row, _), prompt in zip(samples, prompts)]
+    decoder = CacheDecoder(cache)
+    with torch.inference_mode():
+        plain = decoder.predict_rows(requests, batch_size=2)
+        with_iou = decoder.predict_rows(requests, batch_size=2, with_iou=True)
+    assert len(with_iou) == len(plain) == len(prompts)
+    for (logits, iou), alone, prompt in zip(with_iou, plain, prompts):
+        assert isinstance(iou, float) and np.array_equal(logits, alone)
+        _, expected, _ = predictor.predict(box=prompt.box, multimask_output=False)
+        assert iou == pytest.approx(float(expected[0]), abs=0.02)  # the cache stores float16 embeddings

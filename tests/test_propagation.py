@@ -275,10 +275,36 @@ def test_area_jump_rule_rejects_a_sudden_growth_or_shrinkage():
     assert result.z_range == (0, 1) and result.rejected == {2: STOP_AREA_JUMP}
 
 
+def test_predicted_iou_rule_rejects_a_slice_the_model_doubts():
+    from utils.inference.propagation import STOP_LOW_PREDICTED_IOU, StopRules, propagate_batch
+
+    masks = [square(24, 4, 4, 6) for _ in range(6)]  # the same mask everywhere: only the predicted IoU differs
+    predicted = [0.9, 0.9, 0.9, 0.8, 0.3, 0.9]  # slice 4: the model doubts its own mask
+
+    def decode_batch(requests):
+        return [(np.where(masks[z], 8.0, -8.0).astype(np.float32), predicted[z]) for z, _ in requests]
+
+    box = Prompt(box=bound_box(masks[1]))
+    result = propagate_batch(6, [(1, box)], decode_batch, "bound_box", rules=StopRules(min_predicted_iou=0.5))[0]
+    assert result.z_range == (0, 3) and result.stops["increasing"] == STOP_LOW_PREDICTED_IOU
+    assert result.rejected == {4: STOP_LOW_PREDICTED_IOU}
+    assert propagate_batch(6, [(1, box)], decode_batch, "bound_box",
+                           rules=StopRules(min_predicted_iou=0.85))[0].z_range == (0, 2)  # 0.8 < 0.85 on slice 3
+    assert propagate_batch(6, [(1, box)], decode_batch, "bound_box")[0].z_range == (0, 5)  # rule off: IoU unused
+    doubted_key = [0.1] + predicted[1:]  # the key slice is the person's prompt: never judged by the rule
+    held = propagate_batch(6, [(0, box)], lambda r: [(np.where(masks[z], 8.0, -8.0).astype(np.float32),
+                                                     doubted_key[z]) for z, _ in r], "bound_box",
+                           rules=StopRules(min_predicted_iou=0.5))[0]
+    assert held.z_range == (0, 3)
+    with pytest.raises(ValueError, match="predicted IoU"):  # the rule on, but the decoder gives no IoU
+        propagate(6, 1, box, SequenceDecoder(masks), "bound_box", rules=StopRules(min_predicted_iou=0.5))
+
+
 def test_stop_rules_refuse_meaningless_settings():
     from utils.inference.propagation import StopRules
 
-    for bad in (dict(min_area_px=0), dict(min_iou_previous=1.5), dict(max_area_factor=0.5), dict(max_area_factor=1.0)):
+    for bad in (dict(min_area_px=0), dict(min_iou_previous=1.5), dict(max_area_factor=0.5), dict(max_area_factor=1.0),
+                dict(min_predicted_iou=-0.1), dict(min_predicted_iou=1.2)):
         with pytest.raises(ValueError):
             StopRules(**bad)
 

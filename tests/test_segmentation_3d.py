@@ -271,6 +271,21 @@ def test_a_box_margin_in_mm_is_converted_with_the_spacing_and_recorded(dense, tm
     assert "grown by 5 mm per side" in (tmp_path / "task3d" / "table3d.md").read_text()
 
 
+def test_a_predicted_iou_stop_rejects_slices_by_the_models_own_estimate_and_is_recorded(smoke, dense, tmp_path):
+    # 0.99: above what LiteMedSAM predicts for most propagated slices, so directions stop by this rule
+    assert run(dense, tmp_path, "--modes", "propagate,box3d", "--min-predicted-iou", "0.99") == 0
+    metrics = json.loads((tmp_path / "task3d" / "metrics.json").read_text())
+    assert metrics["settings"]["min_predicted_iou"] == 0.99
+    default = smoke[1]["modes"]["propagate"]["bound_box"]
+    strict = metrics["modes"]["propagate"]["bound_box"]
+    assert strict["reached_slices"] < default["reached_slices"]
+    stops = [why for t in strict["propagation"][CASE]["organs"].values() for why in t["stops"].values()]
+    assert "low_predicted_iou" in stops
+    box3d = metrics["modes"]["box3d"]["bound_box"]["propagation"][CASE]["organs"].values()
+    assert any(t.get("rejected_slices") for t in box3d)  # inside the 3-D box a rejected slice is held through
+    assert "min_predicted_iou 0.99" in (tmp_path / "task3d" / "table3d.md").read_text()
+
+
 def test_box3d_never_predicts_outside_each_organs_first_and_last_slice(smoke, dense):
     out, metrics = smoke
     truth = np.asarray(source_label(dense).dataobj)  # source (x, y, z)

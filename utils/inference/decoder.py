@@ -56,36 +56,41 @@ class CacheDecoder:
 
     @torch.no_grad()
     def decode(self, embeddings: torch.Tensor, prompts: Sequence[Prompt], sizes: Sequence[tuple[int, int]],
-               mask_input: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+               mask_input: torch.Tensor | None = None, with_iou: bool = False) -> tuple[torch.Tensor, ...]:
         """(logits float32 (N, H, W) on the slice, low-res logits float32 (N, 1, 256, 256)) for N prompts.
 
         embeddings: float (N, 256, 64, 64), row i = prompt i's slice (or (1, ...) shared by all);
         prompts: N prompts of one kind (``utils.inference.decoding.prompt_inputs``); sizes: the slices'
         (H, W), all one size; mask_input: optional float (N, 1, 256, 256) low-res logits of a previous
         call for the same prompts (``SamPredictor.predict(mask_input=...)``). On the model's device.
+        ``with_iou``: also return the predicted IoU float32 (N,) of each mask (SAM's IoU head), third.
         """
         with autocast(self.model.device, self.precision):
-            low, _ = decode(self.model, embeddings, prompts, sizes, self.multimask_output, self.prompt_encoder,
-                            self.mask_decoder, mask_input=mask_input)
+            low, iou = decode(self.model, embeddings, prompts, sizes, self.multimask_output, self.prompt_encoder,
+                              self.mask_decoder, mask_input=mask_input)
         low = low.float()
         self.n_decoded += len(prompts)
-        return self.model.postprocess(low, tuple(sizes[0]))[:, 0], low
+        logits = self.model.postprocess(low, tuple(sizes[0]))[:, 0]
+        return (logits, low, iou.float()) if with_iou else (logits, low)
 
     def predict(self, rows: Sequence[int], prompts: Sequence[Prompt], sizes: Sequence[tuple[int, int]],
-                mask_input: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                mask_input: torch.Tensor | None = None, with_iou: bool = False) -> tuple[torch.Tensor, ...]:
         """:meth:`decode` for N prompts on cache rows ``rows`` (row i = prompt i's slice, all one size)."""
-        return self.decode(self.embeddings(rows), prompts, sizes, mask_input)
+        return self.decode(self.embeddings(rows), prompts, sizes, mask_input, with_iou)
 
-    def predict_rows(self, requests: Sequence[tuple[int, Prompt]], batch_size: int) -> list[np.ndarray]:
+    def predict_rows(self, requests: Sequence[tuple[int, Prompt]], batch_size: int, with_iou: bool = False) -> list:
         """float32 (H, W) logits for each (cache row, prompt) request, in order, decoded ``batch_size`` at a
-        time. Consecutive requests of one call must share a slice size and a prompt kind (one volume, one
+        time; with ``with_iou``, (logits, predicted IoU float) each (what ``StopRules.min_predicted_iou``
+        judges). Consecutive requests of one call must share a slice size and a prompt kind (one volume, one
         prompt type: what the 3-D protocols ask)."""
-        out: list[np.ndarray] = []
+        out: list = []
         for start in range(0, len(requests), batch_size):
             chunk = requests[start : start + batch_size]
             rows = [row for row, _ in chunk]
-            logits, _ = self.predict(rows, [p for _, p in chunk], [self.cache.index.shape(r) for r in rows])
-            out += list(logits.cpu().numpy())
+            logits, _, iou = self.predict(rows, [p for _, p in chunk], [self.cache.index.shape(r) for r in rows],
+                                          with_iou=True)
+            logits = list(logits.cpu().numpy())
+            out += list(zip(logits, iou.cpu().tolist())) if with_iou else logits
         return out
 
     def predict_requests(self, requests: Sequence[tuple[int, Prompt, torch.Tensor | None]], batch_size: int

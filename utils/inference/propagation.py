@@ -29,7 +29,9 @@ Extra stop rules (each off by default; the issue on whole organs in 3-D asks for
 measured on training volumes): ``min_iou_previous`` rejects a slice whose mask overlaps the previous
 accepted mask of its direction with IoU below it (drift onto a neighbour shows up as a sudden loss of
 overlap); ``max_area_factor`` rejects a slice whose area is more than that factor above or below the
-previous accepted mask's. A rejected slice stops its direction, like the minimum area.
+previous accepted mask's; ``min_predicted_iou`` rejects a slice whose mask the model itself scores below
+it (SAM's IoU head: ``decode_batch`` then returns (logits, predicted IoU) per request). A rejected slice
+stops its direction, like the minimum area.
 
 Range (``z_limits``, one (first, last) per seed, inclusive; the 3-D box protocol): a direction never
 decodes outside it and stops at its end (``STOP_RANGE_END``). With ``hold_through_rejects`` (the 3-D box
@@ -58,7 +60,8 @@ from utils.inference.prompts import (
 
 # decode(z, prompt) -> float logits (H, W) of slice z; > mask_threshold is the organ.
 Decode = Callable[[int, Prompt], np.ndarray]
-# decode_batch([(z, prompt), ...]) -> [logits (H, W), ...] in the same order (one request per organ front).
+# decode_batch([(z, prompt), ...]) -> [logits (H, W), ...] in the same order (one request per organ front);
+# or [(logits, predicted IoU), ...] (needed by StopRules.min_predicted_iou).
 DecodeBatch = Callable[[Sequence[tuple[int, Prompt]]], Sequence[np.ndarray]]
 
 DIRECTIONS = {"decreasing": -1, "increasing": +1}  # of the slice index z (display/RAS: towards inferior / superior)
@@ -68,6 +71,7 @@ STOP_EMPTY = "empty"  # the prediction on the next slice was empty
 STOP_BELOW_MIN_AREA = "below_min_area"  # it had 1 .. min_area_px - 1 pixels
 STOP_LOW_OVERLAP = "low_overlap"  # its IoU with the previous accepted mask was below min_iou_previous
 STOP_AREA_JUMP = "area_jump"  # its area was more than max_area_factor above or below the previous mask's
+STOP_LOW_PREDICTED_IOU = "low_predicted_iou"  # the model's own IoU estimate for it was below min_predicted_iou
 STOP_RANGE_END = "range_end"  # the direction reached the end of its z_limits (the 3-D box's first / last slice)
 
 
@@ -78,12 +82,14 @@ class StopRules:
     min_area_px: the smallest accepted mask in pixels (>= 1; 1 = reject only an empty mask).
     min_iou_previous: reject a mask whose IoU with the previous accepted mask of its direction is below this.
     max_area_factor: reject a mask whose area is > factor x or < 1 / factor x the previous accepted mask's (> 1).
+    min_predicted_iou: reject a propagated mask whose predicted IoU (the model's IoU head) is below this.
     hold_through_rejects: a rejected slice does not stop its direction (for a bounded range, ``z_limits``).
     """
 
     min_area_px: int = 1
     min_iou_previous: float = 0.0
     max_area_factor: float = 0.0
+    min_predicted_iou: float = 0.0
     hold_through_rejects: bool = False
 
     def __post_init__(self):
@@ -91,12 +97,15 @@ class StopRules:
             raise ValueError(f"min_area_px must be an integer >= 1, got {self.min_area_px}")
         if not 0.0 <= self.min_iou_previous <= 1.0:
             raise ValueError(f"min_iou_previous must be in [0, 1] (0 = off), got {self.min_iou_previous}")
+        if not 0.0 <= self.min_predicted_iou <= 1.0:
+            raise ValueError(f"min_predicted_iou must be in [0, 1] (0 = off), got {self.min_predicted_iou}")
         if self.max_area_factor != 0.0 and self.max_area_factor <= 1.0:
             raise ValueError(f"max_area_factor must be > 1 (0 = off), got {self.max_area_factor}")
 
-    def judge(self, mask: np.ndarray, previous: np.ndarray | None) -> str | None:
+    def judge(self, mask: np.ndarray, previous: np.ndarray | None, predicted_iou: float | None = None) -> str | None:
         """None when bool (H, W) ``mask`` is accepted after ``previous`` (the direction's last accepted mask,
-        None on the key slice: only the area rule applies there), else the STOP_* reason."""
+        None on the key slice: only the area rule applies there), else the STOP_* reason. ``predicted_iou``:
+        the model's IoU estimate for ``mask`` (required when ``min_predicted_iou`` is on)."""
         area = int(mask.sum())
         if area == 0:
             return STOP_EMPTY
@@ -112,6 +121,12 @@ class StopRules:
             before = int(previous.sum())
             if area > self.max_area_factor * before or area * self.max_area_factor < before:
                 return STOP_AREA_JUMP
+        if self.min_predicted_iou > 0:
+            if predicted_iou is None:
+                raise ValueError("min_predicted_iou needs the model's predicted IoU: decode_batch must return "
+                                 "(logits, predicted IoU) per request")
+            if predicted_iou < self.min_predicted_iou:
+                return STOP_LOW_PREDICTED_IOU
         return None
 
 
@@ -243,14 +258,16 @@ class _Rounds:
         self.limits, self.ranged, self.results = limits, ranged, results
         self.shape: tuple[int, ...] | None = None
 
-    def decode(self, requests: list[tuple[int, Prompt]]) -> list[np.ndarray]:
+    def decode(self, requests: list[tuple[int, Prompt]]) -> list[tuple[np.ndarray, float | None]]:
+        """(logits, predicted IoU or None) per request: decode_batch may answer logits or (logits, IoU)."""
         answers = list(self.decode_batch(requests))
         if len(answers) != len(requests):
             raise ValueError(f"decode_batch returned {len(answers)} logits for {len(requests)} requests")
         out = []
         for (z, _), answer in zip(requests, answers):
-            out.append(_as_logits(answer, self.shape, z))
-            self.shape = out[-1].shape
+            logits, iou = answer if isinstance(answer, tuple) else (answer, None)
+            out.append((_as_logits(logits, self.shape, z), None if iou is None else float(iou)))
+            self.shape = out[-1][0].shape
         return out
 
     def advance(self, item: int, direction: str, z: int, prompt: Prompt, previous: np.ndarray) -> list[_Front]:
@@ -268,7 +285,7 @@ class _Rounds:
 def _key_round(rounds: _Rounds, seeds: Sequence[tuple[int, Prompt]]) -> list[_Front]:
     """Round 0: decode every key slice, keep its logits, and open a front each way that may go on."""
     fronts: list[_Front] = []
-    for i, logits in enumerate(rounds.decode([(int(z), prompt) for z, prompt in seeds])):
+    for i, (logits, _) in enumerate(rounds.decode([(int(z), prompt) for z, prompt in seeds])):
         result = rounds.results[i]
         result.logits[result.key_z], result.prompts[result.key_z] = logits, seeds[i][1]
         result.n_decoded += 1
@@ -289,12 +306,12 @@ def _next_round(rounds: _Rounds, fronts: list[_Front]) -> list[_Front]:
     """Round k > 0: decode every front's slice; accepted slices move their front one slice on (so do rejected
     ones with ``hold_through_rejects``, prompted again as before)."""
     next_fronts = []
-    for front, logits in zip(fronts, rounds.decode([(f.z, f.prompt) for f in fronts])):
+    for front, (logits, predicted_iou) in zip(fronts, rounds.decode([(f.z, f.prompt) for f in fronts])):
         result = rounds.results[front.item]
         result.n_decoded += 1
         result.prompts[front.z] = front.prompt
         mask = logits > rounds.mask_threshold
-        reason = rounds.rules.judge(mask, front.previous)
+        reason = rounds.rules.judge(mask, front.previous, predicted_iou)
         if reason is None:
             result.logits[front.z] = logits
             prompt, previous = next_prompt(mask, rounds.prompt_type, rounds.box_margin_px), mask

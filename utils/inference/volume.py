@@ -20,7 +20,7 @@ display stacks (the store's orientation), labels 1..13 in BTCV order.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Sequence
 
 import numpy as np
@@ -79,8 +79,9 @@ class PropagationSettings:
 
     min_area_mm2: a mask below this stops its direction (converted with the slice spacing, at least 1 px);
     box_margin_mm: each propagated box grows by this on each side (0 = the previous mask's tight box);
-    min_iou_previous / max_area_factor: the overlap and area-jump stop rules (0 = off;
-    :class:`utils.inference.propagation.StopRules`); largest_component: keep each organ's largest
+    min_iou_previous / max_area_factor / min_predicted_iou: the overlap, area-jump and predicted-IoU stop rules
+    (0 = off; :class:`utils.inference.propagation.StopRules`; the last needs a decode_rows that returns
+    (logits, predicted IoU): :attr:`needs_iou`); largest_component: keep each organ's largest
     26-connected 3-D component of the result (MedSAM2 does this after propagating both ways).
     """
 
@@ -88,6 +89,7 @@ class PropagationSettings:
     box_margin_mm: float = 0.0
     min_iou_previous: float = 0.0
     max_area_factor: float = 0.0
+    min_predicted_iou: float = 0.0
     largest_component: bool = False
 
     @classmethod
@@ -95,13 +97,18 @@ class PropagationSettings:
         """From the flags of the same names (segmentation_3d.py, segment_volume.py)."""
         return cls(min_area_mm2=args.min_area_mm2, box_margin_mm=args.box_margin_mm,
                    min_iou_previous=args.min_iou_previous, max_area_factor=args.max_area_factor,
-                   largest_component=args.largest_component)
+                   min_predicted_iou=args.min_predicted_iou, largest_component=args.largest_component)
+
+    @property
+    def needs_iou(self) -> bool:
+        """Whether propagation must be given the model's predicted IoU (``predict_rows(..., with_iou=True)``)."""
+        return self.min_predicted_iou > 0
 
     def rules(self, spacing: tuple[float, float], bounded: bool) -> StopRules:
         sy, sx = spacing
         return StopRules(min_area_px=max(1, math.ceil(self.min_area_mm2 / (sy * sx))),
                          min_iou_previous=self.min_iou_previous, max_area_factor=self.max_area_factor,
-                         hold_through_rejects=bounded)
+                         min_predicted_iou=self.min_predicted_iou, hold_through_rejects=bounded)
 
     def margin_px(self, spacing: tuple[float, float]) -> tuple[float, float]:
         sy, sx = spacing
@@ -224,8 +231,10 @@ def segment_clicks3d(vol: VolumeSlices, prompt_type: str, decode_rows: DecodeRow
                              prompt_type, spacing, settings, limits)
     session = ClickSession(n, start, limits,
                            lambda requests: decode_with_masks([(vol.rows[first + z], p, m) for z, p, m in requests]),
-                           prompt_type, settings.rules(spacing, bounded=True), settings.margin_px(spacing), repropagation,
-                           mask_input)
+                           # A click's re-propagation judges without the predicted-IoU rule: the clicked slice is the
+                           # person's correction, and its downstream walk stays inside box3d's range (said in --help).
+                           prompt_type, replace(settings.rules(spacing, bounded=True), min_predicted_iou=0.0),
+                           settings.margin_px(spacing), repropagation, mask_input)
 
     def label_now() -> np.ndarray:
         return merge_organs(vol.gt_display.shape, session.logits(), z_offset=first)

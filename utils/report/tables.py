@@ -318,7 +318,8 @@ def table3d(metrics: dict) -> str:
         click_table = ("\n#### 3-D clicks: Dice and NSD after 0.." + str(n) + " clicks\n\n" + markdown_table(
             ["start", "3-D Dice after 0.." + str(n) + " clicks", "NSD after 0.." + str(n) + " clicks", "Dice AUC",
              "NSD AUC"], click_rows))
-    rules = [f"{k} {settings[k]:g}" for k in ("min_iou_previous", "max_area_factor") if settings.get(k)]
+    rules = [f"{k} {settings[k]:g}" for k in ("min_iou_previous", "max_area_factor", "min_predicted_iou")
+             if settings.get(k)]
     if settings.get("largest_component"):
         rules.append("largest 3-D component kept")
     if rules:
