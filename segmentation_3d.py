@@ -16,8 +16,9 @@ Four protocols (--modes), each with every prompt type of --prompts:
   until the predicted mask is smaller than --min-area-mm2 or the stored slices end; --box-margin-mm grows
   each propagated box (default 2 mm, chosen on training volumes; 0 = the tight box). No ground truth is used after the first prompt
   (utils/inference/volume.py and propagation.py hold the protocols). metrics.json counts the organ slices
-  the propagation reached (reached_slices of organ_slices). --min-iou-previous / --max-area-factor add stop
-  rules (a mask overlapping the previous one too little, or whose area jumps), --largest-component keeps
+  the propagation reached (reached_slices of organ_slices). --min-iou-previous / --max-area-factor /
+  --min-predicted-iou add stop rules (a mask overlapping the previous one too little, whose area jumps, or
+  that the model's own IoU head doubts), --largest-component keeps
   each organ's largest 26-connected 3-D component (all off by default).
 - box3d (box prompt types only): the 3-D box of MedSAM and the CVPR 2024 "SAM on laptop" challenge: the key slice's prompt plus
   the organ's first and last ground-truth slice. Propagation as above, but never outside that range, and a
