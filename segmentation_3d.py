@@ -174,12 +174,12 @@ def segment(ev, mode: str, prompt_type: str, decoder, vol) -> tuple[list, dict]:
 
     args, store = ev.args, ev.exp.store
     settings = PropagationSettings.from_args(args)
-    decode_rows = lambda requests: decoder.predict_rows(requests, args.decode_batch)  # noqa: E731
+    # the predicted-IoU stop rule judges the model's own IoU estimate of each propagated slice
+    with_iou = settings.needs_iou and mode != "per_slice"
+    decode_rows = lambda requests: decoder.predict_rows(requests, args.decode_batch, with_iou)  # noqa: E731
     if mode == "per_slice":
         label, trace = segment_per_slice(vol, prompt_type, decode_rows, args.seed)
         return [label], trace
-    if settings.needs_iou:  # the predicted-IoU stop rule judges the model's own IoU estimate of each slice
-        decode_rows = lambda requests: decoder.predict_rows(requests, args.decode_batch, with_iou=True)  # noqa: E731
     if mode == "clicks3d":
         decode_with_masks = lambda requests: decoder.predict_requests(requests, args.decode_batch)  # noqa: E731
         return segment_clicks3d(vol, prompt_type, decode_rows, decode_with_masks, args.seed, store, settings,
@@ -220,9 +220,12 @@ def run_protocol(ev, mode: str, prompt_type: str, choice, volumes: list) -> tupl
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    from dataclasses import asdict
+
     from utils.data.dataset import DataError
     from utils.data.volumes import plan_volumes
     from utils.inference.prompts import PROMPT_TITLES, is_box_prompt, parse_prompt_types
+    from utils.inference.volume import PropagationSettings
     from utils.report.tables import table3d, titled
     from utils.scaffold.evaluation import Evaluation
     from utils.scaffold.session import fail
@@ -242,10 +245,8 @@ def main(argv: list[str] | None = None) -> int:
     meta = ev.provenance(n_volumes=len(volumes), finetuned=finetuned,
                          slice_margin=exp.store.manifest["settings"]["slice_margin"])
     results = ev.header(meta, finetuned=finetuned, modes={}, cases=[v.case for v in volumes],
-                        settings={"min_area_mm2": args.min_area_mm2, "box_margin_mm": args.box_margin_mm,
-                                  "min_iou_previous": args.min_iou_previous, "max_area_factor": args.max_area_factor,
-                                  "min_predicted_iou": args.min_predicted_iou,
-                                  "largest_component": args.largest_component, "clicks": args.clicks,
+                        # every propagation rule as PropagationSettings names it (as segment_volume.py records it)
+                        settings={**asdict(PropagationSettings.from_args(args)), "clicks": args.clicks,
                                   "click_repropagation": args.click_repropagation,
                                   "click_mask_input": args.click_mask_input,
                                   "key_slice": "largest organ area",
