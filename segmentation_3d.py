@@ -188,34 +188,64 @@ def segment(ev, mode: str, prompt_type: str, decoder, vol) -> tuple[list, dict]:
     return [label], trace
 
 
-def run_protocol(ev, mode: str, prompt_type: str, choice, volumes: list) -> tuple[dict, object]:
-    """One protocol with one prompt type over every volume: label maps written as NIfTI, read back, scored
-    (clicks3d: after every click, the last one kept on disk); returns (summary, the first volume's written map
-    as a display stack)."""
-    from tqdm import tqdm
+class Protocol:
+    """One protocol with one prompt type over the volumes: per click round (one round unless clicks3d) the
+    scores, slice Dice, traces and unscored predictions of each volume; the first volume's written map as a
+    display stack (the figures' view); the prompts it asked for and its seconds."""
 
-    from utils.data.nifti import write_label_nifti
-    from utils.eval.volume_scoring import score_written, summarise_3d, summarise_clicks
+    def __init__(self, mode: str, prompt_type: str):
+        self.mode, self.prompt_type = mode, prompt_type
+        self.per_click: list[tuple[dict, dict, dict, dict]] = []
+        self.first_view, self.asked, self.seconds = None, 0, 0.0
 
-    decoder = ev.decoder(choice)
-    per_click: list[tuple[dict, dict, dict, dict]] = []  # per round: (scores, slice_dice, traces, unscored)
-    first_view = None
-    for vol in tqdm(volumes, desc=f"{mode} {prompt_type}", unit="vol", disable=ev.args.no_progress):
-        labels, trace = segment(ev, mode, prompt_type, decoder, vol)
-        path = ev.out / "predictions" / mode / prompt_type / f"{vol.case}.nii.gz"
+    def run(self, ev, decoder, vol) -> None:
+        """Segment ``vol``, write its label map(s) as NIfTI, read back and score them (clicks3d: after every
+        click, the last one kept on disk)."""
+        from utils.data.nifti import write_label_nifti
+        from utils.eval.volume_scoring import score_written
+
+        t0, before = time.perf_counter(), decoder.n_decoded + decoder.n_reused
+        labels, trace = segment(ev, self.mode, self.prompt_type, decoder, vol)
+        self.asked += decoder.n_decoded + decoder.n_reused - before
+        path = ev.out / "predictions" / self.mode / self.prompt_type / f"{vol.case}.nii.gz"
         for k, label in enumerate(labels):
             scores, slice_dice, display = score_written(write_label_nifti(label, vol.label_path, path, layout="display"),
                                                         vol)
-            if len(per_click) <= k:
-                per_click.append(({}, {}, {}, {}))
-            for bucket, value in zip(per_click[k], (scores, slice_dice, trace, scores.unscored_predictions)):
+            if len(self.per_click) <= k:
+                self.per_click.append(({}, {}, {}, {}))
+            for bucket, value in zip(self.per_click[k], (scores, slice_dice, trace, scores.unscored_predictions)):
                 bucket[vol.case] = value
-        first_view = display if first_view is None else first_view
-    summary = summarise_3d(*per_click[-1])
-    if mode == "clicks3d":
-        summary.update(summarise_clicks([summarise_3d(*round_) for round_ in per_click]))
-    summary["decoded_prompts"] = decoder.n_decoded
-    return summary, first_view
+        self.first_view = display if self.first_view is None else self.first_view
+        self.seconds += time.perf_counter() - t0
+
+    def summary(self) -> dict:
+        from utils.eval.volume_scoring import summarise_3d, summarise_clicks
+
+        summary = summarise_3d(*self.per_click[-1])
+        if self.mode == "clicks3d":
+            summary.update(summarise_clicks([summarise_3d(*round_) for round_ in self.per_click]))
+        summary["decoded_prompts"] = self.asked  # what the protocol asks for, whether decoded or kept from another
+        return summary
+
+
+def run_protocols(ev, protocols: list[Protocol], choices: dict, volumes: list) -> dict[str, int]:
+    """Every protocol on each volume in turn, one decoder per set of weights; the decoder keeps its answers
+    while it works on a volume, so a prompt two protocols ask for (clicks3d starts with box3d's walk; box3d
+    repeats propagate's until it stops) is decoded once. Returns the decoders' counts, for the timing."""
+    from tqdm import tqdm
+
+    decoders: dict[int, object] = {}
+    for choice in choices.values():
+        if id(choice) not in decoders:
+            decoders[id(choice)] = ev.decoder(choice)
+            decoders[id(choice)].remember()
+    for vol in tqdm(volumes, desc="volumes", unit="vol", disable=ev.args.no_progress):
+        for decoder in decoders.values():
+            decoder.forget()  # answers are kept for one volume at a time
+        for protocol in protocols:
+            protocol.run(ev, decoders[id(choices[protocol.prompt_type])], vol)
+    return {"decoded": sum(d.n_decoded for d in decoders.values()),
+            "reused": sum(d.n_reused for d in decoders.values())}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -251,28 +281,33 @@ def main(argv: list[str] | None = None) -> int:
                                   "click_mask_input": args.click_mask_input,
                                   "key_slice": "largest organ area",
                                   "decoders": {p: c.source for p, c in choices.items()}})
-    figure_views = {}
-    timing = {"encode_seconds": round(ev.encode_seconds, 2)}
+    protocols = []
     for mode in modes:
         results["modes"][mode] = {}
         for prompt_type in prompt_types:
             if mode in BOX_MODES and not is_box_prompt(prompt_type):
                 print(f"  {mode:<10} {PROMPT_TITLES[prompt_type]:<20} skipped: {mode} is a box protocol")
-                continue
-            t0 = time.perf_counter()
-            summary, view = run_protocol(ev, mode, prompt_type, choices[prompt_type], volumes)
-            results["modes"][mode][prompt_type] = summary
-            timing[f"{mode}/{prompt_type} seconds"] = round(time.perf_counter() - t0, 2)
-            if prompt_type == prompt_types[0]:
-                figure_views[mode.replace("_", " ")] = view
-            print(f"  {mode:<10} {PROMPT_TITLES[prompt_type]:<20} 3-D Dice {summary['dice']:.4f}  HD95 "
-                  f"{summary['hd95_mm']:.1f} mm  NSD {summary['nsd']:.4f}  slice-mean Dice {summary['slice_dice']:.4f}  "
-                  f"({summary['decoded_prompts']} prompts, {summary['n_missed']} missed"
-                  + (f", {summary['reached_slices']}/{summary['organ_slices']} organ slices reached)"
-                     if "organ_slices" in summary else ")"))
-            if "dice_per_click" in summary:
-                print("  " + " " * 31 + "Dice after 0..N clicks " + " ".join(f"{d:.3f}" for d in summary["dice_per_click"])
-                      + f"  Dice AUC {summary['dice_auc']:.4f}  NSD AUC {summary['nsd_auc']:.4f}")
+            else:
+                protocols.append(Protocol(mode, prompt_type))
+    counts = run_protocols(ev, protocols, choices, volumes)
+    figure_views = {}
+    timing = {"encode_seconds": round(ev.encode_seconds, 2)}
+    for protocol in protocols:
+        mode, prompt_type = protocol.mode, protocol.prompt_type
+        summary = results["modes"][mode][prompt_type] = protocol.summary()
+        timing[f"{mode}/{prompt_type} seconds"] = round(protocol.seconds, 2)
+        if prompt_type == prompt_types[0]:
+            figure_views[mode.replace("_", " ")] = protocol.first_view
+        print(f"  {mode:<10} {PROMPT_TITLES[prompt_type]:<20} 3-D Dice {summary['dice']:.4f}  HD95 "
+              f"{summary['hd95_mm']:.1f} mm  NSD {summary['nsd']:.4f}  slice-mean Dice {summary['slice_dice']:.4f}  "
+              f"({summary['decoded_prompts']} prompts, {summary['n_missed']} missed"
+              + (f", {summary['reached_slices']}/{summary['organ_slices']} organ slices reached)"
+                 if "organ_slices" in summary else ")"))
+        if "dice_per_click" in summary:
+            print("  " + " " * 31 + "Dice after 0..N clicks " + " ".join(f"{d:.3f}" for d in summary["dice_per_click"])
+                  + f"  Dice AUC {summary['dice_auc']:.4f}  NSD AUC {summary['nsd_auc']:.4f}")
+    # prompts decoded, and prompts answered from another protocol's decode of the same volume
+    timing.update(decoded_prompts=counts["decoded"], reused_prompts=counts["reused"])
     results["timing"] = ev.timing(**timing)
     kind = {"interactive decoder": "the interactive decoder", "fine-tuned": "Task 2's fine-tuned decoders"}.get(
         ev.decoder_kind, ev.decoder_kind)

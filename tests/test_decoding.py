@@ -134,3 +134,41 @@ def test_predicted_iou_of_predict_rows_is_sam_predictors(vit_b_setup):
         assert isinstance(iou, float) and np.array_equal(logits, alone)
         _, expected, _ = predictor.predict(box=prompt.box, multimask_output=False)
         assert iou == pytest.approx(float(expected[0]), abs=0.02)  # the cache stores float16 embeddings
+
+
+def test_remembered_answers_are_the_decoded_ones_and_only_repeats_are_reused(vit_b_setup):
+    """CacheDecoder.remember (the 3-D stage's sharing between protocols): a repeated (row, prompt) gets the
+    answer a fresh decoder gives it, decoded once; a new prompt on the same row is decoded; forget() and
+    the byte cap drop kept answers; a kept answer cannot be changed by a caller."""
+    _, cache, _ = vit_b_setup
+    samples = cache.index.samples([0])
+    _, boxes, _ = build_batch(cache, samples, "bound_box", seed=0)
+    _, points, _ = build_batch(cache, samples, "one_central_point", seed=0)
+    box_requests = [(row, p) for (row, _), p in zip(samples, boxes)]
+    point_requests = [(row, p) for (row, _), p in zip(samples, points)]
+    fresh = CacheDecoder(cache).predict_rows(box_requests + point_requests, batch_size=2, with_iou=True)
+    decoder = CacheDecoder(cache)
+    decoder.remember()
+    first = decoder.predict_rows(box_requests, batch_size=2, with_iou=True)
+    assert decoder.n_decoded == len(samples) and decoder.n_reused == 0
+    again = decoder.predict_rows(box_requests[::-1] + point_requests, batch_size=2, with_iou=True)
+    assert decoder.n_decoded == 2 * len(samples) and decoder.n_reused == len(samples)
+    for (logits, iou), (expected, expected_iou) in zip(first + again[len(samples):], fresh):
+        assert np.allclose(logits, expected, atol=1e-4) and abs(iou - expected_iou) < 1e-4
+    for (logits, _), (kept, _) in zip(again[: len(samples)], first[::-1]):
+        assert logits is kept
+    with pytest.raises(ValueError):
+        first[0][0][0, 0] = 1.0
+    within = decoder.predict_rows(point_requests[:1] * 3, batch_size=2)  # repeats inside one call: one decode
+    assert decoder.n_decoded == 2 * len(samples) and len(within) == 3
+    decoder.forget()
+    decoder.predict_rows(box_requests[:1], batch_size=2)
+    assert decoder.n_decoded == 2 * len(samples) + 1
+    tiny = CacheDecoder(cache)
+    tiny.remember(memo_mb=1.5 * first[0][0].nbytes / 2**20)  # room for one answer
+    tiny.predict_rows(box_requests[:2], batch_size=2)
+    tiny.predict_rows(box_requests[1:2] + box_requests[:1], batch_size=2)
+    assert tiny.n_decoded == 3 and tiny.n_reused == 1
+    plain = CacheDecoder(cache)  # not remembering: every request decoded, repeats too
+    plain.predict_rows(box_requests[:1] * 2, batch_size=2)
+    assert plain.n_decoded == 2 and plain.n_reused == 0

@@ -12,6 +12,7 @@ Prompts are in slice pixels (points (x, y) = (column, row), boxes XYXY), as in `
 """
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Sequence
 
 import numpy as np
@@ -21,6 +22,14 @@ from utils.core.precision import autocast
 from utils.embeddings.cache import EmbeddingCache
 from utils.inference.decoding import decode
 from utils.inference.prompts import Prompt
+
+
+def request_key(row: int, prompt: Prompt) -> tuple:
+    """What decides a (cache row, prompt) request's answer: the row, the box, the points and their labels."""
+    def values(array, kind):
+        return None if array is None else tuple(np.asarray(array, dtype=kind).ravel().tolist())
+
+    return int(row), values(prompt.box, np.float32), values(prompt.points, np.float32), values(prompt.labels, np.int64)
 
 
 def slice_embeddings(cache: EmbeddingCache, rows: Sequence[int]) -> torch.Tensor:
@@ -39,6 +48,11 @@ class CacheDecoder:
     precision: the decoder's autocast (``--precision``: fp32, or the bf16/fp16 fast path);
     multimask_output: take SAM's best-IoU mask of three instead of the single-mask output.
     ``n_decoded`` counts the prompts decoded so far.
+
+    :meth:`remember` makes :meth:`predict_rows` keep its answers (up to ``memo_mb``) and give a repeated
+    (row, prompt) the kept answer instead of decoding it again: the 3-D protocols of one volume ask for many
+    of the same prompts (clicks3d starts with exactly box3d's walk; box3d repeats propagate's until it stops).
+    ``n_reused`` counts those answers; :meth:`forget` drops them (the 3-D stage does per volume).
     """
 
     def __init__(self, cache: EmbeddingCache, prompt_encoder: torch.nn.Module | None = None,
@@ -48,7 +62,19 @@ class CacheDecoder:
         self.prompt_encoder = prompt_encoder or self.model.sam.prompt_encoder
         self.mask_decoder = mask_decoder or self.model.sam.mask_decoder
         self.precision, self.multimask_output = precision, multimask_output
-        self.n_decoded = 0
+        self.n_decoded = self.n_reused = 0
+        self._memo: OrderedDict | None = None
+        self._memo_bytes = self._memo_limit = 0
+
+    def remember(self, memo_mb: float = 1024.0) -> None:
+        """From now on, keep :meth:`predict_rows`' answers, the oldest dropped beyond ``memo_mb`` MiB."""
+        self._memo, self._memo_bytes, self._memo_limit = OrderedDict(), 0, int(memo_mb * 2**20)
+
+    def forget(self) -> None:
+        """Drop the kept answers (and keep remembering, if :meth:`remember` was called)."""
+        if self._memo is not None:
+            self._memo.clear()
+            self._memo_bytes = 0
 
     def embeddings(self, rows: Sequence[int]) -> torch.Tensor:
         """float32 (N, 256, 64, 64) on the model's device: row i's slice embedding (:func:`slice_embeddings`)."""
@@ -83,15 +109,40 @@ class CacheDecoder:
         time; with ``with_iou``, (logits, predicted IoU float) each (what ``StopRules.min_predicted_iou``
         judges). Consecutive requests of one call must share a slice size and a prompt kind (one volume, one
         prompt type: what the 3-D protocols ask)."""
-        out: list = []
-        for start in range(0, len(requests), batch_size):
-            chunk = requests[start : start + batch_size]
-            rows = [row for row, _ in chunk]
-            logits, _, iou = self.predict(rows, [p for _, p in chunk], [self.cache.index.shape(r) for r in rows],
-                                          with_iou=True)
-            logits = list(logits.cpu().numpy())
-            out += list(zip(logits, iou.cpu().tolist())) if with_iou else logits
-        return out
+        memo = self._memo
+        keys = [request_key(row, prompt) for row, prompt in requests] if memo is not None else []
+        answers: list = [None] * len(requests)
+        todo, first = [], {}  # the requests to decode: each distinct one not kept yet, once
+        for i in range(len(requests)):
+            if memo is None:
+                todo.append(i)
+            elif keys[i] in memo:
+                answers[i] = memo[keys[i]]
+                memo.move_to_end(keys[i])
+            elif keys[i] not in first:
+                first[keys[i]] = i
+                todo.append(i)
+        self.n_reused += len(requests) - len(todo)
+        for start in range(0, len(todo), batch_size):
+            chunk = todo[start : start + batch_size]
+            rows = [requests[i][0] for i in chunk]
+            logits, _, iou = self.predict(rows, [requests[i][1] for i in chunk],
+                                          [self.cache.index.shape(r) for r in rows], with_iou=True)
+            for i, answer in zip(chunk, zip(logits.cpu().numpy(), iou.cpu().tolist())):
+                answers[i] = answer
+                if memo is not None:
+                    self._keep(keys[i], answer)
+        for i, answer in enumerate(answers):
+            if answer is None:  # a repeat within this call
+                answers[i] = answers[first[keys[i]]]
+        return [answer if with_iou else answer[0] for answer in answers]
+
+    def _keep(self, key: tuple, answer: tuple[np.ndarray, float]) -> None:
+        answer[0].flags.writeable = False  # one array answers every repeat: no caller may change it
+        self._memo[key] = answer
+        self._memo_bytes += answer[0].nbytes
+        while self._memo_bytes > self._memo_limit and self._memo:
+            self._memo_bytes -= self._memo.popitem(last=False)[1][0].nbytes
 
     def predict_requests(self, requests: Sequence[tuple[int, Prompt, torch.Tensor | None]], batch_size: int
                          ) -> list[tuple[np.ndarray, torch.Tensor]]:
