@@ -16,7 +16,7 @@ import torch
 from segment_anything.modeling.mask_decoder import MLP, MaskDecoder
 
 from utils.core.organs import NUM_ORGANS
-from utils.inference.decoding import predict_masks_paired
+from utils.inference.decoding import predict_masks_paired, two_way_transformer
 
 
 class ClassifyingMaskDecoder(torch.nn.Module):
@@ -38,7 +38,7 @@ class ClassifyingMaskDecoder(torch.nn.Module):
         output_tokens = torch.cat([d.iou_token.weight, d.mask_tokens.weight, self.class_token.weight], dim=0)
         tokens = torch.cat((output_tokens.unsqueeze(0).expand(n, -1, -1), sparse_prompt_embeddings), dim=1)
         src = image_embeddings.expand(n, -1, -1, -1) + dense_prompt_embeddings
-        hs, _ = d.transformer(src, image_pe.expand(n, -1, -1, -1), tokens)
+        hs, _ = two_way_transformer(d.transformer, src, image_pe, tokens)
         return self.class_prediction_head(hs[:, 1 + d.num_mask_tokens, :])
 
     def forward(self, image_embeddings: torch.Tensor, image_pe: torch.Tensor, sparse_prompt_embeddings: torch.Tensor,

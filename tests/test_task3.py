@@ -45,8 +45,9 @@ def test_class_logits_shape_and_masks_equal_plain_decoder(cache):
     assert logits.shape == (5, NUM_ORGANS)
     assert one_logits.shape == (1, NUM_ORGANS)
     assert targets.tolist() == [o - 1 for _, o in samples]
-    # masks and IoU are exactly the wrapped decoder's (upstream forward and the suite's batched path)
-    assert torch.equal(masks, upstream_masks) and torch.equal(iou, upstream_iou)
+    # masks and IoU are the wrapped decoder's (upstream forward, to float rounding: the suite's transformer
+    # computes the same sums in another order) and exactly the suite's batched path
+    assert torch.allclose(masks, upstream_masks, atol=1e-4) and torch.allclose(iou, upstream_iou, atol=1e-5)
     assert torch.allclose(masks, plain_low, atol=1e-5) and torch.allclose(iou[:, 0], plain_iou, atol=1e-6)
 
 
