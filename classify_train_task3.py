@@ -51,10 +51,10 @@ PRESETS = {
     # 1e-5 leaves the new head at chance (val accuracy 0.079), 1e-4 reaches 0.49, 3e-4 reaches 0.70 but
     # cuts the point-prompt mDice 0.64 -> 0.35 (the transformer is shared with the mask path). So the
     # shared transformer keeps the study's 1e-5 and only the new class token and head learn fast (3e-3,
-    # many small steps: batch 8, 2 x 512 samples, one validation pass per epoch); training autocast 'auto'
+    # many small steps: batch 8, 2 x 320 samples (512 until 2026-12-04), one validation pass per epoch); training autocast 'auto'
     # (bf16 on a CPU with AMX, 1.3x there; fp32 without AMX, where bf16 is slower: benchmarks/run.py).
     "quick": {"epochs": 2, "learning_rate": 1e-5, "head_learning_rate": 3e-3, "batch_size": 8,
-              "samples_per_epoch": 512, "train_precision": "auto"},
+              "samples_per_epoch": 320, "train_precision": "auto"},
 }
 RUN_SETTINGS = ("learning_rate", "head_learning_rate", "batch_size", "samples_per_epoch")
 # ---------------------------------------------------------------------------------------------

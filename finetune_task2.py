@@ -57,16 +57,16 @@ HYPERPARAMETERS = {
 }
 PRESETS = {
     "paper": {},  # exactly the constants above
-    # 2 CPU cores decode ~20 prompts/s and train ~7 samples/s, so the quick preset takes a few short
-    # epochs per prompt type, picks its checkpoint on 64 validation samples and scores it on the whole
-    # split. lr 0.01, not 0.1: with LiteMedSAM on the phantom, lr 0.1 collapsed the point-prompt
+    # 2 CPU cores decode ~20 prompts/s and train ~7 samples/s, so the quick preset takes two short
+    # epochs per prompt type (three until 2026-12-04, cut for make reproduce's budget), picks its checkpoint
+    # on a fixed subset of validation samples and scores it on the whole split. lr 0.01, not 0.1: with LiteMedSAM on the phantom, lr 0.1 collapsed the point-prompt
     # decoder to empty masks by epoch 3 (val mDice 0.34 -> 0.00) and made the box decoder worse every
     # epoch, while 0.01 learned fastest for both (docs/runs-and-presets.md).
     # No augmented views: each costs an encoder pass per training slice. Training autocast 'auto': bf16
     # where the CPU has AMX (1.43x there, benchmarks/run.py; the same validation mDice as fp32 within the
     # seed spread, docs/runs-and-presets.md), fp32 elsewhere (bf16 was slower without AMX). The best epoch
     # is picked on 32 validation samples instead of 64 (docs/runs-and-presets.md).
-    "quick": {"epochs": 3, "learning_rate": 0.01, "batch_size": 16, "samples_per_epoch": 64, "val_samples": 32,
+    "quick": {"epochs": 2, "learning_rate": 0.01, "batch_size": 16, "samples_per_epoch": 64, "val_samples": 32,
               "aug_views": 0, "train_precision": "auto"},
 }
 # The settings that make a run that run (utils.scaffold.runs): everything above but epochs, the prompt list

@@ -25,7 +25,9 @@ ROOT = Path(__file__).resolve().parent
 # Settings (each is also a flag)
 WINDOW_HU = (-175.0, 250.0)  # MONAI's BTCV tutorials' soft-tissue window; TransUNet/SAMed use -125..275
 PHANTOM_VOLUMES = 30  # BTCV's 30 labelled volumes: 24 training + 6 validation (cases 35-40)
-PHANTOM_SLICES = 4  # axial slices per phantom volume; sized so the whole study fits 15 min on 2 CPU cores
+PHANTOM_SLICES = 2  # axial slices per phantom volume (45 mm apart): 60 slices, 603 samples, every organ in both
+# splits; 4 until 2026-12-04 (120 slices, 1,127 samples), cut to bring make reproduce nearer its 15 minutes
+# (docs/speed-and-memory.md)
 PHANTOM_SIZE = 160  # in-plane voxels (2.4 mm each); LiteMedSAM resizes to 256 anyway
 SEED = 0
 # ---------------------------------------------------------------------------------------------

@@ -43,10 +43,13 @@ def test_the_3d_stage_scores_every_decoder_then_segments_a_ct_without_labels():
     for name, choice in (("3-D zero-shot", "none"), ("3-D fine-tuned", "auto"), ("3-D interactive decoder",
                                                                                  "interactive")):
         assert by_name[name][by_name[name].index("--finetuned") + 1] == choice
+        assert by_name[name][by_name[name].index("--prompts") + 1] == "bound_box"  # quick: the box protocols only
     segment = by_name["CT without labels: segment"]
     prompts = by_name["CT without labels: prompts"]
     assert segment[segment.index("--prompts") + 1] == prompts[prompts.index("--out") + 1]
     assert segment[segment.index("--image") + 1] == prompts[prompts.index("--image") + 1]
     assert "--score-against" in segment  # scored only afterwards, from the label file
+    paper = {name: stage_args for name, _, stage_args in stages(["--phantom", "--preset", "paper"])}
+    assert "--prompts" not in paper["3-D zero-shot"]  # the paper preset keeps segmentation_3d.py's prompts
     real = [n for n, _, _ in stages(["--data-root", "/data/btcv"])]
     assert "3-D interactive decoder" in real and "CT without labels: segment" not in real  # phantom only
