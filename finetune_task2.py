@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
@@ -29,6 +29,9 @@ sys.path.insert(0, str(ROOT))
 from utils.inference.prompts import DEFAULT_BOX_JITTER_PX  # noqa: E402
 from utils.scaffold.config import parse_with_presets  # noqa: E402
 from utils.scaffold.flags import new_task_parser  # noqa: E402
+
+if TYPE_CHECKING:
+    from utils.train.task2_data import TrainingData
 
 # ---------------------------------------------------------------------------------------------
 # Hyperparameters: the study's settings are the `paper` preset. Edit here, or override any of them
@@ -92,93 +95,7 @@ def parse_args(argv: list[str] | None = None):
     return parse_with_presets(parser, argv, PRESETS, checks={"prompts": parse_prompt_types})  # bad: exit 2
 
 
-@dataclass
-class TrainingData:
-    caches: list  # [base cache, augmented cache (when --aug-views > 0)]
-    train: list  # (cache id, row, organ)
-    val: list  # (row, organ): the whole validation split
-    val_epoch: list  # (row, organ): the fixed subset validated every epoch
-    encode_seconds: float
-    fast: "object" = None  # utils.train.fastpath.FastPath: how training steps are computed
-    resident: dict | None = None  # {cache id: ResidentEmbeddings} when the caches live on the GPU
-
-
-def prepare_data(args, exp) -> TrainingData:
-    """Encode what training needs and list the training and validation samples."""
-    import torch
-
-    from utils.data.augmentation import AugmentSpec
-    from utils.embeddings.cache import EmbeddingCache
-    from utils.scaffold.session import fail
-    from utils.train.fastpath import ResidentEmbeddings
-
-    cache, index = exp.cache, exp.cache.index
-    train_rows, val_rows = index.rows_for("train"), index.rows_for("val")
-    if not train_rows or not val_rows:
-        raise fail(f"{exp.store.path}: fine-tuning needs train and val slices; the store has {len(train_rows)} "
-                   f"train and {len(val_rows)} val")
-    t0 = time.perf_counter()
-    cache.ensure(train_rows + val_rows, batch_size=args.encode_batch, progress=not args.no_progress)
-    caches = [cache]
-    if args.aug_views > 0:
-        aug = EmbeddingCache(exp.model, exp.store, AugmentSpec(views=args.aug_views, seed=args.seed),
-                             root=args.cache_dir, encoder_precision=args.encoder_precision)
-        aug.ensure(batch_size=args.encode_batch, progress=not args.no_progress)
-        caches.append(aug)
-    train = [(0, r, o) for r, o in index.samples(train_rows)]
-    if len(caches) > 1:  # every row of the augmented cache is a view of a training slice
-        train += [(1, r, o) for r, o in caches[1].index.samples(range(len(caches[1])))]
-    val = val_epoch = index.samples(val_rows)
-    if args.val_samples and args.val_samples < len(val):
-        generator = torch.Generator().manual_seed(args.seed)
-        pick = sorted(torch.randperm(len(val), generator=generator)[: args.val_samples].tolist())
-        val_epoch = [val[i] for i in pick]
-    fast = fast_path(args, exp.device, sum(len(c) for c in caches))
-    resident = {i: ResidentEmbeddings(c, exp.device) for i, c in enumerate(caches)} if fast.resident else None
-    return TrainingData(caches, train, val, val_epoch, time.perf_counter() - t0, fast, resident)
-
-
-def fast_path(args, device, cache_rows: int):
-    """The resolved training fast path of ``args`` (its four flags) on ``device``; user errors exit."""
-    from utils.scaffold.session import fail
-    from utils.train.fastpath import resolve
-
-    try:
-        return resolve(device, args.precision, args.train_precision, args.compile, args.prefetch, args.resident,
-                       cache_bytes=cache_rows * 256 * 64 * 64 * 2)
-    except ValueError as exc:
-        raise fail(str(exc)) from exc
-
-
-def original_results(args, exp, prompt_types, val_samples) -> tuple[dict, str, dict]:
-    """Zero-shot mDice per prompt: Task 1's results when they match this model, data, split, seed and precision.
-    Also returns the per-sample records {prompt: [(case, organ, dice)]} the tables' intervals need."""
-    from utils.core.io import read_json
-    from utils.eval.bootstrap import triples
-    from utils.eval.segmentation import evaluate_prompt
-    from utils.scaffold.results import scored_alike
-
-    path = args.results / "task1" / "metrics.json"
-    if path.is_file():
-        task1 = read_json(path)
-        meta = task1.get("provenance", {})
-        if (scored_alike(meta, exp.store, exp.model, args.seed, "val", args.precision, args.encoder_precision)
-                and not meta.get("multimask_output") and not meta.get("finetuned")
-                and all(p in task1["prompts"] for p in prompt_types)
-                and ("jittered_box" not in prompt_types
-                     or meta.get("box_jitter", DEFAULT_BOX_JITTER_PX) == args.box_jitter)
-                and all(p in task1.get("records", {}) for p in prompt_types)):
-            return ({p: task1["prompts"][p] for p in prompt_types}, f"read from {path}",
-                    {p: task1["records"][p] for p in prompt_types})
-    print("zero-shot results for this model/data/split not found in results/task1: computing them")
-    scored = {p: evaluate_prompt(exp.cache, val_samples, p, seed=args.seed, batch_size=args.decode_batch,
-                                 precision=args.precision, box_jitter=args.box_jitter) for p in prompt_types}
-    return ({p: summary for p, (summary, _) in scored.items()},
-            "computed by finetune_task2.py (same evaluation code as Task 1)",
-            {p: triples(records) for p, (_, records) in scored.items()})
-
-
-def run_settings(args, exp, data: TrainingData, prompt_type: str) -> dict:
+def run_settings(args, exp, data: "TrainingData", prompt_type: str) -> dict:
     """RUN_SETTINGS' values; with --largest-batch on a GPU, the largest power-of-two batch whose step fits,
     lr scaled linearly from --batch-size (utils.train.fastpath.scaled_lr); a CPU keeps them, saying so."""
     from utils.train.decoder_step import largest_decoder_batch
@@ -197,7 +114,7 @@ def run_settings(args, exp, data: TrainingData, prompt_type: str) -> dict:
     return dict(settings, batch_size=batch, learning_rate=lr)
 
 
-def open_prompt_run(args, exp, data: TrainingData, prompt_type: str, settings: dict):
+def open_prompt_run(args, exp, data: "TrainingData", prompt_type: str, settings: dict):
     """The keyed run folder of this prompt's run (checked resume); torchrun: rank 0 makes it."""
     from utils.core import distributed
     from utils.scaffold.runs import RunMismatch, identity_of, open_run
@@ -216,7 +133,7 @@ def open_prompt_run(args, exp, data: TrainingData, prompt_type: str, settings: d
     return run
 
 
-def finetune_prompt(args, exp, data: TrainingData, prompt_type: str, config: dict) -> dict:
+def finetune_prompt(args, exp, data: "TrainingData", prompt_type: str, config: dict) -> dict:
     """Train one prompt type's decoder in its run folder; return its scored best checkpoint and history."""
     import torch
 
@@ -280,7 +197,7 @@ def write_prompt_outputs(out: Path, prompt_type: str, outcome: dict, title: str)
         ("train_loss", "training loss"), ("train_dice", "training dice"), ("val_dice", "validation dice")], title)
 
 
-def finetune_all(args, exp, data: TrainingData, prompt_types: list[str], originals: dict, config: dict) -> dict:
+def finetune_all(args, exp, data: "TrainingData", prompt_types: list[str], originals: dict, config: dict) -> dict:
     """{prompt: outcome} in the order asked for. --parallel prompts under torchrun: each rank trains its share
     of the prompt types alone (and writes their curves); every rank gets every outcome."""
     import contextlib
@@ -304,7 +221,7 @@ def finetune_all(args, exp, data: TrainingData, prompt_types: list[str], origina
     return outcomes
 
 
-def task2_results(args, exp, data: TrainingData, outcomes: dict, originals: dict, original_source: str,
+def task2_results(args, exp, data: "TrainingData", outcomes: dict, originals: dict, original_source: str,
                   original_records: dict) -> dict:
     """results/task2/metrics.json: each prompt's best checkpoint scored, the zero-shot scores, per-sample records."""
     from utils.scaffold.results import provenance
@@ -336,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     from utils.report.tables import mdice_table, table2, table3, titled
     from utils.scaffold.results import config_record, write_results
     from utils.scaffold.session import open_experiment
+    from utils.train.task2_data import original_results, prepare_data
 
     prompt_types = parse_prompt_types(args.prompts)  # already checked by parse_args (bad values exit 2)
     exp = open_experiment(args)

@@ -125,7 +125,7 @@ def score_start(ev, start: str, choice, samples, example) -> tuple[dict, list[li
     print(f"  {PROMPT_TITLES[start]:<20} mDice after 0..{args.clicks} clicks: {curve}; NoC@85 "
           f"{summary['noc']['85']:.2f}, NoC@90 {summary['noc']['90']:.2f}, Dice AUC {summary['dice_auc']:.3f}  "
           f"({choice.source})")
-    kind = ev.decoder_kind
+    kind = ev.decoder_title
     title = f"{PROMPT_TITLES[start]} start, {kind} ({exp.model.name}, {exp.store.description}, {args.split} split)"
     if ev.is_main:
         save_dice_vs_clicks({kind: summary}, ev.out / f"dice_vs_clicks_{start}.png", f"Dice vs clicks: {title}",
@@ -223,9 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     results["timing"] = ev.timing(decoded_prompts=decoded, decoded_prompts_per_second=ev.rate(decoded, decode_seconds),
                                   rounds_seconds=round(rounds_seconds, 2),
                                   jitter_table_seconds=round(jitter_seconds, 2), **ev.clock())
-    kind = {"fine-tuned": "Task 2's fine-tuned decoders"}.get(ev.decoder_kind, ev.decoder_kind)
     headers = ["start", "case", "z", "organ", "clicks_made"] + [f"dice_after_{k}" for k in range(args.clicks + 1)]
-    table = titled(f"Interactive segmentation ({kind})", table_interactive(results))
+    table = titled(f"Interactive segmentation ({ev.decoder_title})", table_interactive(results))
     ev.write(results, {"table_interactive.md": table}, {"per_sample.csv": (headers, per_sample_rows)})
     print(f"\n{table_interactive(results)}")
     print(f"{decoded} prompts decoded in {decode_seconds:.1f} s; wall {results['timing']['wall_seconds']} s, "

@@ -117,12 +117,38 @@ def open_decoder(args, model):
         "trained_on_store": identity.get("store_key")}
 
 
+def open_model(args):
+    """(model, device) for --model / --checkpoint / --device, a failure to load as the suite's one error line."""
+    from utils.core.device import configure_runtime, pick_device
+    from utils.core.errors import SuiteError
+    from utils.models.sam import load_model
+    from utils.scaffold.session import fail
+
+    try:
+        device = pick_device(args.device)
+        model = load_model(args.model, args.checkpoint, device)
+    except SuiteError:
+        raise
+    except (RuntimeError, ValueError) as exc:
+        raise fail(str(exc)) from exc
+    configure_runtime(device)
+    return model, device
+
+
+def print_result(traces: dict, scores: dict | None, score_against) -> None:
+    for name, trace in traces.items():
+        print(f"  {name:<26} slices {trace['predicted_z_range'][0]}..{trace['predicted_z_range'][1]} "
+              f"({trace['slices']} with a mask), {trace['voxels']} voxels")
+    if scores:
+        print(f"  scored against {score_against}: 3-D Dice {scores['dice']:.4f}  HD95 {scores['hd95_mm']:.1f} mm  "
+              f"NSD {scores['nsd']:.4f} (mean over {len(scores['organs'])} organs)")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from dataclasses import asdict
 
-    from utils.core.device import configure_runtime, describe, pick_device
-    from utils.core.errors import SuiteError
+    from utils.core.device import describe
     from utils.core.hashing import file_sha256
     from utils.core.io import read_json, write_json
     from utils.core.organs import organ_name
@@ -133,22 +159,14 @@ def main(argv: list[str] | None = None) -> int:
     from utils.inference.decoder import CacheDecoder
     from utils.inference.prompt_file import prompts_of_spec, read_prompt_spec
     from utils.inference.volume import PropagationSettings, merge_organs, segment_prompts
-    from utils.models.sam import load_model
-    from utils.scaffold.session import fail, quiet_third_party
+    from utils.scaffold.session import quiet_third_party
 
     quiet_third_party()
     started = time.perf_counter()
     ct = load_ct(args.image)
     prompt_spec = read_prompt_spec(args.prompts)  # read once: parsed here, copied into the sidecar
     prompts = prompts_of_spec(prompt_spec, ct, args.prompts)
-    try:
-        device = pick_device(args.device)
-        model = load_model(args.model, args.checkpoint, device)
-    except SuiteError:
-        raise
-    except (RuntimeError, ValueError) as exc:
-        raise fail(str(exc)) from exc
-    configure_runtime(device)
+    model, device = open_model(args)
     prompt_encoder, mask_decoder, decoder_record = open_decoder(args, model)
     embeddings = VolumeEmbeddings(model, ct.images, args.encoder_precision, args.encode_batch)
     decoder = CacheDecoder(embeddings, prompt_encoder, mask_decoder, args.precision)
@@ -181,12 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         record = read_json(sidecar)
         record["scored_against"] = dict(label=str(args.score_against), **scores)
         write_json(sidecar, record)
-    for name, trace in traces.items():
-        print(f"  {name:<26} slices {trace['predicted_z_range'][0]}..{trace['predicted_z_range'][1]} "
-              f"({trace['slices']} with a mask), {trace['voxels']} voxels")
-    if scores:
-        print(f"  scored against {args.score_against}: 3-D Dice {scores['dice']:.4f}  HD95 {scores['hd95_mm']:.1f} mm  "
-              f"NSD {scores['nsd']:.4f} (mean over {len(scores['organs'])} organs)")
+    print_result(traces, scores, args.score_against)
     print(f"wrote {args.out} and {sidecar} ({embeddings.n_encoded} slices encoded, {decoder.n_decoded} prompts "
           "decoded)")
     return 0

@@ -52,17 +52,14 @@ predictions/<mode>/<prompt>/<case>.nii.gz.
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
+from utils.eval.protocols3d import MODES  # noqa: E402
 from utils.scaffold.config import parse_with_presets  # noqa: E402
 from utils.scaffold.flags import add_finetuned_args, new_task_parser  # noqa: E402
-
-MODES = ("per_slice", "propagate", "box3d", "clicks3d")
-BOX_MODES = ("box3d", "clicks3d")  # the field's 3-D box protocols: run for box prompt types only
 
 # ---------------------------------------------------------------------------------------------
 # Hyperparameters: edit here, or override with the flag of the same name (--min-area-mm2 10).
@@ -118,14 +115,6 @@ def parse_args(argv: list[str] | None = None):
                                                     "click_repropagation": one_of(REPROPAGATION)})
 
 
-def parse_modes(text: str) -> list[str]:
-    """'per_slice,propagate' -> ['per_slice', 'propagate'] (ValueError naming MODES otherwise)."""
-    modes = [m.strip() for m in text.split(",") if m.strip()]
-    if not modes or set(modes) - set(MODES):
-        raise ValueError(f"--modes {text!r}: choose from {', '.join(MODES)}")
-    return modes
-
-
 def resolve_decoders(ev, prompt_types: list[str]) -> tuple[dict, dict | None]:
     """--finetuned none|auto|PATH (+ --finetuned-store) -> ({prompt: DecoderChoice}, the record for the results).
 
@@ -168,94 +157,42 @@ def draw_figures(out: Path, results: dict, views: dict, store, vol, title: str, 
     return paths
 
 
-def segment(ev, mode: str, prompt_type: str, decoder, vol) -> tuple[list, dict]:
-    """One volume by one protocol: ([label stack] (one per click round for clicks3d), trace)."""
-    from utils.inference.volume import PropagationSettings, segment_clicks3d, segment_per_slice, segment_propagate
+def results_header(ev, choices: dict, finetuned: dict | None, volumes: list) -> dict:
+    """The results dict before any protocol is scored: provenance, the decoders, the cases and every
+    propagation rule as PropagationSettings names it (as segment_volume.py records it)."""
+    from dataclasses import asdict
 
-    args, store = ev.args, ev.exp.store
-    settings = PropagationSettings.from_args(args)
-    # the predicted-IoU stop rule judges the model's own IoU estimate of each propagated slice
-    with_iou = settings.needs_iou and mode != "per_slice"
-    decode_rows = lambda requests: decoder.predict_rows(requests, args.decode_batch, with_iou)  # noqa: E731
-    if mode == "per_slice":
-        label, trace = segment_per_slice(vol, prompt_type, decode_rows, args.seed)
-        return [label], trace
-    if mode == "clicks3d":
-        decode_with_masks = lambda requests: decoder.predict_requests(requests, args.decode_batch)  # noqa: E731
-        return segment_clicks3d(vol, prompt_type, decode_rows, decode_with_masks, args.seed, store, settings,
-                                args.clicks, args.click_repropagation, args.click_mask_input)
-    label, trace = segment_propagate(vol, prompt_type, decode_rows, args.seed, store, settings, bounded=mode == "box3d")
-    return [label], trace
+    from utils.inference.volume import PropagationSettings
+
+    args = ev.args
+    meta = ev.provenance(n_volumes=len(volumes), finetuned=finetuned,
+                         slice_margin=ev.exp.store.manifest["settings"]["slice_margin"])
+    return ev.header(meta, finetuned=finetuned, modes={}, cases=[v.case for v in volumes],
+                     settings={**asdict(PropagationSettings.from_args(args)), "clicks": args.clicks,
+                               "click_repropagation": args.click_repropagation,
+                               "click_mask_input": args.click_mask_input, "key_slice": "largest organ area",
+                               "decoders": {p: c.source for p, c in choices.items()}})
 
 
-class Protocol:
-    """One protocol with one prompt type over the volumes: per click round (one round unless clicks3d) the
-    scores, slice Dice, traces and unscored predictions of each volume; the first volume's written map as a
-    display stack (the figures' view); the prompts it asked for and its seconds."""
+def print_summary(mode: str, prompt_type: str, summary: dict) -> None:
+    from utils.inference.prompts import PROMPT_TITLES
 
-    def __init__(self, mode: str, prompt_type: str):
-        self.mode, self.prompt_type = mode, prompt_type
-        self.per_click: list[tuple[dict, dict, dict, dict]] = []
-        self.first_view, self.asked, self.seconds = None, 0, 0.0
-
-    def run(self, ev, decoder, vol) -> None:
-        """Segment ``vol``, write its label map(s) as NIfTI, read back and score them (clicks3d: after every
-        click, the last one kept on disk)."""
-        from utils.data.nifti import write_label_nifti
-        from utils.eval.volume_scoring import score_written
-
-        t0, before = time.perf_counter(), decoder.n_decoded + decoder.n_reused
-        labels, trace = segment(ev, self.mode, self.prompt_type, decoder, vol)
-        self.asked += decoder.n_decoded + decoder.n_reused - before
-        path = ev.out / "predictions" / self.mode / self.prompt_type / f"{vol.case}.nii.gz"
-        for k, label in enumerate(labels):
-            scores, slice_dice, display = score_written(write_label_nifti(label, vol.label_path, path, layout="display"),
-                                                        vol)
-            if len(self.per_click) <= k:
-                self.per_click.append(({}, {}, {}, {}))
-            for bucket, value in zip(self.per_click[k], (scores, slice_dice, trace, scores.unscored_predictions)):
-                bucket[vol.case] = value
-        self.first_view = display if self.first_view is None else self.first_view
-        self.seconds += time.perf_counter() - t0
-
-    def summary(self) -> dict:
-        from utils.eval.volume_scoring import summarise_3d, summarise_clicks
-
-        summary = summarise_3d(*self.per_click[-1])
-        if self.mode == "clicks3d":
-            summary.update(summarise_clicks([summarise_3d(*round_) for round_ in self.per_click]))
-        summary["decoded_prompts"] = self.asked  # what the protocol asks for, whether decoded or kept from another
-        return summary
-
-
-def run_protocols(ev, protocols: list[Protocol], choices: dict, volumes: list) -> dict[str, int]:
-    """Every protocol on each volume in turn, one decoder per set of weights; the decoder keeps its answers
-    while it works on a volume, so a prompt two protocols ask for (clicks3d starts with box3d's walk; box3d
-    repeats propagate's until it stops) is decoded once. Returns the decoders' counts, for the timing."""
-    from tqdm import tqdm
-
-    decoders: dict[int, object] = {}
-    for choice in choices.values():
-        if id(choice) not in decoders:
-            decoders[id(choice)] = ev.decoder(choice)
-            decoders[id(choice)].remember()
-    for vol in tqdm(volumes, desc="volumes", unit="vol", disable=ev.args.no_progress):
-        for decoder in decoders.values():
-            decoder.forget()  # answers are kept for one volume at a time
-        for protocol in protocols:
-            protocol.run(ev, decoders[id(choices[protocol.prompt_type])], vol)
-    return {"decoded": sum(d.n_decoded for d in decoders.values()),
-            "reused": sum(d.n_reused for d in decoders.values())}
+    print(f"  {mode:<10} {PROMPT_TITLES[prompt_type]:<20} 3-D Dice {summary['dice']:.4f}  HD95 "
+          f"{summary['hd95_mm']:.1f} mm  NSD {summary['nsd']:.4f}  slice-mean Dice {summary['slice_dice']:.4f}  "
+          f"({summary['decoded_prompts']} prompts, {summary['n_missed']} missed"
+          + (f", {summary['reached_slices']}/{summary['organ_slices']} organ slices reached)"
+             if "organ_slices" in summary else ")"))
+    if "dice_per_click" in summary:
+        print("  " + " " * 31 + "Dice after 0..N clicks " + " ".join(f"{d:.3f}" for d in summary["dice_per_click"])
+              + f"  Dice AUC {summary['dice_auc']:.4f}  NSD AUC {summary['nsd_auc']:.4f}")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from dataclasses import asdict
-
     from utils.data.dataset import DataError
     from utils.data.volumes import plan_volumes
-    from utils.inference.prompts import PROMPT_TITLES, is_box_prompt, parse_prompt_types
-    from utils.inference.volume import PropagationSettings
+    from utils.eval.protocols3d import parse_modes, plan_protocols, remembering_decoders, run_protocols
+    from utils.inference.prompts import PROMPT_TITLES, parse_prompt_types
     from utils.report.tables import table3d, titled
     from utils.scaffold.evaluation import Evaluation
     from utils.scaffold.session import fail
@@ -272,45 +209,24 @@ def main(argv: list[str] | None = None) -> int:
     ev.encode(sorted(r for vol in volumes for r in vol.rows.values()))
     print(ev.describe(f"{len(volumes)} {args.split} volume(s), {len(ev.rows)} slices"))
 
-    meta = ev.provenance(n_volumes=len(volumes), finetuned=finetuned,
-                         slice_margin=exp.store.manifest["settings"]["slice_margin"])
-    results = ev.header(meta, finetuned=finetuned, modes={}, cases=[v.case for v in volumes],
-                        # every propagation rule as PropagationSettings names it (as segment_volume.py records it)
-                        settings={**asdict(PropagationSettings.from_args(args)), "clicks": args.clicks,
-                                  "click_repropagation": args.click_repropagation,
-                                  "click_mask_input": args.click_mask_input,
-                                  "key_slice": "largest organ area",
-                                  "decoders": {p: c.source for p, c in choices.items()}})
-    protocols = []
-    for mode in modes:
-        results["modes"][mode] = {}
-        for prompt_type in prompt_types:
-            if mode in BOX_MODES and not is_box_prompt(prompt_type):
-                print(f"  {mode:<10} {PROMPT_TITLES[prompt_type]:<20} skipped: {mode} is a box protocol")
-            else:
-                protocols.append(Protocol(mode, prompt_type))
-    counts = run_protocols(ev, protocols, choices, volumes)
-    figure_views = {}
-    timing = {"encode_seconds": round(ev.encode_seconds, 2)}
+    results = results_header(ev, choices, finetuned, volumes)
+    protocols, skipped = plan_protocols(modes, prompt_types)
+    for mode, prompt_type in skipped:
+        print(f"  {mode:<10} {PROMPT_TITLES[prompt_type]:<20} skipped: {mode} is a box protocol")
+    results["modes"] = {mode: {} for mode in modes}
+    counts = run_protocols(protocols, remembering_decoders(choices, ev.decoder), volumes, exp.store, args, ev.out,
+                           progress=not args.no_progress)
+    figure_views, timing = {}, {"encode_seconds": round(ev.encode_seconds, 2)}
     for protocol in protocols:
-        mode, prompt_type = protocol.mode, protocol.prompt_type
-        summary = results["modes"][mode][prompt_type] = protocol.summary()
-        timing[f"{mode}/{prompt_type} seconds"] = round(protocol.seconds, 2)
-        if prompt_type == prompt_types[0]:
-            figure_views[mode.replace("_", " ")] = protocol.first_view
-        print(f"  {mode:<10} {PROMPT_TITLES[prompt_type]:<20} 3-D Dice {summary['dice']:.4f}  HD95 "
-              f"{summary['hd95_mm']:.1f} mm  NSD {summary['nsd']:.4f}  slice-mean Dice {summary['slice_dice']:.4f}  "
-              f"({summary['decoded_prompts']} prompts, {summary['n_missed']} missed"
-              + (f", {summary['reached_slices']}/{summary['organ_slices']} organ slices reached)"
-                 if "organ_slices" in summary else ")"))
-        if "dice_per_click" in summary:
-            print("  " + " " * 31 + "Dice after 0..N clicks " + " ".join(f"{d:.3f}" for d in summary["dice_per_click"])
-                  + f"  Dice AUC {summary['dice_auc']:.4f}  NSD AUC {summary['nsd_auc']:.4f}")
+        summary = results["modes"][protocol.mode][protocol.prompt_type] = protocol.summary()
+        timing[f"{protocol.mode}/{protocol.prompt_type} seconds"] = round(protocol.seconds, 2)
+        if protocol.prompt_type == prompt_types[0]:
+            figure_views[protocol.mode.replace("_", " ")] = protocol.first_view
+        print_summary(protocol.mode, protocol.prompt_type, summary)
     # prompts decoded, and prompts answered from another protocol's decode of the same volume
     timing.update(decoded_prompts=counts["decoded"], reused_prompts=counts["reused"])
     results["timing"] = ev.timing(**timing)
-    kind = {"interactive decoder": "the interactive decoder", "fine-tuned": "Task 2's fine-tuned decoders"}.get(
-        ev.decoder_kind, ev.decoder_kind)
+    kind = ev.decoder_title
     ev.write(results, {"table3d.md": titled(f"3-D results ({kind})", table3d(results))})
     figures = draw_figures(ev.out, results, figure_views, exp.store, volumes[0], f"{exp.model.name}, {kind}",
                            PROMPT_TITLES[prompt_types[0]]) if ev.is_main else []

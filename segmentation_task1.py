@@ -86,9 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     n_decoded = len(samples) * len(prompt_types)
     results["timing"] = ev.timing(encoder_seconds_per_slice=ev.encoder_seconds_per_slice, decoded_prompts=n_decoded,
                                   decoded_prompts_per_second=ev.rate(n_decoded, decode_seconds))
-    kind = {"fine-tuned": "fine-tuned decoders of Task 2"}.get(ev.decoder_kind, ev.decoder_kind)
-    ev.write(results, {"table1.md": titled(f"Table 1: mDice of different prompts ({kind})", table1(results))},
-             {"per_slice.csv": (["prompt", "case", "z", "organ", "dice"], per_slice)})
+    table = titled(f"Table 1: mDice of different prompts ({ev.decoder_title})", table1(results))
+    ev.write(results, {"table1.md": table}, {"per_slice.csv": (["prompt", "case", "z", "organ", "dice"], per_slice)})
     print(f"\n{mdice_table(results['prompts'])}")
     print(f"encoder: {results['timing']['encoder_seconds_per_slice']} s/slice; decoder: "
           f"{results['timing']['decoded_prompts_per_second']} prompts/s\nwrote {ev.out / 'metrics.json'} and table1.md")

@@ -349,3 +349,24 @@ def test_protocols_sharing_one_volumes_decodes_score_as_each_run_alone(smoke, de
         assert alone["timing"]["decoded_prompts"] + alone["timing"]["reused_prompts"] == single["decoded_prompts"]
         for key in ("dice", "nsd", "hd95_mm", "dice_per_click"):
             assert single.get(key) == pytest.approx(shared.get(key), abs=1e-6)
+
+
+def test_box_protocols_skip_point_prompts_and_prompt_types_sharing_weights_share_one_decoder():
+    from utils.eval.protocols3d import plan_protocols, remembering_decoders
+
+    protocols, skipped = plan_protocols(["per_slice", "box3d"], ["bound_box", "one_central_point"])
+    assert [(p.mode, p.prompt_type) for p in protocols] == [("per_slice", "bound_box"),
+                                                            ("per_slice", "one_central_point"), ("box3d", "bound_box")]
+    assert skipped == [("box3d", "one_central_point")]
+
+    class Decoder:
+        remembering = False
+
+        def remember(self):
+            self.remembering = True
+
+    shared, own, made = object(), object(), []
+    decoders = remembering_decoders({"bound_box": shared, "larger_box": shared, "one_central_point": own},
+                                    lambda choice: made.append(choice) or Decoder())
+    assert decoders["bound_box"] is decoders["larger_box"] is not decoders["one_central_point"]
+    assert made == [shared, own] and all(d.remembering for d in decoders.values())

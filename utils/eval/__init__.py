@@ -8,6 +8,7 @@ Modules:
 - ``bootstrap``: Bootstrap confidence intervals over validation volumes, from the per-sample records the tasks write.
 - ``dice``: Dice, the study's one segmentation metric, and its aggregation over organs.
 - ``noc``: Interactive-segmentation summaries.
+- ``protocols3d``: Running the 3-D stage's protocols over volumes: segment, write NIfTI, read back, score.
 - ``segmentation``: Dice of one prompt type over (slice, organ) samples from cached embeddings.
 - ``volume``: Per-volume, per-organ 3-D metrics.
 - ``volume_scoring``: Scoring the 3-D stage's written label maps.
@@ -29,6 +30,15 @@ from utils.eval.bootstrap import (  # noqa: F401
 )
 from utils.eval.dice import batch_dice, dice_score, summarise_dice  # noqa: F401
 from utils.eval.noc import NOC_THRESHOLDS, mean_noc, noc, summarise_rounds  # noqa: F401
+from utils.eval.protocols3d import (  # noqa: F401
+    BOX_MODES,
+    MODES,
+    VolumeProtocol,
+    parse_modes,
+    plan_protocols,
+    remembering_decoders,
+    run_protocols,
+)
 from utils.eval.segmentation import evaluate_prompt  # noqa: F401
 from utils.eval.volume import (  # noqa: F401
     NSD_TOLERANCE_MM,

@@ -1,9 +1,12 @@
 """Rendering: every table of the study, the Markdown pieces they share, and every figure.
 
 Modules:
+- ``decoders``: Tables that put the decoders side by side (zero-shot, Task 2's, the interactive decoder).
 - ``examples``: Example figures of decoded slices: which samples to show, and Task 1's prompt overlays.
 - ``markdown``: Markdown pieces every table shares.
 - ``plots``: Figures.
+- ``results_files``: The results folder as make_report.py reads it (a damaged file named with its rewrite command).
+- ``sections``: REPORT.md's sections, top to bottom; make_report.py assembles them.
 - ``tables``: Every table of the study, rendered from the metrics dicts the scripts write (metrics.json).
 """
 from utils.report.examples import median_example, pick_examples, sample_caption, save_task1_overlays  # noqa: F401
@@ -49,3 +52,5 @@ from utils.report.tables import (  # noqa: F401
     titled,
     training_precision_note,
 )
+from utils.report.results_files import REWRITES, ResultsFiles  # noqa: F401, E402
+from utils.report.sections import SECTIONS  # noqa: F401, E402

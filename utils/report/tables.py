@@ -256,11 +256,8 @@ def table4(metrics: dict) -> str:
             f"{ci_note(correct)}")
 
 
-def table3d(metrics: dict) -> str:
-    """The 3-D table (per mode and prompt: 3-D Dice, slice-mean Dice, HD95, NSD, misses) and 3-D Dice per
-    organ, from segmentation_3d.py's metrics.json."""
-    meta = metrics["provenance"]
-    tuned = metrics.get("finetuned")
+def _decoders_3d(tuned: dict | None) -> str:
+    """The 3-D table's sentence naming its decoders (``metrics["finetuned"]``: None = zero-shot)."""
     if tuned and any(r.get("task2_identity", {}).get("task") == "interactive" for r in tuned.values()):
         r = next(iter(tuned.values()))
         decoders = (f"Decoder: the interactive decoder (finetune_interactive.py run `{r['run_key']}`, epoch "
@@ -273,6 +270,35 @@ def table3d(metrics: dict) -> str:
         decoders = f"Decoders: Task 2's fine-tuned prompt encoder + mask decoder per prompt type. {runs}."
     else:
         decoders = "Decoders: the model's pre-trained prompt encoder + mask decoder (zero-shot)."
+    return decoders
+
+
+def _clicks_3d(metrics: dict) -> tuple[str, str]:
+    """(the clicks3d sentence, the Dice / NSD-after-each-click table), both empty without clicks3d."""
+    clicks = list(metrics["modes"].get("clicks3d", {}).items())
+    if not clicks:
+        return "", ""
+    settings = metrics["settings"]
+    n = len(clicks[0][1]["dice_per_click"]) - 1
+    sentence = (f"clicks3d: box3d, then {n} clicks per organ (largest 26-connected 3-D error component, its "
+                "distance-transform maximum in mm; re-decoded with box + clicks"
+                + (" + the previous low-res logits" if settings.get("click_mask_input", True) else "")
+                + f", re-propagated {settings.get('click_repropagation', 'downstream')}). Dice / NSD AUC: the "
+                "mean of the N + 1 points.")
+    click_rows = [[prompt_title(p), " / ".join(f"{d:.3f}" for d in s["dice_per_click"]),
+                   " / ".join(f"{d:.3f}" for d in s["nsd_per_click"]), s["dice_auc"], s["nsd_auc"]]
+                  for p, s in clicks]
+    table = ("\n#### 3-D clicks: Dice and NSD after 0.." + str(n) + " clicks\n\n" + markdown_table(
+        ["start", "3-D Dice after 0.." + str(n) + " clicks", "NSD after 0.." + str(n) + " clicks", "Dice AUC",
+         "NSD AUC"], click_rows))
+    return sentence, table
+
+
+def table3d(metrics: dict) -> str:
+    """The 3-D table (per mode and prompt: 3-D Dice, slice-mean Dice, HD95, NSD, misses) and 3-D Dice per
+    organ, from segmentation_3d.py's metrics.json."""
+    meta = metrics["provenance"]
+    decoders = _decoders_3d(metrics.get("finetuned"))
     cells = [(m, p, s) for m, by_prompt in metrics["modes"].items() for p, s in by_prompt.items()]
     rows = [[m.replace("_", " "), prompt_title(p), s["dice"], s["slice_dice"], f"{s['hd95_mm']:.1f}", s["nsd"],
              f"{s['n_missed']} / {sum(o['n_volumes'] for o in s['organs'].values())}",
@@ -303,21 +329,9 @@ def table3d(metrics: dict) -> str:
     if "box3d" in metrics["modes"] or "clicks3d" in metrics["modes"]:
         extra.append("box3d: the key slice's box and the organ's first and last ground-truth slice; nothing predicted "
                      "outside them, a rejected slice inside does not stop the walk.")
-    clicks = [(p, s) for p, s in metrics["modes"].get("clicks3d", {}).items()]
-    click_table = ""
-    if clicks:
-        n = len(clicks[0][1]["dice_per_click"]) - 1
-        extra.append(f"clicks3d: box3d, then {n} clicks per organ (largest 26-connected 3-D error component, its "
-                     "distance-transform maximum in mm; re-decoded with box + clicks"
-                     + (" + the previous low-res logits" if settings.get("click_mask_input", True) else "")
-                     + f", re-propagated {settings.get('click_repropagation', 'downstream')}). Dice / NSD AUC: the "
-                     "mean of the N + 1 points.")
-        click_rows = [[prompt_title(p), " / ".join(f"{d:.3f}" for d in s["dice_per_click"]),
-                       " / ".join(f"{d:.3f}" for d in s["nsd_per_click"]), s["dice_auc"], s["nsd_auc"]]
-                      for p, s in clicks]
-        click_table = ("\n#### 3-D clicks: Dice and NSD after 0.." + str(n) + " clicks\n\n" + markdown_table(
-            ["start", "3-D Dice after 0.." + str(n) + " clicks", "NSD after 0.." + str(n) + " clicks", "Dice AUC",
-             "NSD AUC"], click_rows))
+    clicks_sentence, click_table = _clicks_3d(metrics)
+    if clicks_sentence:
+        extra.append(clicks_sentence)
     rules = [f"{k} {settings[k]:g}" for k in ("min_iou_previous", "max_area_factor", "min_predicted_iou")
              if settings.get(k)]
     if settings.get("largest_component"):

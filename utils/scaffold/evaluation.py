@@ -92,6 +92,12 @@ class Evaluation:
             return "interactive decoder"
         return "fine-tuned" if self.finetuned else "zero-shot"
 
+    @property
+    def decoder_title(self) -> str:
+        """:attr:`decoder_kind` as every script's table and figure titles name it."""
+        return {"fine-tuned": "Task 2's fine-tuned decoders", "interactive decoder": "the interactive decoder"}.get(
+            self.decoder_kind, self.decoder_kind)
+
     def decoder(self, choice: DecoderChoice, multimask_output: bool = False) -> CacheDecoder:
         """A :class:`CacheDecoder` over the cache with ``choice``'s weights at ``--precision``."""
         return CacheDecoder(self.cache, choice.prompt_encoder, choice.mask_decoder, self.args.precision,

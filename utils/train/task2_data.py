@@ -1,0 +1,96 @@
+"""Task 2's inputs (finetune_task2.py): the embeddings training needs encoded, the training and validation
+samples listed, the training fast path resolved, and the zero-shot scores the fine-tuned ones are compared
+with (Task 1's, when they were scored alike, else scored here with the same code).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from utils.inference.prompts import DEFAULT_BOX_JITTER_PX
+
+
+@dataclass
+class TrainingData:
+    caches: list  # [base cache, augmented cache (when --aug-views > 0)]
+    train: list  # (cache id, row, organ)
+    val: list  # (row, organ): the whole validation split
+    val_epoch: list  # (row, organ): the fixed subset validated every epoch
+    encode_seconds: float
+    fast: "object" = None  # utils.train.fastpath.FastPath: how training steps are computed
+    resident: dict | None = None  # {cache id: ResidentEmbeddings} when the caches live on the GPU
+
+
+def prepare_data(args, exp) -> TrainingData:
+    """Encode what training needs and list the training and validation samples."""
+    import torch
+
+    from utils.data.augmentation import AugmentSpec
+    from utils.embeddings.cache import EmbeddingCache
+    from utils.scaffold.session import fail
+    from utils.train.fastpath import ResidentEmbeddings
+
+    cache, index = exp.cache, exp.cache.index
+    train_rows, val_rows = index.rows_for("train"), index.rows_for("val")
+    if not train_rows or not val_rows:
+        raise fail(f"{exp.store.path}: fine-tuning needs train and val slices; the store has {len(train_rows)} "
+                   f"train and {len(val_rows)} val")
+    t0 = time.perf_counter()
+    cache.ensure(train_rows + val_rows, batch_size=args.encode_batch, progress=not args.no_progress)
+    caches = [cache]
+    if args.aug_views > 0:
+        aug = EmbeddingCache(exp.model, exp.store, AugmentSpec(views=args.aug_views, seed=args.seed),
+                             root=args.cache_dir, encoder_precision=args.encoder_precision)
+        aug.ensure(batch_size=args.encode_batch, progress=not args.no_progress)
+        caches.append(aug)
+    train = [(0, r, o) for r, o in index.samples(train_rows)]
+    if len(caches) > 1:  # every row of the augmented cache is a view of a training slice
+        train += [(1, r, o) for r, o in caches[1].index.samples(range(len(caches[1])))]
+    val = val_epoch = index.samples(val_rows)
+    if args.val_samples and args.val_samples < len(val):
+        generator = torch.Generator().manual_seed(args.seed)
+        pick = sorted(torch.randperm(len(val), generator=generator)[: args.val_samples].tolist())
+        val_epoch = [val[i] for i in pick]
+    fast = fast_path(args, exp.device, sum(len(c) for c in caches))
+    resident = {i: ResidentEmbeddings(c, exp.device) for i, c in enumerate(caches)} if fast.resident else None
+    return TrainingData(caches, train, val, val_epoch, time.perf_counter() - t0, fast, resident)
+
+
+def fast_path(args, device, cache_rows: int):
+    """The resolved training fast path of ``args`` (its four flags) on ``device``; user errors exit."""
+    from utils.scaffold.session import fail
+    from utils.train.fastpath import resolve
+
+    try:
+        return resolve(device, args.precision, args.train_precision, args.compile, args.prefetch, args.resident,
+                       cache_bytes=cache_rows * 256 * 64 * 64 * 2)
+    except ValueError as exc:
+        raise fail(str(exc)) from exc
+
+
+def original_results(args, exp, prompt_types, val_samples) -> tuple[dict, str, dict]:
+    """Zero-shot mDice per prompt: Task 1's results when they match this model, data, split, seed and precision.
+    Also returns the per-sample records {prompt: [(case, organ, dice)]} the tables' intervals need."""
+    from utils.core.io import read_json
+    from utils.eval.bootstrap import triples
+    from utils.eval.segmentation import evaluate_prompt
+    from utils.scaffold.results import scored_alike
+
+    path = args.results / "task1" / "metrics.json"
+    if path.is_file():
+        task1 = read_json(path)
+        meta = task1.get("provenance", {})
+        if (scored_alike(meta, exp.store, exp.model, args.seed, "val", args.precision, args.encoder_precision)
+                and not meta.get("multimask_output") and not meta.get("finetuned")
+                and all(p in task1["prompts"] for p in prompt_types)
+                and ("jittered_box" not in prompt_types
+                     or meta.get("box_jitter", DEFAULT_BOX_JITTER_PX) == args.box_jitter)
+                and all(p in task1.get("records", {}) for p in prompt_types)):
+            return ({p: task1["prompts"][p] for p in prompt_types}, f"read from {path}",
+                    {p: task1["records"][p] for p in prompt_types})
+    print("zero-shot results for this model/data/split not found in results/task1: computing them")
+    scored = {p: evaluate_prompt(exp.cache, val_samples, p, seed=args.seed, batch_size=args.decode_batch,
+                                 precision=args.precision, box_jitter=args.box_jitter) for p in prompt_types}
+    return ({p: summary for p, (summary, _) in scored.items()},
+            "computed by finetune_task2.py (same evaluation code as Task 1)",
+            {p: triples(records) for p, (_, records) in scored.items()})
