@@ -261,3 +261,16 @@ def test_signature_and_key_of_a_known_configuration_never_change(tmp_path, augme
     assert signature_key(cache.signature) == key
     assert cache.path == tmp_path / f"stub-{cache.signature['kind']}-{key}"
     assert json.loads((cache.path / "signature.json").read_text()) == cache.signature
+
+
+def test_litemedsam_embeddings_do_not_depend_on_the_encoder_batch():
+    """The CPU default encodes one slice per call (faster here than 8); a cache filled at another --encode-batch
+    must hold the same embeddings, bit for bit, or caches filled on different machines would disagree."""
+    from utils.embeddings.encoding import encode_images
+
+    model = load_model("lite_medsam")
+    images = torch.rand(3, 3, 256, 256, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        together = encode_images(model, images, "fp32")
+        one_by_one = torch.cat([encode_images(model, images[i : i + 1], "fp32") for i in range(3)])
+    assert torch.equal(together, one_by_one)

@@ -11,7 +11,9 @@ import torch
 # Prompts per mask-decoder call and slices per image-encoder call when a script's batch flag is 0.
 # On a CPU, 8 prompts keep each call's activations (upscaled masks: 8 x 32 x 256 x 256 floats) in
 # cache-friendly sizes; measured on 2 cores: batch 8 decodes 20 prompts/s, batch 32 decodes 18.
-AUTO_BATCH = {"cpu": {"decode": 8, "encode": 8}, "cuda": {"decode": 64, "encode": 32}}
+# CPU encode 1 (8 until 2026-12-04): LiteMedSAM's encoder took 1.89 s per slice one at a time, 1.94 at 4 and 2.34
+# at 8 on this project's 2-core AVX2 CPU, with bit-identical embeddings (tests/test_embedding_cache.py).
+AUTO_BATCH = {"cpu": {"decode": 8, "encode": 1}, "cuda": {"decode": 64, "encode": 32}}
 
 
 def pick_device(requested: str | None = None) -> torch.device:

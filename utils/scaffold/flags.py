@@ -64,7 +64,7 @@ def _definitions(split: str | None, split_help: str | None, seed_help: str) -> d
         "--cache-dir": (SAM, dict(type=Path, default=DEFAULT_CACHE_ROOT,
                                   help="embedding cache root (default data/embeddings)")),
         "--encode-batch": (SAM, dict(type=checked(int, "non_negative"), default=0,
-                                     help="slices per image-encoder call (default 0 = auto: 8 on a CPU, 32 on a GPU)")),
+                                     help="slices per image-encoder call (default 0 = auto: 1 on a CPU, 32 on a GPU)")),
         "--precision": (DECODER, dict(choices=PRECISIONS, default="fp32",
                                       help="fast path for the prompt encoder + mask decoder (every decoding and "
                                            "training forward pass; weights stay fp32): bf16 (CPU or GPU) or fp16 "
