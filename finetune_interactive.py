@@ -35,7 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
-from utils.scaffold.config import parse_with_presets  # noqa: E402
+from utils.scaffold.config import one_of, parse_with_presets  # noqa: E402
 from utils.scaffold.flags import new_task_parser  # noqa: E402
 
 # ---------------------------------------------------------------------------------------------
@@ -95,16 +95,7 @@ def parse_args(argv: list[str] | None = None):
     parser.add_argument("--finetuned-dir", type=Path, default=ROOT / "checkpoints" / "finetuned",
                         help="where Task 2 runs live, for --init task2 (default checkpoints/finetuned)")
     return parse_with_presets(parser, argv, PRESETS, checks={
-        "optimizer": choice_of(OPTIMIZERS, "--optimizer"), "loss": choice_of(LOSSES, "--loss"),
-        "init": choice_of(INITS, "--init")})
-
-
-def choice_of(options: tuple, flag: str):
-    def check(value: str) -> str:
-        if value not in options:
-            raise ValueError(f"{flag} {value!r}: choose from {', '.join(options)}")
-        return value
-    return check
+        "optimizer": one_of(OPTIMIZERS), "loss": one_of(LOSSES), "init": one_of(INITS)})
 
 
 def session_settings(args):
