@@ -5,6 +5,8 @@
         --finetuned checkpoints/finetuned/lite_medsam/bound_box/latest                # Task 2's box decoder
     python segment_volume.py --image CT.nii.gz --prompts prompts.json \\
         --finetuned checkpoints/interactive/lite_medsam/interactive/latest             # the interactive decoder
+    python segment_volume.py --image CT.nii.gz --prompts prompts.json \\
+        --classifier checkpoints/classifier/lite_medsam/one_central_point/latest       # Task 3 names "auto" organs
 
 prompts.json, one entry per organ (coordinates: "voxel" = the file's (i, j, k) array indices, whatever its
 orientation; "mm" = world millimetres, RAS+ as in 3D Slicer; ITK-SNAP shows LPS, negate x and y)::
@@ -27,6 +29,13 @@ higher logit wins.
 Decoders: --finetuned none (the model's own) or PATH: a Task 2 run folder / best.pt (trained for one prompt
 type: use it with that type) or an interactive run's (finetune_interactive.py; any prompt). Other
 checkpoints are refused before loading.
+
+Naming organs: --classifier PATH (a Task 3 run folder or best.pt, classify_train_task3.py) names every entry
+whose "organ" is "auto" (or missing): its prompt is decoded on its slice, and the classifier is given the
+prompt of the type it was trained with made from that mask (one_central_point: the mask's distance-transform
+centre), as Task 3 scores it (utils/inference/naming.py). The sidecar records, for every entry, what the
+classifier said and its probability, and who named the organ written (the prompt file or the classifier).
+Two entries naming one organ are an error.
 
 Writes --out (default results/segment_volume/<CT name>_labels.nii.gz): uint8 labels 1..13 in BTCV order on
 the CT's own grid, affine and header (it opens over the CT in 3D Slicer or ITK-SNAP), and beside it
@@ -58,7 +67,7 @@ HYPERPARAMETERS = {
                           "fraction"),
     "LARGEST_COMPONENT": (False, "keep each organ's largest 26-connected 3-D component"),
     "DECODE_BATCH": (8, "prompts per mask-decoder call"),
-    "ENCODE_BATCH": (4, "slices per image-encoder call"),
+    "ENCODE_BATCH": (1, "slices per image-encoder call (1: fastest on a CPU, the same embeddings at any batch)"),
 }
 # ---------------------------------------------------------------------------------------------
 
@@ -76,10 +85,15 @@ def parse_args(argv: list[str] | None = None):
     io.add_argument("--out", type=Path, default=None,
                     help="label map to write (.nii.gz; default results/segment_volume/<CT name>_labels.nii.gz)")
     add_flags(parser, ("--model", "--checkpoint", "--encoder-precision", "--precision", "--device", "--no-progress"))
-    flag_group(parser, DECODER).add_argument(
+    decoder = flag_group(parser, DECODER)
+    decoder.add_argument(
         "--finetuned", default="none", metavar="none|PATH",
         help="none = the model's own prompt encoder + mask decoder; PATH = a Task 2 or interactive run folder or "
              "its best.pt (default none)")
+    decoder.add_argument(
+        "--classifier", type=Path, default=None, metavar="PATH",
+        help="a Task 3 classifier run folder or its best.pt (classify_train_task3.py): names every organ the prompt "
+             "file leaves as \"auto\" (and gives its opinion of the named ones, in the sidecar)")
     add_hyperparameters(parser, HYPERPARAMETERS)
 
     args = parse_with_presets(parser, argv)
@@ -97,11 +111,11 @@ def open_decoder(args, model):
     from utils.core.errors import CheckpointError
     from utils.core.hashing import file_sha256
     from utils.models.sam import decoder_from_state
+    from utils.scaffold.runs import run_checkpoint
 
     if args.finetuned == "none":
         return None, None, {"source": "the model's own prompt encoder + mask decoder (zero-shot)"}
-    path = Path(args.finetuned)
-    checkpoint = path / "best.pt" if path.is_dir() else path
+    checkpoint = run_checkpoint(args.finetuned)
     state = load_checkpoint(checkpoint)
     kind = checkpoint_kind(state)
     if kind not in (TASK2, INTERACTIVE):
@@ -115,6 +129,79 @@ def open_decoder(args, model):
         "checkpoint_sha256": file_sha256(checkpoint), "run_key": state.get("run", {}).get("key"),
         "epoch": int(state["epoch"]) + 1 if "epoch" in state else None, "trained_for_prompt": identity.get("prompt"),
         "trained_on_store": identity.get("store_key")}
+
+
+def open_classifier(path: Path, model):
+    """(classifier, its prompt encoder, the prompt type it was trained with, record) of Task 3 run ``path`` (a
+    run folder, its best.pt or its ``latest`` file), its kind checked before any weights are loaded; copies, so the decoder that
+    segments keeps its own weights."""
+    import copy
+
+    import torch
+
+    from modified_classifier import ClassifyingMaskDecoder
+    from utils.core.checkpoints import KINDS, TASK3, checkpoint_kind, load_checkpoint
+    from utils.core.errors import CheckpointError
+    from utils.core.hashing import file_sha256
+    from utils.scaffold.runs import run_checkpoint
+
+    checkpoint = run_checkpoint(path)
+    state = load_checkpoint(checkpoint)
+    kind = checkpoint_kind(state)
+    if kind != TASK3:
+        what = KINDS.get(kind, "not a checkpoint the suite recognises")
+        raise CheckpointError(f"{checkpoint} (given as --classifier): this is {what}; pass a Task 3 classifier run "
+                              "folder (classify_train_task3.py) or its best.pt")
+    classifier = ClassifyingMaskDecoder(copy.deepcopy(model.sam.mask_decoder))
+    prompt_encoder = copy.deepcopy(model.sam.prompt_encoder)
+    module = torch.nn.ModuleDict({"prompt_encoder": prompt_encoder, "classifier": classifier})
+    try:
+        module.load_state_dict(state["model"])
+    except (KeyError, RuntimeError) as exc:
+        raise CheckpointError(f"{checkpoint} (given as --classifier): its weights do not fit {model.name}'s "
+                              f"classifying decoder ({str(exc).splitlines()[0]}); pass a run of the same --model") from exc
+    module.to(model.device).eval()
+    identity = state.get("run", {}).get("identity", {})
+    prompt_type = identity.get("prompt", "one_central_point")
+    record = {"checkpoint": str(checkpoint), "checkpoint_sha256": file_sha256(checkpoint),
+              "run_key": state.get("run", {}).get("key"), "trained_for_prompt": prompt_type,
+              "epoch": int(state["epoch"]) + 1 if "epoch" in state else None}
+    return classifier, prompt_encoder, prompt_type, record
+
+
+def name_prompts(args, prompts: list, decoder, model, size) -> dict | None:
+    """--classifier: name every entry the prompt file left as "auto" (in place: one organ each, none the file
+    names; utils.inference.naming.assign_organs) and record the classifier's opinion of every entry; None
+    without --classifier."""
+    from utils.core.organs import organ_name
+    from utils.inference.naming import assign_organs, name_organs
+    from utils.inference.prompt_file import UNNAMED
+    from utils.scaffold.session import fail
+
+    if args.classifier is None:
+        return None
+    classifier, prompt_encoder, prompt_type, record = open_classifier(args.classifier, model)
+    decoder.remember(memo_mb=64)  # the key-slice decodes naming needs are propagation's first ones: decoded once
+    namings = name_organs(prompts, decoder, classifier, prompt_encoder, prompt_type, size, args.precision)
+    unnamed = [i for i, p in enumerate(prompts) if p.organ == UNNAMED]
+    for i in unnamed:
+        if namings[i].log_probabilities is None:
+            raise fail(f"{args.prompts}: organs[{i}]: its prompt gave an empty mask on slice {prompts[i].key_z}, so "
+                       "the classifier has nothing to name; name the organ in the file or move the prompt")
+    try:
+        assigned = assign_organs([namings[i] for i in unnamed], {p.organ for p in prompts if p.organ != UNNAMED})
+    except ValueError as exc:
+        raise fail(f"{args.prompts}: {exc}; name fewer entries \"auto\"") from exc
+    for i, organ in zip(unnamed, assigned):
+        prompts[i].organ = organ
+    entries = []
+    for i, (p, naming) in enumerate(zip(prompts, namings)):
+        named_by = "classifier" if i in unnamed else "prompt file"
+        entries.append(dict(naming.record(), entry=i, named_by=named_by, organ_written=organ_name(p.organ)))
+        print(f"  organs[{i}]: {organ_name(p.organ)} ({named_by}; the classifier's most probable: "
+              f"{entries[-1]['organ']}, p = {naming.probability:.2f})")
+    return {"classifier": record, "assignment": "one organ per entry, none the file names: largest summed "
+                                                "log-probability (scipy linear_sum_assignment)", "entries": entries}
 
 
 def open_model(args):
@@ -165,11 +252,12 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     ct = load_ct(args.image)
     prompt_spec = read_prompt_spec(args.prompts)  # read once: parsed here, copied into the sidecar
-    prompts = prompts_of_spec(prompt_spec, ct, args.prompts)
+    prompts = prompts_of_spec(prompt_spec, ct, args.prompts, allow_unnamed=args.classifier is not None)
     model, device = open_model(args)
     prompt_encoder, mask_decoder, decoder_record = open_decoder(args, model)
     embeddings = VolumeEmbeddings(model, ct.images, args.encoder_precision, args.encode_batch)
     decoder = CacheDecoder(embeddings, prompt_encoder, mask_decoder, args.precision)
+    naming = name_prompts(args, prompts, decoder, model, ct.images.shape[1:])
     settings = PropagationSettings.from_args(args)
     print(f"{args.image}: {len(ct.images)} axial slices of {ct.images.shape[2]} x {ct.images.shape[1]} px "
           f"({ct.spacing[1]:.2f} x {ct.spacing[0]:.2f} x {ct.z_mm:.2f} mm); {len(prompts)} organ(s); model "
@@ -189,10 +277,10 @@ def main(argv: list[str] | None = None) -> int:
         "model": model.name, "checkpoint": model.checkpoint, "checkpoint_sha256": model.checkpoint_sha256,
         "decoder": decoder_record, "precision": args.precision, "encoder_precision": args.encoder_precision,
         "device": describe(device), "prompt_file": str(args.prompts), "prompts_given": prompt_spec,
-        "settings": asdict(settings),
+        "settings": asdict(settings), "naming": naming,
         "coordinates_decoded": "display stack: z inferior -> superior, row 0 anterior, column 0 the patient's right",
         "organs": traces,
-        "timing": {"encoded_slices": embeddings.n_encoded, "decoded_prompts": decoder.n_decoded,
+        "timing": {"encoded_slices": embeddings.n_encoded, "decoded_prompts": decoder.n_decoded, "reused_prompts": decoder.n_reused,
                    "wall_seconds": round(time.perf_counter() - started, 2)}})
     scores = score_label_file(args.out, args.score_against, ct) if args.score_against else None
     if scores:

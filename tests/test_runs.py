@@ -191,3 +191,15 @@ def test_task2_resume_with_a_changed_learning_rate_refuses(tiny_study, tmp_path,
     state = load_checkpoint(metrics["prompts"]["bound_box"]["checkpoint"])
     assert state["run"]["identity"]["learning_rate"] == 0.01
     assert state["optimizer"]["param_groups"][0]["lr"] == 0.01
+
+
+def test_a_run_folder_its_latest_file_or_a_checkpoint_name_the_same_best_pt(tmp_path):
+    from utils.scaffold.runs import run_checkpoint
+
+    run = tmp_path / "lite_medsam" / "bound_box" / "run-abc123"
+    run.mkdir(parents=True)
+    (run / "best.pt").write_bytes(b"")
+    (run.parent / "latest").write_text("run-abc123\n")  # what open_run writes beside the newest run
+    assert run_checkpoint(run) == run / "best.pt"
+    assert run_checkpoint(run.parent / "latest") == run / "best.pt"
+    assert run_checkpoint(run / "last.pt") == run / "last.pt"  # a file is taken as given (missing: named on load)

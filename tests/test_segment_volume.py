@@ -123,6 +123,8 @@ def test_every_bad_prompt_is_one_clear_error(tmp_path):
         ({"organs": [{"organ": "liver"}]}, "give a \"box\""),
         ({"coordinates": "pixels", "organs": [{"organ": "liver", "box": box}]}, "coordinates"),
         ({"organs": [{"organ": "liver", "box": box, "color": "red"}]}, "unknown keys"),
+        ({"organs": [{"box": box}]}, "--classifier"),  # an unnamed organ needs a classifier to name it
+        ({"organs": [{"organ": "auto", "box": box}]}, "--classifier"),
     ]
     for spec, match in cases:
         bad_file(tmp_path, img, spec, match)
@@ -239,3 +241,109 @@ def test_the_label_map_lies_on_a_non_ras_source_grid_where_the_organ_is(tmp_path
     assert dice > 0.8  # a flipped or transposed write would put the off-centre disk elsewhere
     sidecar = json.loads(out.with_name("liver.json").read_text())
     assert sidecar["scored_against"]["organs"]["liver"]["dice"] == pytest.approx(dice)
+
+
+def classifier_checkpoint(path, favour: int | None = None):
+    """A Task 3 classifier run's best.pt for LiteMedSAM: the model's own prompt encoder and a classifying decoder
+    with an untrained head; ``favour`` = an organ label its head always picks (a huge bias)."""
+    from modified_classifier import ClassifyingMaskDecoder
+    from utils.models.sam import load_model
+
+    torch.manual_seed(0)
+    model = load_model("lite_medsam")
+    classifier = ClassifyingMaskDecoder(model.sam.mask_decoder)
+    if favour is not None:
+        with torch.no_grad():
+            classifier.class_prediction_head.layers[-1].bias[favour - 1] = 10.0
+    module = torch.nn.ModuleDict({"prompt_encoder": model.sam.prompt_encoder, "classifier": classifier})
+    torch.save({"model": module.state_dict(), "epoch": 0,
+                "run": {"key": "test", "identity": {"task": "task3", "prompt": "one_central_point"}}}, path)
+    return path
+
+
+def test_the_classifier_names_an_unnamed_organ_as_task3_would_on_the_written_mask(dense, tmp_path):
+    """The oracle: the written label map's mask on the entry's key slice, its distance-transform centre as Task 3's
+    one_central_point prompt, and the classifier run by hand on that slice's embedding encoded here."""
+    from modified_classifier import ClassifyingMaskDecoder
+    from utils.inference.decoding import prompt_inputs
+    from utils.inference.propagation import next_prompt
+    from utils.models.sam import load_model
+
+    img, lab = phantom_files(dense)
+    ct = load_ct(img)
+    label = nib.load(lab)
+    truth = ras_to_display(source_to_ras(np.asarray(label.dataobj).round().astype(np.uint8), label.affine))
+    entry = next(e for e in box3d_prompt_spec(truth, ct)["organs"] if e["organ"] == "liver")
+    entry["organ"] = "auto"
+    (tmp_path / "p.json").write_text(json.dumps({"coordinates": "voxel", "organs": [entry]}))
+    checkpoint = classifier_checkpoint(tmp_path / "best.pt")
+    out = tmp_path / "named.nii.gz"
+    assert segment_volume.main(["--image", str(img), "--prompts", str(tmp_path / "p.json"), "--out", str(out),
+                                "--classifier", str(checkpoint), "--no-progress"]) == 0
+    sidecar = json.loads(out.with_name("named.json").read_text())
+    (named,) = sidecar["naming"]["entries"]
+    assert named["named_by"] == "classifier" and named["organ_written"] == named["organ"]
+    organ = segment_volume_organ_label(named["organ"])
+    z = sidecar["organs"][named["organ"]]["key_z"]
+    written = ras_to_display(source_to_ras(np.asarray(nib.load(out).dataobj), nib.load(out).affine))
+    assert (written == organ).any() and set(np.unique(written)) <= {0, organ}
+
+    model = load_model("lite_medsam")
+    state = torch.load(checkpoint, weights_only=False)
+    classifier = ClassifyingMaskDecoder(model.sam.mask_decoder)
+    torch.nn.ModuleDict({"prompt_encoder": model.sam.prompt_encoder, "classifier": classifier}).load_state_dict(
+        state["model"])
+    prompt = next_prompt(written[z] == organ, "one_central_point")
+    assert named["classifier_points_xy"] == prompt.points.tolist()
+    with torch.no_grad():
+        embedding = model.sam.image_encoder(model.prepare_image(ct.images[z])[None])
+        points, boxes = prompt_inputs(model, [prompt], [ct.images.shape[1:]])
+        sparse, dense_embedding = model.sam.prompt_encoder(points=points, boxes=boxes, masks=None)
+        scores = classifier.classify(embedding, model.sam.prompt_encoder.get_dense_pe(), sparse, dense_embedding)
+    assert int(scores.argmax()) + 1 == organ
+    assert abs(float(scores.softmax(-1)[0, organ - 1]) - named["probability"]) < 1e-3
+
+
+def segment_volume_organ_label(name):
+    from utils.core.organs import ORGANS
+
+    return ORGANS.index(name) + 1
+
+
+def test_an_organ_the_file_names_is_never_given_to_an_unnamed_entry(dense, tmp_path, capsys):
+    from utils.core.organs import ORGANS
+    from utils.scaffold.boundary import run_script
+
+    img, _ = phantom_files(dense)
+    box = [[10, 10, 2], [30, 30, 2]]
+    (tmp_path / "p.json").write_text(json.dumps({"organs": [{"organ": "liver", "box": box},
+                                                            {"organ": "auto", "box": [[5, 5, 3], [40, 40, 3]]}]}))
+    liver_always = classifier_checkpoint(tmp_path / "liver.pt", favour=6)  # its head says liver for everything
+    out = tmp_path / "x.nii.gz"
+    assert segment_volume.main(["--image", str(img), "--prompts", str(tmp_path / "p.json"), "--classifier",
+                                str(liver_always), "--out", str(out), "--no-progress"]) == 0
+    named, auto = json.loads(out.with_name("x.json").read_text())["naming"]["entries"]
+    assert named["named_by"] == "prompt file" and named["organ_written"] == "liver" == named["organ"]
+    assert auto["named_by"] == "classifier" and auto["organ"] == "liver" != auto["organ_written"]
+    runner_up = max((p, o) for o, p in auto["probabilities"].items() if o != "liver")[1]
+    assert auto["organ_written"] == runner_up  # the most probable organ the file does not name
+    every = {"organs": [{"organ": name, "box": box} for name in ORGANS] + [{"organ": "auto", "box": box}]}
+    (tmp_path / "all.json").write_text(json.dumps(every))
+    code = run_script(segment_volume.main, ["--image", str(img), "--prompts", str(tmp_path / "all.json"),
+                                            "--classifier", str(liver_always), "--out", str(tmp_path / "y.nii.gz")])
+    err = capsys.readouterr().err
+    assert code == 1 and "only 0 BTCV organs left" in err and "Traceback" not in err
+    assert not (tmp_path / "y.nii.gz").exists()
+
+
+def test_a_wrong_checkpoint_kind_as_classifier_is_refused(dense, tmp_path, capsys):
+    from utils.scaffold.boundary import run_script
+
+    img, _ = phantom_files(dense)
+    (tmp_path / "p.json").write_text(json.dumps({"organs": [{"organ": "auto", "box": [[5, 5, 3], [40, 40, 3]]}]}))
+    task2 = tmp_path / "task2.pt"
+    torch.save({"model": {"prompt_encoder.w": torch.zeros(1), "mask_decoder.w": torch.zeros(1)}}, task2)
+    code = run_script(segment_volume.main, ["--image", str(img), "--prompts", str(tmp_path / "p.json"),
+                                            "--classifier", str(task2), "--out", str(tmp_path / "x.nii.gz")])
+    err = capsys.readouterr().err
+    assert code == 1 and "given as --classifier" in err and "Task 3 classifier" in err and "Traceback" not in err

@@ -5,7 +5,8 @@ The file (JSON)::
 
     {"coordinates": "voxel",                       # or "mm": world millimetres, RAS+ (utils/data/ct.py)
      "organs": [
-       {"organ": "liver",                          # a BTCV name, or its label 1..13: the label written
+       {"organ": "liver",                          # a BTCV name, or its label 1..13: the label written;
+                                                   # "auto" (or no "organ"): Task 3's classifier names it
         "box": [[i, j, k], [i, j, k]],             # two opposite corners of a box on ONE axial slice
         "first": [i, j, k], "last": [i, j, k]},    # optional: any point on the organ's first / last slice
        {"organ": 3, "points": [[i, j, k], ...],    # or points, all on one axial slice ...
@@ -18,6 +19,10 @@ centre), optionally both (the box and its points on one slice). With ``first`` a
 **3-D box** (the 3-D box protocol: nothing outside those slices, a rejected slice inside does not stop the
 walk); without them propagation goes on until the masks stop. Only the axial position of ``first`` /
 ``last`` is used. Every mistake is one DataError naming the file, the entry and what is wrong.
+
+An entry without an organ (``"organ": "auto"``, or no ``"organ"``) is read only when the caller has a
+classifier to name it (``allow_unnamed``; ``segment_volume.py --classifier``): its ``organ`` is
+:data:`UNNAMED` until :mod:`utils.inference.naming` names it.
 """
 from __future__ import annotations
 
@@ -32,13 +37,15 @@ from utils.data.ct import COORDINATES, CTVolume
 from utils.data.dataset import DataError
 from utils.inference.prompts import Prompt
 
+UNNAMED = 0  # OrganPrompt.organ of an entry the prompt file leaves to the classifier ("organ": "auto")
+
 
 @dataclass
 class OrganPrompt:
     """One organ's prompt on the display stack: its label, key slice, Prompt in slice pixels ((x, y) =
     (column, row), boxes XYXY inclusive), the propagation rule's prompt type, the optional (first, last) z."""
 
-    organ: int
+    organ: int  # 1..13, or UNNAMED
     key_z: int
     prompt: Prompt
     prompt_type: str
@@ -91,15 +98,19 @@ def _one_slice(points: list[tuple[int, int, int]], what: str, where: str) -> int
     return slices[0]
 
 
-def _entry(ct: CTVolume, entry: dict, coordinates: str, where: str) -> OrganPrompt:
+def _entry(ct: CTVolume, entry: dict, coordinates: str, where: str, allow_unnamed: bool = False) -> OrganPrompt:
     if not isinstance(entry, dict):
         raise DataError(f"{where}: expected an object with \"organ\" and \"box\" or \"points\"")
     unknown = set(entry) - {"organ", "box", "points", "labels", "first", "last"}
     if unknown:
         raise DataError(f"{where}: unknown keys {sorted(unknown)}; use organ, box, points, labels, first, last")
-    if "organ" not in entry:
-        raise DataError(f"{where}: no \"organ\"")
-    organ = _organ_label(entry["organ"], where)
+    if entry.get("organ", "auto") == "auto":
+        if not allow_unnamed:
+            raise DataError(f"{where}: no \"organ\"; name it (a BTCV name or label 1..{NUM_ORGANS}), or pass "
+                            "segment_volume.py --classifier (a Task 3 run) to have it named")
+        organ = UNNAMED
+    else:
+        organ = _organ_label(entry["organ"], where)
     if "box" not in entry and "points" not in entry:
         raise DataError(f"{where}: give a \"box\" (two corners) or \"points\"")
     key_z, box, points, labels = None, None, None, None
@@ -156,15 +167,17 @@ def read_prompt_spec(path: str | Path) -> dict:
     return spec
 
 
-def prompts_of_spec(spec: dict, ct: CTVolume, path: str | Path) -> list[OrganPrompt]:
+def prompts_of_spec(spec: dict, ct: CTVolume, path: str | Path, allow_unnamed: bool = False) -> list[OrganPrompt]:
     """The organs' prompts of ``spec`` (:func:`read_prompt_spec` of ``path``, named in errors) on ``ct``'s
-    display stack; DataError otherwise."""
+    display stack; DataError otherwise. ``allow_unnamed``: entries may leave the organ to a classifier."""
     coordinates = spec.get("coordinates", "voxel")
     if coordinates not in COORDINATES:
         raise DataError(f"{path}: coordinates {coordinates!r}: choose from {', '.join(COORDINATES)}")
-    prompts = [_entry(ct, e, coordinates, f"{path}: organs[{i}]") for i, e in enumerate(spec["organs"])]
+    prompts = [_entry(ct, e, coordinates, f"{path}: organs[{i}]", allow_unnamed) for i, e in enumerate(spec["organs"])]
     seen: dict[int, int] = {}
     for i, p in enumerate(prompts):
+        if p.organ == UNNAMED:
+            continue
         if p.organ in seen:
             raise DataError(f"{path}: organs[{seen[p.organ]}] and organs[{i}] are both {ORGANS[p.organ - 1]}; one "
                             "entry per organ")

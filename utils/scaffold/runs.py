@@ -152,6 +152,15 @@ class Handoff:
         return f"{task} run {self.run_key} ({self.checkpoint}, epoch {self.epoch}){other}"
 
 
+def run_checkpoint(path: str | Path) -> Path:
+    """The checkpoint a user's PATH names: a run folder -> its best.pt; a ``latest`` file (the name of the newest
+    run folder beside it) -> that run's best.pt; any other path as given (load_checkpoint names it if absent)."""
+    path = Path(path)
+    if path.name == "latest" and path.is_file():
+        path = path.parent / path.read_text().strip()
+    return path / "best.pt" if path.is_dir() else path
+
+
 def find_handoff(choice: str, runs_root: Path, prompt: str, wanted: dict, allow_other_data: bool = False,
                  kind: str = TASK2, flag: str = "--finetuned", search_store_key: str | None = None
                  ) -> tuple[Handoff | None, str]:
@@ -182,8 +191,7 @@ def find_handoff(choice: str, runs_root: Path, prompt: str, wanted: dict, allow_
         other = bool(differences(run.identity, wanted, DATA_FIELDS))
         handoff = Handoff(run.best, run.key, run.identity, int(state["epoch"]) + 1, other, state)
         return handoff, handoff.describe()
-    path = Path(choice)
-    checkpoint = path / "best.pt" if path.is_dir() else path
+    checkpoint = run_checkpoint(choice)
     state = load_checkpoint(checkpoint)
     check_kind(state, checkpoint, kind, flag)
     run_info = state.get("run") or {}
