@@ -75,7 +75,7 @@ def build_classifier(args, exp, decoder):
     """(module to train and checkpoint, classifier, prompt encoder, mask decoder), seeded, frozen but for Task 3's parts."""
     import torch
 
-    from modified_classifier import ClassifyingMaskDecoder
+    from modified_classifier import ClassifyingMaskDecoder, classifier_module
 
     for p in exp.model.sam.parameters():
         p.requires_grad_(False)
@@ -85,7 +85,7 @@ def build_classifier(args, exp, decoder):
     classifier = ClassifyingMaskDecoder(mask_decoder).to(exp.device)
     classifier.freeze_for_task3()
     # The prompt encoder rides along in the checkpoint (frozen) so the validation script can rebuild it.
-    module = torch.nn.ModuleDict({"prompt_encoder": prompt_encoder, "classifier": classifier})
+    module = classifier_module(prompt_encoder, classifier)
     return module, classifier, prompt_encoder, mask_decoder
 
 

@@ -54,9 +54,7 @@ def open_classifier(args, exp):
     """The Task 3 classifier to validate (--classifier auto|PATH), found by the scaffold's one hand-off and checked
     to be a Task 3 classifier for --prompt before its weights are loaded. Returns (handoff, classifier, prompt
     encoder), on the device, in eval mode."""
-    import torch
-
-    from modified_classifier import ClassifyingMaskDecoder
+    from modified_classifier import load_classifier
     from utils.core.checkpoints import TASK3
     from utils.scaffold.runs import RunMismatch, find_handoff
     from utils.scaffold.session import wanted_data
@@ -69,11 +67,7 @@ def open_classifier(args, exp):
     if found.identity.get("prompt") != args.prompt:
         raise RunMismatch(f"{found.checkpoint}: a {found.identity.get('task')} run for --prompt "
                           f"{found.identity.get('prompt')}, not a Task 3 classifier for --prompt {args.prompt}")
-    classifier = ClassifyingMaskDecoder(exp.model.sam.mask_decoder)
-    prompt_encoder = exp.model.sam.prompt_encoder
-    module = torch.nn.ModuleDict({"prompt_encoder": prompt_encoder, "classifier": classifier})
-    module.load_state_dict(found.state["model"])
-    module.to(exp.device).eval()
+    classifier, prompt_encoder = load_classifier(exp.model.sam, found.state["model"])
     return found, classifier, prompt_encoder
 
 

@@ -69,3 +69,25 @@ class ClassifyingMaskDecoder(torch.nn.Module):
             p.requires_grad_(False)
         for p in self.trainable_parameters():
             p.requires_grad_(True)
+
+
+def classifier_module(prompt_encoder: torch.nn.Module, classifier: ClassifyingMaskDecoder) -> torch.nn.ModuleDict:
+    """Task 3's checkpoint layout, ``{"prompt_encoder", "classifier"}``: what a classifier run trains and saves."""
+    return torch.nn.ModuleDict({"prompt_encoder": prompt_encoder, "classifier": classifier})
+
+
+def load_classifier(sam: torch.nn.Module, weights: dict, copy_weights: bool = False
+                    ) -> tuple[ClassifyingMaskDecoder, torch.nn.Module]:
+    """(classifier, prompt encoder) with a classifier run's ``weights`` (its checkpoint's ``"model"``), built on
+    ``sam``'s own mask decoder and prompt encoder, or on copies of them (``copy_weights``: the model keeps its
+    own weights, e.g. to segment with them beside the classifier). In eval mode, on the model's device."""
+    import copy
+
+    decoder, prompt_encoder = sam.mask_decoder, sam.prompt_encoder
+    if copy_weights:
+        decoder, prompt_encoder = copy.deepcopy(decoder), copy.deepcopy(prompt_encoder)
+    classifier = ClassifyingMaskDecoder(decoder)
+    module = classifier_module(prompt_encoder, classifier)
+    module.load_state_dict(weights)
+    module.to(next(sam.parameters()).device).eval()
+    return classifier, prompt_encoder

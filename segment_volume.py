@@ -135,11 +135,7 @@ def open_classifier(path: Path, model):
     """(classifier, its prompt encoder, the prompt type it was trained with, record) of Task 3 run ``path`` (a
     run folder, its best.pt or its ``latest`` file), its kind checked before any weights are loaded; copies, so the decoder that
     segments keeps its own weights."""
-    import copy
-
-    import torch
-
-    from modified_classifier import ClassifyingMaskDecoder
+    from modified_classifier import load_classifier
     from utils.core.checkpoints import KINDS, TASK3, checkpoint_kind, load_checkpoint
     from utils.core.errors import CheckpointError
     from utils.core.hashing import file_sha256
@@ -152,15 +148,11 @@ def open_classifier(path: Path, model):
         what = KINDS.get(kind, "not a checkpoint the suite recognises")
         raise CheckpointError(f"{checkpoint} (given as --classifier): this is {what}; pass a Task 3 classifier run "
                               "folder (classify_train_task3.py) or its best.pt")
-    classifier = ClassifyingMaskDecoder(copy.deepcopy(model.sam.mask_decoder))
-    prompt_encoder = copy.deepcopy(model.sam.prompt_encoder)
-    module = torch.nn.ModuleDict({"prompt_encoder": prompt_encoder, "classifier": classifier})
     try:
-        module.load_state_dict(state["model"])
+        classifier, prompt_encoder = load_classifier(model.sam, state["model"], copy_weights=True)
     except (KeyError, RuntimeError) as exc:
         raise CheckpointError(f"{checkpoint} (given as --classifier): its weights do not fit {model.name}'s "
                               f"classifying decoder ({str(exc).splitlines()[0]}); pass a run of the same --model") from exc
-    module.to(model.device).eval()
     identity = state.get("run", {}).get("identity", {})
     prompt_type = identity.get("prompt", "one_central_point")
     record = {"checkpoint": str(checkpoint), "checkpoint_sha256": file_sha256(checkpoint),
