@@ -35,7 +35,8 @@ whose "organ" is "auto" (or missing): its prompt is decoded on its slice, and th
 prompt of the type it was trained with made from that mask (one_central_point: the mask's distance-transform
 centre), as Task 3 scores it (utils/inference/naming.py). The sidecar records, for every entry, what the
 classifier said and its probability, and who named the organ written (the prompt file or the classifier).
-Two entries naming one organ are an error.
+Every "auto" entry gets a different organ, none the file names (the assignment of largest summed
+log-probability); more "auto" entries than organs left is an error.
 
 Writes --out (default results/segment_volume/<CT name>_labels.nii.gz): uint8 labels 1..13 in BTCV order on
 the CT's own grid, affine and header (it opens over the CT in 3D Slicer or ITK-SNAP), and beside it
@@ -136,18 +137,14 @@ def open_classifier(path: Path, model):
     run folder, its best.pt or its ``latest`` file), its kind checked before any weights are loaded; copies, so the decoder that
     segments keeps its own weights."""
     from modified_classifier import load_classifier
-    from utils.core.checkpoints import KINDS, TASK3, checkpoint_kind, load_checkpoint
+    from utils.core.checkpoints import TASK3, check_kind, load_checkpoint
     from utils.core.errors import CheckpointError
     from utils.core.hashing import file_sha256
     from utils.scaffold.runs import run_checkpoint
 
     checkpoint = run_checkpoint(path)
     state = load_checkpoint(checkpoint)
-    kind = checkpoint_kind(state)
-    if kind != TASK3:
-        what = KINDS.get(kind, "not a checkpoint the suite recognises")
-        raise CheckpointError(f"{checkpoint} (given as --classifier): this is {what}; pass a Task 3 classifier run "
-                              "folder (classify_train_task3.py) or its best.pt")
+    check_kind(state, checkpoint, TASK3, "--classifier")  # an unrecognised file fails to load, below
     try:
         classifier, prompt_encoder = load_classifier(model.sam, state["model"], copy_weights=True)
     except (KeyError, RuntimeError) as exc:
