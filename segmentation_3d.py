@@ -58,7 +58,7 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
 from utils.eval.protocols3d import MODES  # noqa: E402
-from utils.scaffold.config import parse_with_presets  # noqa: E402
+from utils.scaffold.config import comma_list, parse_with_presets  # noqa: E402
 from utils.scaffold.flags import add_finetuned_args, new_task_parser  # noqa: E402
 
 # ---------------------------------------------------------------------------------------------
@@ -109,7 +109,7 @@ def parse_args(argv: list[str] | None = None):
                              "slice). The hand-off is recorded in the results as trained on other data")
     from utils.inference.clicks3d import REPROPAGATION
     from utils.inference.prompts import parse_prompt_types
-    from utils.scaffold.config import comma_list, one_of
+    from utils.scaffold.config import one_of
 
     return parse_with_presets(parser, argv, checks={"prompts": parse_prompt_types, "modes": comma_list(MODES),
                                                     "click_repropagation": one_of(REPROPAGATION)})
@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from utils.data.dataset import DataError
     from utils.data.volumes import plan_volumes
-    from utils.eval.protocols3d import parse_modes, plan_protocols, remembering_decoders, run_protocols
+    from utils.eval.protocols3d import plan_protocols, remembering_decoders, run_protocols
     from utils.inference.prompts import PROMPT_TITLES, parse_prompt_types
     from utils.report.tables import table3d, titled
     from utils.scaffold.evaluation import Evaluation
@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
 
     ev = Evaluation(args, "task3d")
     prompt_types = ev.parse(parse_prompt_types, args.prompts)
-    modes = ev.parse(parse_modes, args.modes)
+    modes = ev.parse(comma_list(MODES), args.modes)  # already checked by parse_args (a bad value exits 2)
     exp = ev.open()
     try:
         volumes = plan_volumes(exp.store, args.split, [c.strip() for c in args.cases.split(",") if c.strip()])

@@ -34,7 +34,6 @@ from utils.eval.protocols3d import (  # noqa: F401
     BOX_MODES,
     MODES,
     VolumeProtocol,
-    parse_modes,
     plan_protocols,
     remembering_decoders,
     run_protocols,

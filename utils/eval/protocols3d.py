@@ -12,14 +12,6 @@ MODES = ("per_slice", "propagate", "box3d", "clicks3d")
 BOX_MODES = ("box3d", "clicks3d")  # the field's 3-D box protocols: run for box prompt types only
 
 
-def parse_modes(text: str) -> list[str]:
-    """'per_slice,propagate' -> ['per_slice', 'propagate'] (ValueError naming MODES otherwise)."""
-    modes = [m.strip() for m in text.split(",") if m.strip()]
-    if not modes or set(modes) - set(MODES):
-        raise ValueError(f"--modes {text!r}: choose from {', '.join(MODES)}")
-    return modes
-
-
 def segment(mode: str, prompt_type: str, decoder, vol, store, args) -> tuple[list, dict]:
     """One volume by one protocol: ([label stack] (one per click round for clicks3d), trace).
 
