@@ -7,10 +7,15 @@ Only axial slices with at least one organ are kept (the study's "data separation
 through MONAI (LoadImage, EnsureChannelFirst, Orientation to RAS, ScaleIntensityRange with a CT
 window). Re-running with the same inputs and settings reuses the store; other settings make a new one.
 
-The 3-D stage (segmentation_3d.py) needs every slice through the organs, not only organ-bearing ones:
+The 3-D stage (segmentation_3d.py) needs every slice through the organs, not only organ-bearing ones,
+and organs that begin and end inside the stack: a whole upper abdomen (~250 mm, 50 slices 4.95 mm apart):
 
     python preprocess_slices.py --phantom --data-root data/phantom_3d --phantom-cases 35 \
-        --phantom-slices 18 --slice-margin 2 --out data/slices_3d --results results/task3d/store
+        --phantom-extent abdomen --phantom-slices 50 --slice-margin 2 --out data/slices_3d \
+        --results results/task3d/store
+
+The phantom's default stack (--phantom-extent band) is the 90 mm organ band from the kidneys' middle to the
+adrenals' tops, through which most organs run; --phantom-slices slices are spread evenly over the extent.
 """
 from __future__ import annotations
 
@@ -44,6 +49,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--phantom", action="store_true", help="generate the synthetic BTCV-format phantom first")
     parser.add_argument("--phantom-volumes", type=int, default=PHANTOM_VOLUMES, help=f"phantom volumes (default {PHANTOM_VOLUMES})")
     parser.add_argument("--phantom-slices", type=int, default=PHANTOM_SLICES, help=f"axial slices per phantom volume (default {PHANTOM_SLICES})")
+    parser.add_argument("--phantom-extent", choices=("band", "abdomen"), default="band",
+                        help="the phantom's cranio-caudal stack: band (default, the 2-D study's: 90 mm through the "
+                             "organs) or abdomen (~250 mm, below the kidneys' lower poles to above the liver dome: "
+                             "every organ but the aorta, IVC and esophagus begins and ends inside it; the 3-D stage's)")
     parser.add_argument("--phantom-cases", default="",
                         help="comma-separated phantom case ids to write instead of the first --phantom-volumes "
                              "(e.g. 35: one validation volume; BTCV's validation cases are 35-40)")
@@ -103,14 +112,16 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     data_root = args.data_root
     if args.phantom:
-        from utils.data.phantom import PhantomConfig, write_phantom_dataset
+        from utils.data.phantom import BAND_MM, EXTENTS, PhantomConfig, write_phantom_dataset
 
         data_root = data_root or ROOT / "data" / "phantom"
         try:
             cases = tuple(int(c) for c in args.phantom_cases.split(",") if c.strip())
+            extent = EXTENTS[args.phantom_extent]
+            length_mm = BAND_MM * (extent[1] - extent[0])
             config = PhantomConfig(shape=(args.phantom_size, args.phantom_size, args.phantom_slices),
-                                   spacing=(2.4, 2.4, 90.0 / args.phantom_slices), seed=args.seed,
-                                   n_volumes=args.phantom_volumes, cases=cases)
+                                   spacing=(2.4, 2.4, length_mm / args.phantom_slices), seed=args.seed,
+                                   n_volumes=args.phantom_volumes, cases=cases, extent=extent)
         except ValueError as exc:
             print(f"error: --phantom-cases {args.phantom_cases!r}: {exc}", file=sys.stderr)
             return 2

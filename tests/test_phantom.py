@@ -13,6 +13,8 @@ import pytest
 
 from utils.core.organs import NUM_ORGANS
 from utils.data.phantom import (
+    ABDOMEN_EXTENT,
+    BAND_EXTENT,
     PHANTOM_CASE_IDS,
     PHANTOM_VERSION,
     PhantomConfig,
@@ -123,6 +125,68 @@ def test_through_plane_extent(anatomy_volumes):
         z = np.arange(label.shape[2])
         assert z[per_slice(R_KIDNEY)].mean() < z[per_slice(12)].mean(), case
         assert not per_slice(R_KIDNEY)[-1] and per_slice(R_KIDNEY)[0], case
+
+
+ABDOMEN = PhantomConfig(shape=(128, 128, 50), spacing=(2.4, 2.4, 4.95), extent=ABDOMEN_EXTENT, cases=(1, 35))
+GALLBLADDER, ESOPHAGUS, STOMACH, IVC, R_ADRENAL, L_ADRENAL = 4, 5, 7, 9, 12, 13
+
+
+@pytest.fixture(scope="module")
+def abdomen_volumes():
+    return {c: make_volume(c, ABDOMEN) for c in ABDOMEN.case_ids}
+
+
+def _slices_of(label, organ):
+    return np.nonzero((label == organ).any(axis=(0, 1)))[0]
+
+
+def test_abdomen_extent_organs_begin_and_end_inside_the_stack(abdomen_volumes):
+    """The 3-D stage's whole upper abdomen (issue 21): ~250 mm, and every organ but the aorta and IVC (the whole
+    stack) and the esophagus (the upper half, up to the top) has a first and a last slice inside the stack, at
+    anatomically plausible levels (z = 0 is inferior)."""
+    assert 240 <= ABDOMEN.shape[2] * ABDOMEN.spacing[2] <= 300 and ABDOMEN.spacing[2] <= 5
+    for case, (_, label, _) in abdomen_volumes.items():
+        Z = label.shape[2]
+        for organ in (AORTA, IVC):
+            assert len(_slices_of(label, organ)) == Z, (case, organ)
+        extents = {o: _slices_of(label, o) for o in range(1, NUM_ORGANS + 1) if o not in (AORTA, IVC)}
+        for organ, zs in extents.items():
+            assert len(zs) and 0 < zs[0], (case, organ, zs)
+            assert zs[-1] < Z - 1 or organ == ESOPHAGUS, (case, organ, zs)  # it leaves through the top, into the chest
+            assert len(zs) == zs[-1] - zs[0] + 1, (case, organ)  # one run of slices, no gaps
+        mm = ABDOMEN.spacing[2]
+        # the liver dome above both kidneys' upper poles; the kidneys' lower poles in the lowest quarter
+        assert extents[LIVER][-1] > max(extents[R_KIDNEY][-1], extents[L_KIDNEY][-1]), case
+        assert max(extents[R_KIDNEY][0], extents[L_KIDNEY][0]) < Z / 4, case
+        # the gallbladder and the adrenals are short; the esophagus is only in the upper half
+        for organ in (GALLBLADDER, R_ADRENAL, L_ADRENAL):
+            assert len(extents[organ]) * mm <= 60, (case, organ)
+        assert extents[ESOPHAGUS][0] >= Z / 2, case
+        # the adrenals sit on the kidneys' upper poles, below the liver dome
+        assert extents[R_ADRENAL][0] < extents[R_KIDNEY][-1] < extents[R_ADRENAL][-1] < extents[LIVER][-1], case
+
+
+def test_abdomen_extent_keeps_the_band_organ_sizes(abdomen_volumes, anatomy_volumes):
+    """An organ is as big across the band in the long stack as in the band-only one (radii from the band's
+    slices): the liver's largest cross-section differs by less than the per-volume size jitter allows."""
+    for case in (1,):
+        area = lambda label: (label == LIVER).sum(axis=(0, 1)).max() * 2.4 * 2.4  # noqa: E731
+        long, band = area(abdomen_volumes[case][1]), area(anatomy_volumes[case][1])
+        assert 0.6 < long / band < 1.6, (long, band)
+
+
+def test_band_extent_is_the_default_and_unchanged():
+    """The 2-D study's phantom must not change when the long stack was added (issue 21): a digest of one
+    band-stack volume as generated before the ``extent`` option. If you change the generator on purpose,
+    bump PHANTOM_VERSION and update this digest."""
+    import hashlib
+
+    assert PhantomConfig().extent == BAND_EXTENT == (0.0, 1.0)
+    image, label, affine = make_volume(2, PhantomConfig(shape=(96, 96, 16), spacing=(2.4, 2.4, 6.0)))
+    digest = hashlib.sha256(image.tobytes() + label.tobytes() + affine.tobytes()).hexdigest()[:16]
+    assert digest == "b65b8c91a63229ac"
+    with pytest.raises(ValueError, match="extent"):
+        PhantomConfig(extent=(0.2, 1.0))  # must hold the band
 
 
 def test_written_layout_and_roundtrip(written):

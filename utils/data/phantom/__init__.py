@@ -26,11 +26,23 @@ Modules, in the order a volume is made:
 - ``volume``: the layers in order, then the scanner's blur and noise: :func:`make_volume`.
 - ``writing``: the BTCV-layout NIfTI files and the ``PHANTOM.json`` marker: :func:`write_phantom_dataset`.
 """
-from utils.data.phantom.anatomy import PHANTOM_CASE_IDS, PhantomConfig, phantom_affine
+from utils.data.phantom.anatomy import (
+    ABDOMEN_EXTENT,
+    BAND_EXTENT,
+    BAND_MM,
+    EXTENTS,
+    PHANTOM_CASE_IDS,
+    PhantomConfig,
+    phantom_affine,
+)
 from utils.data.phantom.volume import make_volume
 from utils.data.phantom.writing import PHANTOM_NOTE, PHANTOM_VERSION, write_phantom_dataset
 
 __all__ = [
+    "ABDOMEN_EXTENT",
+    "BAND_EXTENT",
+    "BAND_MM",
+    "EXTENTS",
     "PHANTOM_CASE_IDS",
     "PHANTOM_NOTE",
     "PHANTOM_VERSION",

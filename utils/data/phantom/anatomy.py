@@ -28,6 +28,16 @@ HU_MIN, HU_MAX = -1024, 3071
 SPLEEN, R_KIDNEY, L_KIDNEY, GALLBLADDER, ESOPHAGUS, LIVER, STOMACH = 1, 2, 3, 4, 5, 6, 7
 AORTA, IVC, PORTAL_VEIN, PANCREAS, R_ADRENAL, L_ADRENAL = 8, 9, 10, 11, 12, 13
 
+# The cranio-caudal stack, in *band units*: 0..1 is the organ band the default stack covers (from the
+# kidneys' middle to the adrenals' tops; the suite's stores give it BAND_MM). ABDOMEN_EXTENT is a whole
+# upper abdomen, ~250 mm from below the kidneys' lower poles to above the liver dome: there every organ
+# but the aorta, the IVC and the esophagus (it leaves through the top) begins and ends inside the stack
+# (the 3-D stage's dense volumes).
+BAND_MM = 90.0
+BAND_EXTENT: tuple[float, float] = (0.0, 1.0)
+ABDOMEN_EXTENT: tuple[float, float] = (-0.75, 2.0)
+EXTENTS = {"band": BAND_EXTENT, "abdomen": ABDOMEN_EXTENT}
+
 
 @dataclass(frozen=True)
 class PhantomConfig:
@@ -40,6 +50,10 @@ class PhantomConfig:
     n_volumes: how many of :data:`PHANTOM_CASE_IDS` (the first ones) ``write_phantom_dataset`` writes.
     cases: explicit case ids to write instead (each one of :data:`PHANTOM_CASE_IDS`); empty = the
         first ``n_volumes``. E.g. ``(35,)``: one validation volume (BTCV's validation cases are 35-40).
+    extent: (inferior, superior) end of the stack in band units (:data:`BAND_EXTENT`, the default, or
+        :data:`ABDOMEN_EXTENT`); it must hold the band. Slices inside the band are drawn exactly as in
+        the band-only stack (same shapes at the same band position); outside it the organs that run
+        through the band end in tapered caps.
     """
 
     shape: tuple[int, int, int] = (160, 160, 16)
@@ -47,6 +61,7 @@ class PhantomConfig:
     seed: int = 0
     n_volumes: int = 30
     cases: tuple[int, ...] = ()
+    extent: tuple[float, float] = BAND_EXTENT
 
     def __post_init__(self) -> None:
         shape = tuple(int(s) for s in self.shape)
@@ -66,6 +81,10 @@ class PhantomConfig:
         if unknown or len(set(cases)) != len(cases):
             raise ValueError(f"cases must be distinct phantom case ids (1-10, 21-40), got {self.cases}")
         object.__setattr__(self, "cases", cases)
+        extent = tuple(float(e) for e in self.extent)
+        if len(extent) != 2 or not extent[0] <= 0.0 < 1.0 <= extent[1]:
+            raise ValueError(f"extent must be (inferior, superior) band units holding the band 0..1, got {self.extent}")
+        object.__setattr__(self, "extent", extent)
 
     @property
     def case_ids(self) -> tuple[int, ...]:
@@ -120,6 +139,14 @@ def z_profile(t: np.ndarray, t0: float, t1: float, power: float = 0.5) -> np.nda
     return np.clip(1 - d * d, 0, None) ** power
 
 
+def band_ends(t: np.ndarray, lower: float, upper: float, power: float = 0.5) -> np.ndarray:
+    """Radius scale of an organ that runs through the whole band: exactly 1 on the band (0 <= t <= 1),
+    so a band-only stack is unchanged, and an ellipsoid-like cap outside it that reaches 0 at ``lower``
+    (< 0) below and ``upper`` (> 1) above: where the organ ends in a longer stack."""
+    d = np.where(t < 0, t / lower, np.where(t > 1, (t - 1) / (upper - 1), 0.0))
+    return np.clip(1 - d * d, 0, None) ** power
+
+
 
 def along_path(pts: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Point and tangent angle at positions s in [0, 1] along a polyline (P, 2), smoothed
@@ -147,7 +174,10 @@ class Anatomy:
         self.shape = X, Y, Z = config.shape
         sx, sy, sz = config.spacing
         self.spacing = config.spacing
-        self.t = (np.arange(Z) + 0.5) / Z  # 0 = most inferior slice, 1 = most superior
+        low, high = config.extent
+        # Band position of every slice: 0..1 across the default stack (0 = most inferior slice).
+        self.t = low + (high - low) * ((np.arange(Z) + 0.5) / Z)
+        self.in_band = (self.t >= 0) & (self.t <= 1)
         self.z_mm = np.arange(Z) * sz
 
         # Body size (+-8 %) and placement: about 0.75 of the field wide and 0.58 deep.

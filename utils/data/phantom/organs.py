@@ -26,6 +26,7 @@ from utils.data.phantom.anatomy import (
     STOMACH,
     Anatomy,
     along_path,
+    band_ends,
     smooth_1d,
     z_profile,
 )
@@ -36,7 +37,7 @@ class _Placement:
 
     def __init__(self, A: Anatomy) -> None:
         self.A, self.rng = A, A.rng
-        self.body_area = float(A.body.sum(axis=(0, 1)).mean()) * A.spacing[0] * A.spacing[1] / A.L**2
+        self.body_area = float(A.body.sum(axis=(0, 1))[A.in_band].mean()) * A.spacing[0] * A.spacing[1] / A.L**2
 
     def jitter(self, fx, fy, sd=0.012):
         """Body units (u, v) of bounding-box fractions (fx, fy), each moved by N(0, sd) clipped to +-0.03."""
@@ -44,10 +45,11 @@ class _Placement:
         return A.frac_to_uv(fx + float(np.clip(rng.normal(0, sd), -0.03, 0.03)), fy + float(np.clip(rng.normal(0, sd), -0.03, 0.03)))
 
     def radii(self, share, aspect, prof, present=None):
-        """Semi-axes (r1 >= r2 for aspect >= 1) of an ellipse whose mean area over its slices is
-        ``share`` of the body cross-section, given the radius profile along z; sizes +-12 %."""
+        """Semi-axes (r1 >= r2 for aspect >= 1) of an ellipse whose mean area over its slices in the band
+        is ``share`` of the body cross-section, given the radius profile along z; sizes +-12 %. (The
+        band's slices only: an organ is as big in a longer stack as in the band-only one.)"""
         rng = self.rng
-        present = prof > 0 if present is None else present
+        present = (prof > 0 if present is None else present) & self.A.in_band
         mean_sq = float(np.mean(prof[present] ** 2)) if present.any() else 1.0
         area = share * self.body_area / mean_sq
         r2 = math.sqrt(area / (math.pi * aspect))
@@ -82,7 +84,8 @@ def _liver(A: Anatomy, k: _Placement) -> None:
     """Liver: big right lobe hugging the wall, plus a left lateral segment anteriorly, higher up;
     hepatic vessel branches inside it."""
     rng, t = A.rng, A.t
-    prof = 0.72 + 0.4 * t + smooth_1d(rng, t, 0.04)
+    # Widest at the top of the band; in a longer stack the dome above it, the inferior tip below.
+    prof = (0.72 + 0.4 * np.clip(t, 0, 1) + smooth_1d(rng, t, 0.04)) * band_ends(t, -0.12, 1.75)
     cu, cv = k.jitter(0.31, 0.59)
     r1, r2 = k.radii(0.19, 1.45, prof)
     ang = k.wall_angle(cu, cv) + rng.normal(0, 0.08)
@@ -109,7 +112,7 @@ def _liver(A: Anatomy, k: _Placement) -> None:
 def _spleen(A: Anatomy, k: _Placement) -> None:
     """Spleen: crescent along the posterolateral left wall."""
     rng, t = A.rng, A.t
-    prof = 0.65 + 0.45 * t + smooth_1d(rng, t, 0.05)
+    prof = (0.65 + 0.45 * np.clip(t, 0, 1) + smooth_1d(rng, t, 0.05)) * band_ends(t, -0.15, 1.3)
     cu, cv = k.jitter(0.82, 0.39)
     r1, r2 = k.radii(0.041, 2.3, prof)
     ang = k.wall_angle(cu, cv) + rng.normal(0, 0.1)
@@ -122,7 +125,7 @@ def _spleen(A: Anatomy, k: _Placement) -> None:
 def _stomach(A: Anatomy, k: _Placement) -> None:
     """Stomach: wall, fluid, anterior air pocket; bigger higher up (fundus)."""
     rng, t = A.rng, A.t
-    prof = 0.75 + 0.35 * t + smooth_1d(rng, t, 0.05)
+    prof = (0.75 + 0.35 * np.clip(t, 0, 1) + smooth_1d(rng, t, 0.05)) * band_ends(t, -0.35, 1.55)
     cu, cv = k.jitter(0.62, 0.70)
     r1, r2 = k.radii(0.021, 1.6, prof)
     r1p, r2p = r1 * prof, r2 * prof

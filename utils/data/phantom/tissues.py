@@ -120,7 +120,7 @@ def _back_muscles(A: Anatomy, vb_v: float, vb_ru: float) -> None:
         m = q < 1
         A.image[sl][m & A.body[sl]] = muscle_hu + 3 * A.fine[sl][m & A.body[sl]]
         A.forbidden[sl] |= m & A.body[sl]
-        r_ps = 0.025 + 0.075 * (1 - A.t) ** 1.3
+        r_ps = 0.025 + 0.075 * np.clip(1 - A.t, 0, None) ** 1.3  # none above the band
         q, sl = A.blob(sgn * (vb_ru + r_ps * 0.8), vb_v + 0.01, r_ps, r_ps * 1.1, 0.0, harmonics=[(2, 0.08, 0.0)])
         m = (q < 1) & A.cavity[sl]
         A.image[sl][m] = muscle_hu + 3 * A.fine[sl][m]
