@@ -85,7 +85,12 @@ def parse_args(argv: list[str] | None = None):
                          "NSD per organ, into the sidecar. It is read only after segmenting, never for prompts")
     io.add_argument("--out", type=Path, default=None,
                     help="label map to write (.nii.gz; default results/segment_volume/<CT name>_labels.nii.gz)")
-    add_flags(parser, ("--model", "--checkpoint", "--encoder-precision", "--precision", "--device", "--no-progress"))
+    add_flags(parser, ("--model", "--checkpoint", "--encoder-precision", "--precision", "--device", "--no-progress",
+                       "--cache-dir"))
+    io.add_argument("--embeddings-from", type=Path, default=None, metavar="SLICES",
+                    help="a slice store cut from this CT (preprocess_slices.py) whose embedding cache for this --model "
+                         "and --encoder-precision already holds some of its slices: those slices are read from it "
+                         "(matched by their pixels, bit for bit; float16 as the cache keeps them), not encoded again")
     decoder = flag_group(parser, DECODER)
     decoder.add_argument(
         "--finetuned", default="none", metavar="none|PATH",
@@ -211,6 +216,23 @@ def open_model(args):
     return model, device
 
 
+def reuse_embeddings(embeddings, args, model) -> None:
+    """--embeddings-from SLICES: the CT's slices that store's cache (this model, encoder precision) holds."""
+    from utils.data.dataset import DataError
+    from utils.data.slice_store import SliceStore
+    from utils.embeddings.cache import EmbeddingCache
+    from utils.scaffold.session import fail
+
+    try:
+        store = SliceStore(args.embeddings_from)
+    except DataError as exc:
+        raise fail(f"--embeddings-from: {exc}") from exc
+    cache = EmbeddingCache(model, store, root=args.cache_dir, encoder_precision=args.encoder_precision)
+    found = embeddings.reuse(cache)
+    print(f"--embeddings-from {args.embeddings_from}: {found} of {len(embeddings.images)} slices read from "
+          f"{cache.path}")
+
+
 def print_result(traces: dict, scores: dict | None, score_against) -> None:
     for name, trace in traces.items():
         print(f"  {name:<26} slices {trace['predicted_z_range'][0]}..{trace['predicted_z_range'][1]} "
@@ -245,6 +267,8 @@ def main(argv: list[str] | None = None) -> int:
     model, device = open_model(args)
     prompt_encoder, mask_decoder, decoder_record = open_decoder(args, model)
     embeddings = VolumeEmbeddings(model, ct.images, args.encoder_precision, args.encode_batch)
+    if args.embeddings_from is not None:
+        reuse_embeddings(embeddings, args, model)
     decoder = CacheDecoder(embeddings, prompt_encoder, mask_decoder, args.precision)
     naming = name_prompts(args, prompts, decoder, model, ct.images.shape[1:])
     settings = PropagationSettings.from_args(args)
@@ -269,7 +293,9 @@ def main(argv: list[str] | None = None) -> int:
         "settings": asdict(settings), "naming": naming,
         "coordinates_decoded": "display stack: z inferior -> superior, row 0 anterior, column 0 the patient's right",
         "organs": traces,
-        "timing": {"encoded_slices": embeddings.n_encoded, "decoded_prompts": decoder.n_decoded, "reused_prompts": decoder.n_reused,
+        "embeddings_from": None if args.embeddings_from is None else str(args.embeddings_from),
+        "timing": {"encoded_slices": embeddings.n_encoded, "reused_slices": embeddings.n_reused,
+                   "decoded_prompts": decoder.n_decoded, "reused_prompts": decoder.n_reused,
                    "wall_seconds": round(time.perf_counter() - started, 2)}})
     scores = score_label_file(args.out, args.score_against, ct) if args.score_against else None
     if scores:

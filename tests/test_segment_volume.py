@@ -197,6 +197,40 @@ def test_without_a_range_it_propagates_as_segmentation_3d_propagate_does(dense, 
     assert (np.asarray(nib.load(out).dataobj) != ref).mean() < 1e-3
 
 
+def test_embeddings_from_a_store_of_this_ct_are_read_not_encoded(dense, tmp_path, capsys):
+    """--embeddings-from: every slice the 3-D store's cache holds is matched by its pixels and read (none encoded);
+    the map is box3d's, now from the very embeddings box3d decoded."""
+    img, lab = phantom_files(dense)
+    ct = load_ct(img)
+    label = nib.load(lab)
+    truth = ras_to_display(source_to_ras(np.asarray(label.dataobj).round().astype(np.uint8), label.affine))
+    (tmp_path / "prompts.json").write_text(json.dumps(box3d_prompt_spec(truth, ct)))
+    out = tmp_path / "reused.nii.gz"
+    assert segment_volume.main(["--image", str(img), "--prompts", str(tmp_path / "prompts.json"), "--out", str(out),
+                                "--embeddings-from", str(dense / "slices"), "--cache-dir", str(dense / "cache"),
+                                "--no-progress"]) == 0
+    timing = json.loads(out.with_name("reused.json").read_text())["timing"]
+    assert timing["encoded_slices"] == 0 and timing["reused_slices"] == len(ct.images) == 6
+    box3d = np.asarray(nib.load(dense / "results" / "task3d" / "predictions" / "box3d" / "bound_box" /
+                                "0035.nii.gz").dataobj)
+    assert (np.asarray(nib.load(out).dataobj) != box3d).mean() < 1e-4
+    # an empty cache (another cache root) gives nothing to read: every slice is encoded, as without the flag
+    out2 = tmp_path / "encoded.nii.gz"
+    assert segment_volume.main(["--image", str(img), "--prompts", str(tmp_path / "prompts.json"), "--out", str(out2),
+                                "--embeddings-from", str(dense / "slices"), "--cache-dir", str(tmp_path / "empty"),
+                                "--no-progress"]) == 0
+    timing = json.loads(out2.with_name("encoded.json").read_text())["timing"]
+    assert timing["reused_slices"] == 0 and timing["encoded_slices"] > 0
+    from utils.scaffold.boundary import run_script
+
+    capsys.readouterr()
+    code = run_script(segment_volume.main, ["--image", str(img), "--prompts", str(tmp_path / "prompts.json"),
+                                            "--embeddings-from", str(tmp_path / "no_store"), "--out",
+                                            str(tmp_path / "x.nii.gz"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 1 and "--embeddings-from" in err and "no slice store" in err and "Traceback" not in err
+
+
 def test_a_classifier_checkpoint_is_refused_before_loading(dense, tmp_path, capsys):
     from utils.scaffold.boundary import run_script
 

@@ -94,6 +94,12 @@ class EmbeddingCache(EmbeddingReader):
         return encode_missing(self.model, self.index, self.storage, self.encoder_precision, rows, batch_size,
                               progress)
 
+    def encoded_rows(self) -> list[int]:
+        """The rows already in the cache (what another script may read without encoding)."""
+        rows = range(len(self.index))
+        missing = set(self.storage.missing(rows))
+        return [r for r in rows if r not in missing]
+
     def embeddings(self, rows: Sequence[int], device: torch.device | str = "cpu") -> torch.Tensor:
         """float32 (len(rows), 256, 64, 64) embeddings on ``device``; every row must be encoded."""
         out = torch.from_numpy(self.storage.read(rows))

@@ -1,6 +1,7 @@
 """Embeddings of one CT's slices without a slice store or a cache folder: each slice encoded the first time a
 decoder asks for it, kept in memory for the rest of the run (``segment_volume.py``: propagation visits only
-the slices an organ reaches, so most of a long CT is never encoded).
+the slices an organ reaches, so most of a long CT is never encoded). :meth:`VolumeEmbeddings.reuse` takes
+the slices a slice store's embedding cache already holds (``segment_volume.py --embeddings-from``).
 
 :class:`VolumeEmbeddings` is an :class:`utils.embeddings.cache.EmbeddingReader` as far as
 :class:`utils.inference.decoder.CacheDecoder` reads one: ``model``, ``index.shape(row)`` and
@@ -34,10 +35,33 @@ class VolumeEmbeddings:
         self.encoder_precision, self.batch_size = encoder_precision, max(1, int(batch_size))
         self.index = _SliceShapes(images)
         self._stored: dict[int, torch.Tensor] = {}
+        self._reused: set[int] = set()
 
     @property
     def n_encoded(self) -> int:
-        return len(self._stored)
+        return len(self._stored) - len(self._reused)
+
+    @property
+    def n_reused(self) -> int:
+        return len(self._reused)
+
+    def reuse(self, cache) -> int:
+        """Take, from ``cache`` (an :class:`utils.embeddings.cache.EmbeddingCache` of this model and encoder
+        precision: its signature says so), the embedding of every slice whose image is bit for bit one of this
+        CT's display slices (a store cut from the same file holds exactly these pixels), so that those slices
+        are not encoded again. The cache keeps embeddings in float16: a reused slice's embedding is that
+        rounding of what encoding here would give. Returns how many slices are now taken from the cache."""
+        wanted: dict[bytes, list[int]] = {}
+        for z in range(len(self.images)):
+            wanted.setdefault(np.ascontiguousarray(self.images[z], np.float32).tobytes(), []).append(z)
+        for row in cache.encoded_rows():
+            image = np.ascontiguousarray(cache.view(row)[0], np.float32)
+            if image.shape != self.images.shape[1:]:
+                continue
+            for z in wanted.pop(image.tobytes(), []):
+                self._stored[z] = cache.embeddings([row])[0]
+                self._reused.add(z)
+        return self.n_reused
 
     @torch.no_grad()
     def _encode(self, rows: list[int]) -> None:

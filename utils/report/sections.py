@@ -139,6 +139,12 @@ THREE_D_FOLDERS = {"task3d": "zero-shot", "task3d_finetuned": "Task 2's fine-tun
                    "task3d_trained": "the interactive decoder"}
 
 
+def reused_note(record: dict) -> str:
+    """segment_volume.py's sidecar: how many slices it read from a store's cache (--embeddings-from), if any."""
+    reused = record["timing"].get("reused_slices", 0)
+    return f", {reused} read from the 3-D store's embedding cache (--embeddings-from)" if reused else ""
+
+
 def unlabelled_ct_lines(files: ResultsFiles, zero_shot: dict | None) -> list[str]:
     """segment_volume.py's example (a CT without labels, scored afterwards) beside box3d's zero-shot result."""
     record = files.get("segment_volume/0035_labels.json")
@@ -149,7 +155,8 @@ def unlabelled_ct_lines(files: ResultsFiles, zero_shot: dict | None) -> list[str
             f"{len(record['organs'])} organs' 3-D boxes written as a person would give them "
             f"(`prompts_from_labels.py`, {record['decoder']['source']}): 3-D Dice {scored['dice']:.4f}, HD95 "
             f"{scored['hd95_mm']:.1f} mm, NSD {scored['nsd']:.4f}, scored against the labels afterwards; "
-            f"{record['timing']['encoded_slices']} slices encoded in {record['timing']['wall_seconds']:.0f} s.")
+            f"{record['timing']['encoded_slices']} slices encoded{reused_note(record)} in "
+            f"{record['timing']['wall_seconds']:.0f} s.")
     box3d = (zero_shot or {}).get("modes", {}).get("box3d", {}).get("bound_box")
     if box3d:
         line += (f" The same boxes through segmentation_3d.py's box3d (zero-shot): 3-D Dice {box3d['dice']:.4f}, "
@@ -183,7 +190,8 @@ def section_3d(files: ResultsFiles) -> list[str]:
     out += unlabelled_ct_lines(files, found.get("zero-shot"))
     if not found:
         out += ["_The 3-D stage has not been run: run `python preprocess_slices.py --phantom --data-root "
-                "data/phantom_3d --phantom-cases 35 --phantom-slices 18 --slice-margin 2 --out data/slices_3d`, "
+                "data/phantom_3d --phantom-cases 35 --phantom-extent abdomen --phantom-slices 50 --slice-margin 2 "
+                "--out data/slices_3d`, "
                 "then `python segmentation_3d.py --slices data/slices_3d`._", ""]
     return out
 
