@@ -6,12 +6,12 @@
 Stages: slice store (phantom first with --phantom) -> Task 1 -> Task 2 -> interactive (zero-shot, then
 with Task 2's decoders) -> interactive training (one decoder for correction clicks) -> interactive with it
 -> Task 1 with it (Table 1's "interactive decoder" row) -> Task 3 training -> Task 3 validation -> U-Net
-and ResU-Net baselines (Table 3) -> 3-D store (every slice; with --phantom a dense phantom of validation
-case 35, 18 slices 5 mm apart) -> 3-D zero-shot -> 3-D with Task 2's decoders -> 3-D with the interactive
-decoder (both handed over from the main store; modes per_slice, propagate, box3d, clicks3d) -> with
---phantom, a CT without labels (segment_volume.py on case 35 from prompts_from_labels.py's boxes, scored
-afterwards) -> report. Each stage is the same script a user runs by hand; its command line is printed
-and its wall time recorded in results/study.json.
+and ResU-Net baselines (Table 3) -> 3-D store (every slice; with --phantom a whole upper abdomen of
+validation case 35, 50 slices 4.95 mm apart, where the organs begin and end) -> 3-D zero-shot -> 3-D with
+Task 2's decoders -> 3-D with the interactive decoder (both handed over from the main store; modes
+per_slice, propagate, box3d, clicks3d) -> with --phantom, a CT without labels (segment_volume.py on case
+35 from prompts_from_labels.py's boxes, scored afterwards) -> report. Each stage is the same script a user
+runs by hand; its command line is printed and its wall time recorded in results/study.json.
 
     python run_study.py --phantom --nproc 4     # Tasks 1-3 each launched with torchrun on 4 ranks (4 GPUs)
 
@@ -119,17 +119,20 @@ def study_stages(args: argparse.Namespace) -> list[tuple[str, object, list[str]]
 def three_d_stages(args: argparse.Namespace, common: list[str]) -> list[tuple[str, object, list[str]]]:
     """The 3-D stage: a store of every slice through the organs (the main store keeps organ slices only).
 
-    The default phantom's 2 slices are 45 mm apart; the 3-D stage gets one validation volume (case 35,
-    not trained on by Task 2) at 18 slices, 5 mm apart. Task 2's decoders were trained on the main
-    store: --finetuned-store hands them over, recorded in the results as trained on other data. The quick
-    preset scores the bound-box start only (the field's 3-D protocols are box protocols; until 2026-12-04
-    one central point as well, cut for the budget); the paper preset keeps segmentation_3d.py's prompts.
+    The default phantom's 2 slices are 45 mm apart through a 90 mm organ band; the 3-D stage gets one
+    validation volume (case 35, not trained on by Task 2) as a whole upper abdomen: 248 mm, 50 slices 4.95 mm
+    apart, every organ but the aorta, IVC and esophagus beginning and ending inside it (18 slices over the
+    band until 2026-12-04). Task 2's decoders were trained on the main store: --finetuned-store hands them
+    over, recorded in the results as trained on other data. The quick preset scores the bound-box start only
+    (the field's 3-D protocols are box protocols; until 2026-12-04 one central point as well, cut for the
+    budget); the paper preset keeps segmentation_3d.py's prompts.
     """
     import preprocess_slices
     import segmentation_3d
 
     dense = (["--phantom", "--data-root", str(ROOT / "data" / "phantom_3d"), "--phantom-cases", "35",
-              "--phantom-slices", "18"] if args.phantom else ["--data-root", str(args.data_root)])
+              "--phantom-extent", "abdomen", "--phantom-slices", "50"]
+             if args.phantom else ["--data-root", str(args.data_root)])
     common_3d = list(common)
     common_3d[common_3d.index("--slices") + 1] = str(args.slices_3d)
     if args.preset == "quick":
@@ -148,7 +151,9 @@ def three_d_stages(args: argparse.Namespace, common: list[str]) -> list[tuple[st
 def unlabelled_ct_stages(args: argparse.Namespace) -> list[tuple[str, object, list[str]]]:
     """segment_volume.py as a user runs it on a CT without labels: phantom case 35, its prompts written the way
     a person would give them (prompts_from_labels.py: box3d's boxes and ranges), the labels withheld, and the
-    result scored against them only afterwards (the report puts it beside box3d's)."""
+    result scored against them only afterwards (the report puts it beside box3d's). Its slices' embeddings are
+    read from the 3-D store's cache (--embeddings-from: the same pixels, matched bit for bit) instead of being
+    encoded a second time (~35 s of the budget); segment_volume.py's own encoding is tested in the tests."""
     import prompts_from_labels
     import segment_volume
 
@@ -163,8 +168,8 @@ def unlabelled_ct_stages(args: argparse.Namespace) -> list[tuple[str, object, li
                                                              str(out / "prompts_0035.json")]),
         ("CT without labels: segment", segment_volume, ["--image", str(image), "--prompts", str(out / "prompts_0035.json"),
                                                         "--out", str(out / "0035_labels.nii.gz"), "--score-against",
-                                                        str(label)] + device + (["--no-progress"] if args.no_progress
-                                                                                else [])),
+                                                        str(label), "--embeddings-from", str(args.slices_3d)]
+                                                       + device + (["--no-progress"] if args.no_progress else [])),
     ]
 
 

@@ -60,9 +60,10 @@ from utils.scaffold.config import add_hyperparameters, new_parser, parse_with_pr
 # segmentation_3d.py, so a prompt file made from a labelled volume reproduces its box3d / propagate.
 HYPERPARAMETERS = {
     "MIN_AREA_MM2": (25.0, "a predicted mask smaller than this (mm^2) is rejected"),
-    "BOX_MARGIN_MM": (2.0, "each propagated box grows by this many mm on each side (chosen on training volumes, "
+    "BOX_MARGIN_MM": (4.0, "each propagated box grows by this many mm on each side (chosen on training volumes, "
                            "docs/3d.md)"),
-    "MIN_IOU_PREVIOUS": (0.0, "reject a mask whose IoU with the previous slice's is below this (0 = off)", "fraction"),
+    "MIN_IOU_PREVIOUS": (0.5, "reject a mask whose IoU with the previous slice's is below this (0 = off; chosen "
+                              "with the margin)", "fraction"),
     "MAX_AREA_FACTOR": (0.0, "reject a mask whose area jumps by more than this factor (0 = off)", "factor_or_off"),
     "MIN_PREDICTED_IOU": (0.0, "reject a mask whose predicted IoU (the model's IoU head) is below this (0 = off)",
                           "fraction"),

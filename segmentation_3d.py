@@ -1,7 +1,8 @@
 """3-D: SAM's slice predictions reassembled into volumes and scored per volume (Dice, HD95 in mm, NSD).
 
     python preprocess_slices.py --phantom --data-root data/phantom_3d --phantom-cases 35 \\
-        --phantom-slices 18 --slice-margin 2 --out data/slices_3d      # a store with EVERY slice (see below)
+        --phantom-extent abdomen --phantom-slices 50 --slice-margin 2 --out data/slices_3d
+                                                                       # a store with EVERY slice (see below)
     python segmentation_3d.py --slices data/slices_3d                  # zero-shot, results/task3d/
     python segmentation_3d.py --slices data/slices_3d --finetuned auto --finetuned-store data/slices
                                                                        # Task 2's decoders, results/task3d_finetuned/
@@ -74,13 +75,15 @@ HYPERPARAMETERS = {
     "MIN_AREA_MM2": (25.0, "propagation stops at a predicted mask smaller than this (mm^2, converted to pixels "
                            "with the slice's spacing, at least 1 px)"),
     # 0 = the old rule (the previous mask's tight box), which let masks shrink slice by slice
-    # (utils/inference/propagation.py). 2 mm was chosen on TRAINING volumes (phantom cases 1 and 2, bound box,
-    # margins 0/2/4/6/10 mm): the best mean 3-D Dice of the zero-shot and Task 2 decoders (docs/3d.md).
-    "BOX_MARGIN_MM": (2.0, "propagate, box prompts: grow each propagated box by this many mm on each side "
+    # (utils/inference/propagation.py). 4 mm with the overlap stop below was chosen on TRAINING volumes of the
+    # whole-abdomen phantom (cases 1 and 2, bound box, 16 rules): the best mean propagate 3-D Dice of the
+    # zero-shot and Task 2 decoders (docs/3d.md). On the 9 cm band volumes it had been 2 mm and no stop rule.
+    "BOX_MARGIN_MM": (4.0, "propagate, box prompts: grow each propagated box by this many mm on each side "
                            "(converted with the slice's spacing)"),
-    # Off by default: the issue's prototype found them neutral or harmful alone; docs/3d.md measures them on
-    # training volumes.
-    "MIN_IOU_PREVIOUS": (0.0, "propagation rejects a mask whose IoU with the previous slice's mask is below this "
+    # Where an organ ends the next slice's mask is a neighbour's and overlaps the previous one little: on those
+    # training volumes this stop at 0.5 caught Task 2's decoder walking through the whole stack. The other
+    # rules stay off (worse or no better there; docs/3d.md).
+    "MIN_IOU_PREVIOUS": (0.5, "propagation rejects a mask whose IoU with the previous slice's mask is below this "
                               "(0 = off)", "fraction"),
     "MAX_AREA_FACTOR": (0.0, "propagation rejects a mask whose area is more than this factor above or below the "
                              "previous slice's (0 = off)", "factor_or_off"),

@@ -44,11 +44,15 @@ def test_the_3d_stage_scores_every_decoder_then_segments_a_ct_without_labels():
                                                                                  "interactive")):
         assert by_name[name][by_name[name].index("--finetuned") + 1] == choice
         assert by_name[name][by_name[name].index("--prompts") + 1] == "bound_box"  # quick: the box protocols only
+    store_3d = by_name["3-D store"]  # a whole upper abdomen (organs that begin and end), <= 5 mm apart
+    assert store_3d[store_3d.index("--phantom-extent") + 1] == "abdomen"
+    assert int(store_3d[store_3d.index("--phantom-slices") + 1]) >= 50
     segment = by_name["CT without labels: segment"]
     prompts = by_name["CT without labels: prompts"]
     assert segment[segment.index("--prompts") + 1] == prompts[prompts.index("--out") + 1]
     assert segment[segment.index("--image") + 1] == prompts[prompts.index("--image") + 1]
     assert "--score-against" in segment  # scored only afterwards, from the label file
+    assert segment[segment.index("--embeddings-from") + 1] == store_3d[store_3d.index("--out") + 1]
     paper = {name: stage_args for name, _, stage_args in stages(["--phantom", "--preset", "paper"])}
     assert "--prompts" not in paper["3-D zero-shot"]  # the paper preset keeps segmentation_3d.py's prompts
     real = [n for n, _, _ in stages(["--data-root", "/data/btcv"])]

@@ -31,7 +31,8 @@ REWRITES = {
     "task3d_finetuned/metrics.json": "python segmentation_3d.py --slices data/slices_3d --finetuned auto "
                                      "--finetuned-store data/slices",
     "task3d/store/preprocess/summary.json": "python preprocess_slices.py --phantom --data-root data/phantom_3d "
-                                            "--phantom-cases 35 --phantom-slices 18 --slice-margin 2 --out "
+                                            "--phantom-cases 35 --phantom-extent abdomen --phantom-slices 50 "
+                                            "--slice-margin 2 --out "
                                             "data/slices_3d --results results/task3d/store",
     "study.json": "python run_study.py --phantom (make reproduce)",
 }
