@@ -23,8 +23,9 @@ without them each organ is propagated from its slice outward until its masks sto
 The rules are those of segmentation_3d.py (utils/inference/propagation.py): each next slice is prompted by
 the box of the previous mask grown by --box-margin-mm (points: its distance-transform centre), a mask
 under --min-area-mm2 is rejected. The CT is read and windowed exactly as the slice store cuts it
-(utils/data/ct.py), each slice encoded the first time propagation reaches it. Where organs overlap the
-higher logit wins.
+(utils/data/ct.py), each slice encoded the first time propagation reaches it (or, with --embeddings-from
+SLICES, read from the embedding cache of a slice store cut from this CT). Where organs overlap the higher
+logit wins.
 
 Decoders: --finetuned none (the model's own) or PATH: a Task 2 run folder / best.pt (trained for one prompt
 type: use it with that type) or an interactive run's (finetune_interactive.py; any prompt). Other
@@ -112,32 +113,6 @@ def parse_args(argv: list[str] | None = None):
     return args
 
 
-def open_decoder(args, model):
-    """(prompt encoder, mask decoder, record) for --finetuned none|PATH, the checkpoint's kind checked first."""
-    from utils.core.checkpoints import INTERACTIVE, KINDS, TASK2, checkpoint_kind, load_checkpoint
-    from utils.core.errors import CheckpointError
-    from utils.core.hashing import file_sha256
-    from utils.models.sam import decoder_from_state
-    from utils.scaffold.runs import run_checkpoint
-
-    if args.finetuned == "none":
-        return None, None, {"source": "the model's own prompt encoder + mask decoder (zero-shot)"}
-    checkpoint = run_checkpoint(args.finetuned)
-    state = load_checkpoint(checkpoint)
-    kind = checkpoint_kind(state)
-    if kind not in (TASK2, INTERACTIVE):
-        what = KINDS.get(kind, "not a checkpoint the suite recognises")
-        raise CheckpointError(f"{checkpoint} (given as --finetuned): this is {what}; pass a Task 2 or interactive "
-                              "run folder or its best.pt, or --finetuned none")
-    prompt_encoder, mask_decoder = decoder_from_state(model, state, checkpoint, kind)
-    identity = state.get("run", {}).get("identity", {})
-    return prompt_encoder, mask_decoder, {
-        "source": f"{KINDS[kind]}: {checkpoint}", "kind": kind, "checkpoint": str(checkpoint),
-        "checkpoint_sha256": file_sha256(checkpoint), "run_key": state.get("run", {}).get("key"),
-        "epoch": int(state["epoch"]) + 1 if "epoch" in state else None, "trained_for_prompt": identity.get("prompt"),
-        "trained_on_store": identity.get("store_key")}
-
-
 def open_classifier(path: Path, model):
     """(classifier, its prompt encoder, the prompt type it was trained with, record) of Task 3 run ``path`` (a
     run folder, its best.pt or its ``latest`` file), its kind checked before any weights are loaded; copies, so the decoder that
@@ -199,41 +174,6 @@ def name_prompts(args, prompts: list, decoder, model, size) -> dict | None:
                                                 "log-probability (scipy linear_sum_assignment)", "entries": entries}
 
 
-def open_model(args):
-    """(model, device) for --model / --checkpoint / --device, a failure to load as the suite's one error line."""
-    from utils.core.device import configure_runtime, pick_device
-    from utils.core.errors import SuiteError
-    from utils.models.sam import load_model
-    from utils.scaffold.session import fail
-
-    try:
-        device = pick_device(args.device)
-        model = load_model(args.model, args.checkpoint, device)
-    except SuiteError:
-        raise
-    except (RuntimeError, ValueError) as exc:
-        raise fail(str(exc)) from exc
-    configure_runtime(device)
-    return model, device
-
-
-def reuse_embeddings(embeddings, args, model) -> None:
-    """--embeddings-from SLICES: the CT's slices that store's cache (this model, encoder precision) holds."""
-    from utils.data.dataset import DataError
-    from utils.data.slice_store import SliceStore
-    from utils.embeddings.cache import EmbeddingCache
-    from utils.scaffold.session import fail
-
-    try:
-        store = SliceStore(args.embeddings_from)
-    except DataError as exc:
-        raise fail(f"--embeddings-from: {exc}") from exc
-    cache = EmbeddingCache(model, store, root=args.cache_dir, encoder_precision=args.encoder_precision)
-    found = embeddings.reuse(cache)
-    print(f"--embeddings-from {args.embeddings_from}: {found} of {len(embeddings.images)} slices read from "
-          f"{cache.path}")
-
-
 def print_result(traces: dict, scores: dict | None, score_against) -> None:
     for name, trace in traces.items():
         print(f"  {name:<26} slices {trace['predicted_z_range'][0]}..{trace['predicted_z_range'][1]} "
@@ -253,12 +193,12 @@ def main(argv: list[str] | None = None) -> int:
     from utils.core.organs import organ_name
     from utils.data.ct import load_ct
     from utils.data.nifti import write_label_nifti
-    from utils.embeddings.on_demand import VolumeEmbeddings
     from utils.eval.volume_scoring import score_label_file
     from utils.inference.decoder import CacheDecoder
     from utils.inference.prompt_file import prompts_of_spec, read_prompt_spec
     from utils.inference.volume import PropagationSettings, merge_organs, segment_prompts
     from utils.scaffold.session import quiet_third_party
+    from utils.scaffold.unlabelled import ct_embeddings, open_model, open_run_decoder
 
     quiet_third_party()
     started = time.perf_counter()
@@ -266,10 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     prompt_spec = read_prompt_spec(args.prompts)  # read once: parsed here, copied into the sidecar
     prompts = prompts_of_spec(prompt_spec, ct, args.prompts, allow_unnamed=args.classifier is not None)
     model, device = open_model(args)
-    prompt_encoder, mask_decoder, decoder_record = open_decoder(args, model)
-    embeddings = VolumeEmbeddings(model, ct.images, args.encoder_precision, args.encode_batch)
-    if args.embeddings_from is not None:
-        reuse_embeddings(embeddings, args, model)
+    prompt_encoder, mask_decoder, decoder_record = open_run_decoder(args.finetuned, model)
+    embeddings = ct_embeddings(model, ct.images, args)
     decoder = CacheDecoder(embeddings, prompt_encoder, mask_decoder, args.precision)
     naming = name_prompts(args, prompts, decoder, model, ct.images.shape[1:])
     settings = PropagationSettings.from_args(args)

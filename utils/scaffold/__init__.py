@@ -10,6 +10,7 @@ Modules:
 - ``results``: What every results file says about where its numbers came from (:func:`provenance`), and writing results files.
 - ``runs``: Run folders keyed like the caches, checked resume, and checked hand-offs between tasks.
 - ``session``: The opening of every task script's ``main``: store and device (the baselines), plus SAM model and cache.
+- ``unlabelled``: What ``segment_volume.py`` opens without a store: the model, a decoder from a run path, a CT's embeddings.
 """
 from utils.scaffold.boundary import DEBUG_ENV, debug_requested, run_script  # noqa: F401
 from utils.scaffold.config import (  # noqa: F401

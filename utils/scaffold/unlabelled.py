@@ -1,0 +1,80 @@
+"""What ``segment_volume.py`` opens for a CT without labels, where there is no slice store to build a session
+on: the model on its device, a decoder from a run path (``--finetuned``), and one CT's slice embeddings,
+optionally read from a store's cache (``--embeddings-from``). Every failure is the suite's one error line.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from utils.core.errors import SuiteError
+from utils.embeddings.on_demand import VolumeEmbeddings
+from utils.models.sam import SamModel
+from utils.scaffold.session import fail
+
+
+def open_model(args: argparse.Namespace) -> tuple[SamModel, "object"]:
+    """(model, device) for --model / --checkpoint / --device."""
+    from utils.core.device import configure_runtime, pick_device
+    from utils.models.sam import load_model
+
+    try:
+        device = pick_device(args.device)
+        model = load_model(args.model, args.checkpoint, device)
+    except SuiteError:
+        raise
+    except (RuntimeError, ValueError) as exc:
+        raise fail(str(exc)) from exc
+    configure_runtime(device)
+    return model, device
+
+
+def open_run_decoder(finetuned: str, model: SamModel, flag: str = "--finetuned") -> tuple:
+    """(prompt encoder, mask decoder, record) for ``none`` (the model's own: (None, None, record)) or a Task 2 /
+    interactive run folder, its ``latest`` file or a checkpoint; the checkpoint's kind is checked before any
+    weights are loaded."""
+    from utils.core.checkpoints import INTERACTIVE, KINDS, TASK2, checkpoint_kind, load_checkpoint
+    from utils.core.errors import CheckpointError
+    from utils.core.hashing import file_sha256
+    from utils.models.sam import decoder_from_state
+    from utils.scaffold.runs import run_checkpoint
+
+    if finetuned == "none":
+        return None, None, {"source": "the model's own prompt encoder + mask decoder (zero-shot)"}
+    checkpoint = run_checkpoint(finetuned)
+    state = load_checkpoint(checkpoint)
+    kind = checkpoint_kind(state)
+    if kind not in (TASK2, INTERACTIVE):
+        what = KINDS.get(kind, "not a checkpoint the suite recognises")
+        raise CheckpointError(f"{checkpoint} (given as {flag}): this is {what}; pass a Task 2 or interactive "
+                              f"run folder or its best.pt, or {flag} none")
+    prompt_encoder, mask_decoder = decoder_from_state(model, state, checkpoint, kind)
+    run = state.get("run", {})
+    identity = run.get("identity", {})
+    return prompt_encoder, mask_decoder, {
+        "source": f"{KINDS[kind]}: {checkpoint}", "kind": kind, "checkpoint": str(checkpoint),
+        "checkpoint_sha256": file_sha256(checkpoint), "run_key": run.get("key"),
+        "epoch": int(state["epoch"]) + 1 if "epoch" in state else None, "trained_for_prompt": identity.get("prompt"),
+        "trained_on_store": identity.get("store_key")}
+
+
+def ct_embeddings(model: SamModel, images: np.ndarray, args: argparse.Namespace) -> VolumeEmbeddings:
+    """The CT's display slices ``images``, encoded on first use; with ``args.embeddings_from`` (a slice store
+    cut from this CT) the slices its cache for this model and encoder precision holds are read instead."""
+    embeddings = VolumeEmbeddings(model, images, args.encoder_precision, args.encode_batch)
+    if args.embeddings_from is None:
+        return embeddings
+    from utils.data.dataset import DataError
+    from utils.data.slice_store import SliceStore
+    from utils.embeddings.cache import EmbeddingCache
+
+    try:
+        store = SliceStore(Path(args.embeddings_from))
+    except DataError as exc:
+        raise fail(f"--embeddings-from: {exc}") from exc
+    cache = EmbeddingCache(model, store, root=args.cache_dir, encoder_precision=args.encoder_precision)
+    found = embeddings.reuse(cache)
+    print(f"--embeddings-from {args.embeddings_from}: {found} of {len(images)} slices read from {cache.path}")
+    return embeddings
