@@ -68,6 +68,8 @@ HYPERPARAMETERS = {
     "MAX_AREA_FACTOR": (0.0, "reject a mask whose area jumps by more than this factor (0 = off)", "factor_or_off"),
     "MIN_PREDICTED_IOU": (0.0, "reject a mask whose predicted IoU (the model's IoU head) is below this (0 = off)",
                           "fraction"),
+    "RULES_IN_RANGE": (False, "apply the IoU, area-jump and predicted-IoU rules inside a 3-D box's first..last "
+                              "slices too (off: there only the minimum area rejects a slice)"),
     "LARGEST_COMPONENT": (False, "keep each organ's largest 26-connected 3-D component"),
     "DECODE_BATCH": (8, "prompts per mask-decoder call"),
     "ENCODE_BATCH": (1, "slices per image-encoder call (1: fastest on a CPU, the same embeddings at any batch)"),

@@ -14,16 +14,17 @@ Four protocols (--modes), each with every prompt type of --prompts:
 - propagate: one prompt per organ and volume, from the ground truth on its key slice (the slice of
   largest organ area), then outward slice by slice in both directions: the mask predicted on slice z
   prompts slice z +- 1 (its tight box for box prompts, its distance-transform centre for point prompts),
-  until the predicted mask is smaller than --min-area-mm2 or the stored slices end; --box-margin-mm grows
-  each propagated box (default 2 mm, chosen on training volumes; 0 = the tight box). No ground truth is used after the first prompt
-  (utils/inference/volume.py and propagation.py hold the protocols). metrics.json counts the organ slices
-  the propagation reached (reached_slices of organ_slices). --min-iou-previous / --max-area-factor /
-  --min-predicted-iou add stop rules (a mask overlapping the previous one too little, whose area jumps, or
-  that the model's own IoU head doubts), --largest-component keeps
-  each organ's largest 26-connected 3-D component (all off by default).
-- box3d (box prompt types only): the 3-D box of MedSAM and the CVPR 2024 "SAM on laptop" challenge: the key slice's prompt plus
-  the organ's first and last ground-truth slice. Propagation as above, but never outside that range, and a
-  rejected slice inside it does not stop the walk (the next slice is prompted with the last accepted box).
+  until the predicted mask is smaller than --min-area-mm2, a stop rule rejects it, or the stored slices end;
+  --box-margin-mm grows each propagated box (default 4 mm; 0 = the tight box). No ground truth is used after
+  the first prompt (utils/inference/volume.py and propagation.py hold the protocols). metrics.json counts the
+  organ slices the propagation reached (reached_slices of organ_slices). Stop rules: --min-iou-previous (a
+  mask overlapping the previous one too little; default 0.5), --max-area-factor (its area jumps) and
+  --min-predicted-iou (the model's own IoU head doubts it), both off; --largest-component keeps each organ's
+  largest 26-connected 3-D component (off). The defaults were chosen on training volumes (docs/3d.md).
+- box3d (box prompt types only): the 3-D box of MedSAM and the CVPR 2024 "SAM on laptop" challenge: the key
+  slice's prompt plus the organ's first and last ground-truth slice. Propagation as above, but never outside
+  that range; a rejected slice inside it does not stop the walk (the next slice is prompted with the last
+  accepted box), and inside it only --min-area-mm2 rejects a slice unless --rules-in-range.
 - clicks3d (box prompt types only): box3d's result, then --clicks N (default 5) correction clicks per organ by the CVPR 2025
   interactive 3-D rule (largest 26-connected 3-D error component, its distance-transform maximum in mm,
   positive where it is mostly missed organ, negative where mostly leak); a click on slice z re-decodes z
@@ -89,6 +90,10 @@ HYPERPARAMETERS = {
                              "previous slice's (0 = off)", "factor_or_off"),
     "MIN_PREDICTED_IOU": (0.0, "propagation rejects a mask whose predicted IoU (the model's IoU head) is below this "
                                "(0 = off; clicks3d's re-propagation after a click does not apply it)", "fraction"),
+    # Off: chosen on the training volumes, where the IoU stop inside the 3-D box cost Task 2's decoder more
+    # than it gave the zero-shot one (docs/3d.md); the range already says where the organ ends.
+    "RULES_IN_RANGE": (False, "box3d / clicks3d: apply --min-iou-previous, --max-area-factor and --min-predicted-iou "
+                              "inside the 3-D box's range too (off: there only --min-area-mm2 rejects a slice)"),
     "LARGEST_COMPONENT": (False, "propagate / box3d / clicks3d: keep each organ's largest 26-connected 3-D component"),
     "CLICKS": (5, "clicks3d: correction clicks per organ after the 3-D box (the CVPR 2025 challenge's 5)"),
     "CLICK_REPROPAGATION": ("downstream", "clicks3d: how far a click's change travels: downstream (away from the key "

@@ -259,6 +259,31 @@ def test_low_overlap_rule_rejects_a_mask_that_jumps_onto_a_neighbour():
     assert too_strict.z_range == (1, 1)  # 0.71 < 0.75: both neighbours are rejected, only the key is kept
 
 
+def test_inside_a_known_range_only_the_minimum_area_judges_unless_rules_in_range():
+    """The 3-D box (a first..last range): the overlap rule is not applied there by default (the range already
+    says where the organ ends), and is with ``rules_in_range``; outside a range it always is."""
+    from utils.inference.propagation import STOP_LOW_OVERLAP
+    from utils.inference.volume import PropagationSettings, propagate_organs
+
+    masks = [square(24, 4, 4 + z, 6) for z in range(6)]
+    masks[4] = square(24, 4, 15, 6)  # the jump of the test above
+    decode = SequenceDecoder(masks)
+    seeds = {1: (1, Prompt(box=bound_box(masks[1])))}
+
+    def run(settings, limits):
+        batch = lambda requests: [decode(z, p) for z, p in requests]  # noqa: E731
+        return propagate_organs(6, seeds, batch, "bound_box", (1.0, 1.0), settings, limits)[1]
+
+    rule = dict(min_area_mm2=1.0, min_iou_previous=0.5)
+    assert PropagationSettings(**rule).rules((1.0, 1.0), bounded=True).min_iou_previous == 0.0
+    ranged = run(PropagationSettings(**rule), {1: (0, 5)})
+    assert set(ranged.logits) == set(range(6)) and not ranged.rejected  # the jump is kept: only the area judges
+    judged = run(PropagationSettings(**rule, rules_in_range=True), {1: (0, 5)})
+    assert judged.rejected == {4: STOP_LOW_OVERLAP} and set(judged.logits) == {0, 1, 2, 3, 5}  # held through
+    unbounded = run(PropagationSettings(**rule), None)
+    assert unbounded.rejected == {4: STOP_LOW_OVERLAP} and unbounded.z_range == (0, 3)
+
+
 def test_area_jump_rule_rejects_a_sudden_growth_or_shrinkage():
     from utils.inference.propagation import STOP_AREA_JUMP, StopRules
 

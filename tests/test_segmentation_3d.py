@@ -334,16 +334,18 @@ def test_the_interactive_decoder_from_the_main_store_is_scored_in_task3d_trained
         assert tuned["modes"][mode]["bound_box"]["volumes"] == zero_shot["modes"][mode]["bound_box"]["volumes"]
 
 
-def test_protocols_sharing_one_volumes_decodes_score_as_each_run_alone(smoke, dense, tmp_path):
+def test_protocols_sharing_one_volumes_decodes_score_as_each_run_alone(dense, tmp_path):
     """The protocols of one volume share its decodes (clicks3d starts with box3d's walk, box3d repeats
-    propagate's): each protocol run alone scores the same, and the timing counts what was decoded once and
-    what was reused (summing to every protocol's prompts)."""
-    _, metrics = smoke
+    propagate's where their rules agree): each protocol run alone scores the same, and the timing counts what
+    was decoded once and what was reused (summing to every protocol's prompts). One prompt per decoder call:
+    a batch's other prompts move a logit in its last bits, and shared and lone runs batch differently."""
+    assert run(dense, tmp_path / "shared", "--decode-batch", 1) == 0
+    metrics = json.loads((tmp_path / "shared" / "task3d" / "metrics.json").read_text())
     timing = metrics["timing"]
     asked = sum(s["decoded_prompts"] for per_prompt in metrics["modes"].values() for s in per_prompt.values())
     assert timing["reused_prompts"] > 0 and timing["decoded_prompts"] + timing["reused_prompts"] == asked
     for mode in ("box3d", "clicks3d"):
-        assert run(dense, tmp_path / mode, "--modes", mode) == 0
+        assert run(dense, tmp_path / mode, "--modes", mode, "--decode-batch", 1) == 0
         alone = json.loads((tmp_path / mode / "task3d" / "metrics.json").read_text())
         shared, single = metrics["modes"][mode]["bound_box"], alone["modes"][mode]["bound_box"]
         assert single["decoded_prompts"] == shared["decoded_prompts"]

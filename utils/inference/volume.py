@@ -82,7 +82,10 @@ class PropagationSettings:
     min_iou_previous / max_area_factor / min_predicted_iou: the overlap, area-jump and predicted-IoU stop rules
     (0 = off; :class:`utils.inference.propagation.StopRules`; the last needs a decode_rows that returns
     (logits, predicted IoU): :attr:`needs_iou`); largest_component: keep each organ's largest
-    26-connected 3-D component of the result (MedSAM2 does this after propagating both ways).
+    26-connected 3-D component of the result (MedSAM2 does this after propagating both ways);
+    rules_in_range: whether those three rules also judge slices inside a known range (the 3-D box: box3d,
+    clicks3d, a prompt with a first and last slice). Off, only the minimum area rejects a slice there: the
+    range already says where the organ ends, which is what the rules look for.
     """
 
     min_area_mm2: float = 25.0
@@ -91,13 +94,15 @@ class PropagationSettings:
     max_area_factor: float = 0.0
     min_predicted_iou: float = 0.0
     largest_component: bool = False
+    rules_in_range: bool = False
 
     @classmethod
     def from_args(cls, args) -> "PropagationSettings":
         """From the flags of the same names (segmentation_3d.py, segment_volume.py)."""
         return cls(min_area_mm2=args.min_area_mm2, box_margin_mm=args.box_margin_mm,
                    min_iou_previous=args.min_iou_previous, max_area_factor=args.max_area_factor,
-                   min_predicted_iou=args.min_predicted_iou, largest_component=args.largest_component)
+                   min_predicted_iou=args.min_predicted_iou, largest_component=args.largest_component,
+                   rules_in_range=args.rules_in_range)
 
     @property
     def needs_iou(self) -> bool:
@@ -105,10 +110,14 @@ class PropagationSettings:
         return self.min_predicted_iou > 0
 
     def rules(self, spacing: tuple[float, float], bounded: bool) -> StopRules:
+        """The stop rules for slices of ``spacing`` (row, column) mm; ``bounded``: inside a known range (held
+        through rejects; the ratio rules only with ``rules_in_range``)."""
         sy, sx = spacing
+        judged = not bounded or self.rules_in_range
         return StopRules(min_area_px=max(1, math.ceil(self.min_area_mm2 / (sy * sx))),
-                         min_iou_previous=self.min_iou_previous, max_area_factor=self.max_area_factor,
-                         min_predicted_iou=self.min_predicted_iou, hold_through_rejects=bounded)
+                         min_iou_previous=self.min_iou_previous if judged else 0.0,
+                         max_area_factor=self.max_area_factor if judged else 0.0,
+                         min_predicted_iou=self.min_predicted_iou if judged else 0.0, hold_through_rejects=bounded)
 
     def margin_px(self, spacing: tuple[float, float]) -> tuple[float, float]:
         sy, sx = spacing
