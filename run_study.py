@@ -153,7 +153,7 @@ def unlabelled_ct_stages(args: argparse.Namespace) -> list[tuple[str, object, li
     a person would give them (prompts_from_labels.py: box3d's boxes and ranges), the labels withheld, and the
     result scored against them only afterwards (the report puts it beside box3d's). Its slices' embeddings are
     read from the 3-D store's cache (--embeddings-from: the same pixels, matched bit for bit) instead of being
-    encoded a second time (~35 s of the budget); segment_volume.py's own encoding is tested in the tests."""
+    encoded a second time (~45 s of the budget); segment_volume.py's own encoding is tested in the tests."""
     import prompts_from_labels
     import segment_volume
 
