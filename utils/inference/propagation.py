@@ -25,13 +25,14 @@ at the volume's first or last slice. The key slice is the exception: its logits 
 (they are the model's answer to the person's prompt), but if its mask is below ``min_area_px``
 nothing is propagated from it.
 
-Extra stop rules (each off by default; the issue on whole organs in 3-D asks for them as named options,
-measured on training volumes): ``min_iou_previous`` rejects a slice whose mask overlaps the previous
-accepted mask of its direction with IoU below it (drift onto a neighbour shows up as a sudden loss of
-overlap); ``max_area_factor`` rejects a slice whose area is more than that factor above or below the
-previous accepted mask's; ``min_predicted_iou`` rejects a slice whose mask the model itself scores below
-it (SAM's IoU head: ``decode_batch`` then returns (logits, predicted IoU) per request). A rejected slice
-stops its direction, like the minimum area.
+Extra stop rules (each off in :class:`StopRules`; the scripts set their own defaults, docs/3d.md; the issue
+on whole organs in 3-D asks for them as named options, measured on training volumes): ``min_iou_previous``
+rejects a slice whose mask overlaps the previous accepted mask of its direction with IoU below it (drift
+onto a neighbour, or past the organ's end, shows up as a sudden loss of overlap); ``max_area_factor``
+rejects a slice whose area is more than that factor above or below the previous accepted mask's;
+``min_predicted_iou`` rejects a slice whose mask the model itself scores below it (SAM's IoU head:
+``decode_batch`` then returns (logits, predicted IoU) per request). A rejected slice stops its direction,
+like the minimum area.
 
 Range (``z_limits``, one (first, last) per seed, inclusive; the 3-D box protocol): a direction never
 decodes outside it and stops at its end (``STOP_RANGE_END``). With ``hold_through_rejects`` (the 3-D box

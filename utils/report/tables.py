@@ -334,10 +334,12 @@ def table3d(metrics: dict) -> str:
         extra.append(clicks_sentence)
     rules = [f"{k} {settings[k]:g}" for k in ("min_iou_previous", "max_area_factor", "min_predicted_iou")
              if settings.get(k)]
-    if settings.get("largest_component"):
-        rules.append("largest 3-D component kept")
     if rules:
-        extra.append("Extra stop rules: " + ", ".join(rules) + ".")
+        where = ("in every protocol" if settings.get("rules_in_range") else
+                 "in propagate only; inside box3d's range only the minimum area rejects a slice")
+        extra.append(f"Extra stop rules: {', '.join(rules)} ({where}).")
+    if settings.get("largest_component"):
+        extra.append("Each organ's largest 3-D component kept.")
     note = " ".join([note] + extra)
     return (f"{provenance_line(meta)}\n\n{note}\n\n{table}{click_table}\n#### 3-D Dice / NSD per organ\n\n{organs}")
 
