@@ -10,8 +10,8 @@ window). Re-running with the same inputs and settings reuses the store; other se
 The 3-D stage (segmentation_3d.py) needs every slice through the organs, not only organ-bearing ones,
 and organs that begin and end inside the stack: a whole upper abdomen (~250 mm, 50 slices 4.95 mm apart):
 
-    python preprocess_slices.py --phantom --data-root data/phantom_3d --phantom-cases 35 \
-        --phantom-extent abdomen --phantom-slices 50 --slice-margin 2 --out data/slices_3d \
+    python preprocess_slices.py --phantom --data-root data/phantom_3d --phantom-cases 35 \\
+        --phantom-extent abdomen --phantom-slices 50 --slice-margin 2 --out data/slices_3d \\
         --results results/task3d/store
 
 The phantom's default stack (--phantom-extent band) is the 90 mm organ band from the kidneys' middle to the
