@@ -71,6 +71,8 @@ HYPERPARAMETERS = {
     "RULES_IN_RANGE": (False, "apply the IoU, area-jump and predicted-IoU rules inside a 3-D box's first..last "
                               "slices too (off: there only the minimum area rejects a slice)"),
     "LARGEST_COMPONENT": (False, "keep each organ's largest 26-connected 3-D component"),
+    "PROPAGATION_MASK_INPUT": (False, "give each propagated slice the previous accepted slice's low-res logits as "
+                                      "SAM's mask input"),
     "DECODE_BATCH": (8, "prompts per mask-decoder call"),
     "ENCODE_BATCH": (1, "slices per image-encoder call (1: fastest on a CPU, the same embeddings at any batch)"),
 }

@@ -95,6 +95,9 @@ HYPERPARAMETERS = {
     "RULES_IN_RANGE": (False, "box3d / clicks3d: apply --min-iou-previous, --max-area-factor and --min-predicted-iou "
                               "inside the 3-D box's range too (off: there only --min-area-mm2 rejects a slice)"),
     "LARGEST_COMPONENT": (False, "propagate / box3d / clicks3d: keep each organ's largest 26-connected 3-D component"),
+    # Off: the prototype found it neutral or harmful, and docs/3d.md measures it on training volumes.
+    "PROPAGATION_MASK_INPUT": (False, "propagate / box3d: give each propagated slice the previous accepted slice's "
+                                      "low-res logits as SAM's mask input (clicks3d's re-propagation does not)"),
     "CLICKS": (5, "clicks3d: correction clicks per organ after the 3-D box (the CVPR 2025 challenge's 5)"),
     "CLICK_REPROPAGATION": ("downstream", "clicks3d: how far a click's change travels: downstream (away from the key "
                                           "slice, the slices whose prompts came from the clicked one), both, or none"),

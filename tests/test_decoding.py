@@ -136,6 +136,29 @@ def test_predicted_iou_of_predict_rows_is_sam_predictors(vit_b_setup):
         assert iou == pytest.approx(float(expected[0]), abs=0.02)  # the cache stores float16 embeddings
 
 
+def test_mask_input_requests_of_predict_rows_are_sam_predictors_with_mask_input(vit_b_setup):
+    """Propagation with feed_logits asks predict_rows (row, prompt, mask input or None): it answers (logits, IoU,
+    low-res logits), none from the kept answers; with the first answer's low-res logits fed back, the logits
+    are SamPredictor.predict(mask_input=...)'s."""
+    model, cache, predictor = vit_b_setup
+    samples = cache.index.samples([0])[:1]
+    _, prompts, _ = build_batch(cache, samples, "bound_box", seed=0)
+    row, prompt = samples[0][0], prompts[0]
+    decoder = CacheDecoder(cache)
+    decoder.remember()
+    with torch.inference_mode():
+        (logits, iou, low), = decoder.predict_rows([(row, prompt, None)], batch_size=2)
+        (fed, fed_iou, _), = decoder.predict_rows([(row, prompt, low)], batch_size=2)
+        (plain, plain_iou), = decoder.predict_rows([(row, prompt)], batch_size=2, with_iou=True)
+    assert np.array_equal(logits, plain) and iou == plain_iou and tuple(low.shape) == (1, 256, 256)
+    assert decoder.n_reused == 0  # the first plain request was not answered from the mask-input path's decode
+    masks, expected_iou, _ = predictor.predict(box=prompt.box, mask_input=low.numpy(), multimask_output=False,
+                                               return_logits=True)
+    # the cache stores float16 embeddings: logits agree to a small tolerance, the masks nearly everywhere
+    assert np.mean((fed > 0) == (masks[0] > 0)) > 0.99 and fed_iou == pytest.approx(float(expected_iou[0]), abs=0.02)
+    assert not np.allclose(fed, logits)  # the mask input changed the answer
+
+
 def test_remembered_answers_are_the_decoded_ones_and_only_repeats_are_reused(vit_b_setup):
     """CacheDecoder.remember (the 3-D stage's sharing between protocols): a repeated (row, prompt) gets the
     answer a fresh decoder gives it, decoded once; a new prompt on the same row is decoded; forget() and

@@ -284,6 +284,37 @@ def test_inside_a_known_range_only_the_minimum_area_judges_unless_rules_in_range
     assert unbounded.rejected == {4: STOP_LOW_OVERLAP} and unbounded.z_range == (0, 3)
 
 
+def test_feed_logits_passes_the_previous_accepted_slices_low_res_logits_as_mask_input():
+    """feed_logits: the key slice is decoded without a mask input; every other slice gets the low-res logits
+    of the slice that prompted it (its direction's last accepted one, also across a rejected slice held
+    through inside a range)."""
+    from utils.inference.propagation import STOP_LOW_OVERLAP, StopRules, propagate_batch
+
+    masks = [square(24, 4, 4 + z, 6) for z in range(6)]
+    masks[4] = square(24, 4, 15, 6)  # rejected by the overlap rule
+    asked = []
+
+    def decode_batch(requests):
+        answers = []
+        for z, prompt, mask_input in requests:
+            asked.append((z, None if mask_input is None else int(mask_input[0, 0, 0])))
+            low_res = np.full((1, 4, 4), z, np.float32)  # tagged with the slice it came from
+            answers.append((np.where(masks[z], 8.0, -8.0).astype(np.float32), None, low_res))
+        return answers
+
+    rules = StopRules(min_iou_previous=0.5, hold_through_rejects=True)
+    result = propagate_batch(6, [(1, Prompt(box=bound_box(masks[1])))], decode_batch, "bound_box", rules=rules,
+                             z_limits=[(0, 5)], feed_logits=True)[0]
+    assert result.rejected == {4: STOP_LOW_OVERLAP}
+    assert sorted(asked) == [(0, 1), (1, None), (2, 1), (3, 2), (4, 3), (5, 3)]  # 5: slice 3's, past the reject
+    plain = propagate_batch(6, [(1, Prompt(box=bound_box(masks[1])))], lambda r: [np.where(masks[z], 8.0, -8.0)
+                            for z, _ in r], "bound_box", rules=rules, z_limits=[(0, 5)])[0]
+    assert set(plain.logits) == set(result.logits)  # the same walk; without feed_logits requests are (z, prompt)
+    with pytest.raises(ValueError, match="low-res"):
+        propagate_batch(6, [(1, Prompt(box=bound_box(masks[1])))], lambda r: [np.where(masks[z], 8.0, -8.0)
+                        for z, _, _ in r], "bound_box", feed_logits=True)
+
+
 def test_area_jump_rule_rejects_a_sudden_growth_or_shrinkage():
     from utils.inference.propagation import STOP_AREA_JUMP, StopRules
 

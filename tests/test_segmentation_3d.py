@@ -261,6 +261,20 @@ def test_propagation_reports_the_organ_slices_it_reached(smoke, dense):
     assert "organ slices reached" in (out / "table3d.md").read_text()
 
 
+def test_propagation_mask_input_runs_through_the_protocols_and_is_recorded(smoke, dense, tmp_path):
+    """--propagation-mask-input: propagate and box3d decode every propagated slice with the previous slice's
+    low-res logits (the decoder's mask-input path); recorded in the settings; the key slices are unchanged."""
+    _, plain = smoke
+    assert run(dense, tmp_path, "--modes", "propagate,box3d", "--propagation-mask-input") == 0
+    metrics = json.loads((tmp_path / "task3d" / "metrics.json").read_text())
+    assert metrics["settings"]["feed_logits"] is True and plain["settings"]["feed_logits"] is False
+    for mode in ("propagate", "box3d"):
+        fed, alone = metrics["modes"][mode]["bound_box"], plain["modes"][mode]["bound_box"]
+        assert 0 < fed["dice"] <= 1 and fed["decoded_prompts"] > 0
+        for organ, trace in fed["propagation"][CASE]["organs"].items():
+            assert trace["key_z"] == alone["propagation"][CASE]["organs"][organ]["key_z"]
+
+
 def test_a_box_margin_in_mm_is_converted_with_the_spacing_and_recorded(dense, tmp_path):
     assert run(dense, tmp_path, "--modes", "propagate", "--box-margin-mm", "5") == 0
     metrics = json.loads((tmp_path / "task3d" / "metrics.json").read_text())

@@ -108,7 +108,11 @@ class CacheDecoder:
         """float32 (H, W) logits for each (cache row, prompt) request, in order, decoded ``batch_size`` at a
         time; with ``with_iou``, (logits, predicted IoU float) each (what ``StopRules.min_predicted_iou``
         judges). Consecutive requests of one call must share a slice size and a prompt kind (one volume, one
-        prompt type: what the 3-D protocols ask)."""
+        prompt type: what the 3-D protocols ask). Requests of three, (cache row, prompt, mask input or None)
+        (propagation with ``feed_logits``), are answered (logits, predicted IoU, low-res logits) by
+        :meth:`predict_requests`, never from the kept answers (a mask input makes each one its own)."""
+        if requests and len(requests[0]) == 3:
+            return self.predict_requests(requests, batch_size, with_iou=True)
         memo = self._memo
         keys = [request_key(row, prompt) for row, prompt in requests] if memo is not None else []
         answers: list = [None] * len(requests)
@@ -144,10 +148,11 @@ class CacheDecoder:
         while self._memo_bytes > self._memo_limit and self._memo:
             self._memo_bytes -= self._memo.popitem(last=False)[1][0].nbytes
 
-    def predict_requests(self, requests: Sequence[tuple[int, Prompt, torch.Tensor | None]], batch_size: int
-                         ) -> list[tuple[np.ndarray, torch.Tensor]]:
+    def predict_requests(self, requests: Sequence[tuple[int, Prompt, torch.Tensor | None]], batch_size: int,
+                         with_iou: bool = False) -> list[tuple]:
         """(float32 (H, W) logits, float32 (1, 256, 256) low-res logits) for each (cache row, prompt, mask
-        input or None) request, in order. Unlike :meth:`predict_rows`, requests may mix prompt kinds (a box
+        input or None) request, in order; with ``with_iou``, (logits, predicted IoU float, low-res logits)
+        each. Unlike :meth:`predict_rows`, requests may mix prompt kinds (a box
         alone, a box with k clicks) and slice sizes: they are grouped by kind, size and whether they carry a
         mask input (``SamPredictor.predict``'s ``mask_input``, (1, 256, 256) low-res logits), ``batch_size``
         at a time."""
@@ -161,10 +166,11 @@ class CacheDecoder:
             for start in range(0, len(indices), batch_size):
                 chunk = indices[start : start + batch_size]
                 masks = torch.stack([requests[i][2] for i in chunk]).to(self.model.device) if kind[3] else None
-                logits, low = self.predict([requests[i][0] for i in chunk], [requests[i][1] for i in chunk],
-                                           [kind[2]] * len(chunk), masks)
+                logits, low, iou = self.predict([requests[i][0] for i in chunk], [requests[i][1] for i in chunk],
+                                                [kind[2]] * len(chunk), masks, with_iou=True)
                 for j, i in enumerate(chunk):
-                    out[i] = (logits[j].cpu().numpy(), low[j].cpu())
+                    answer = (logits[j].cpu().numpy(), low[j].cpu())
+                    out[i] = (answer[0], float(iou[j]), answer[1]) if with_iou else answer
         return out
 
     def round_decoder(self, embeddings: torch.Tensor, size: tuple[int, int]):

@@ -34,6 +34,10 @@ rejects a slice whose area is more than that factor above or below the previous 
 ``decode_batch`` then returns (logits, predicted IoU) per request). A rejected slice stops its direction,
 like the minimum area.
 
+Mask input (``feed_logits``, off by default): every propagated slice is decoded with the low-res logits of
+the slice that prompted it (its direction's last accepted one) as SAM's mask input, as SAM's own iterative
+protocol feeds a previous answer back; the key slice has none.
+
 Range (``z_limits``, one (first, last) per seed, inclusive; the 3-D box protocol): a direction never
 decodes outside it and stops at its end (``STOP_RANGE_END``). With ``hold_through_rejects`` (the 3-D box
 protocol too) a rejected slice inside the range does not stop its direction: the slice keeps no mask and the
@@ -214,6 +218,7 @@ class _Front:
     z: int
     prompt: Prompt
     previous: np.ndarray  # the direction's last accepted mask, bool (H, W)
+    low_res: object = None  # that mask's low-res logits (the mask input with ``feed_logits``)
 
 
 def _as_logits(array: np.ndarray, shape: tuple[int, ...] | None, z: int) -> np.ndarray:
@@ -253,25 +258,33 @@ class _Rounds:
 
     def __init__(self, decode_batch: DecodeBatch, rules: StopRules, mask_threshold: float, prompt_type: str,
                  box_margin_px: tuple[float, float], limits: list[tuple[int, int]], ranged: bool,
-                 results: list[Propagation]):
+                 results: list[Propagation], feed_logits: bool = False):
         self.decode_batch, self.rules, self.mask_threshold = decode_batch, rules, mask_threshold
+        self.feed_logits = feed_logits
         self.prompt_type, self.box_margin_px = prompt_type, tuple(float(v) for v in box_margin_px)
         self.limits, self.ranged, self.results = limits, ranged, results
         self.shape: tuple[int, ...] | None = None
 
-    def decode(self, requests: list[tuple[int, Prompt]]) -> list[tuple[np.ndarray, float | None]]:
-        """(logits, predicted IoU or None) per request: decode_batch may answer logits or (logits, IoU)."""
-        answers = list(self.decode_batch(requests))
+    def decode(self, requests: list[tuple[int, Prompt, object]]) -> list[tuple[np.ndarray, float | None, object]]:
+        """(logits, predicted IoU or None, low-res logits or None) per (z, prompt, mask input) request:
+        decode_batch is asked (z, prompt), or (z, prompt, mask input) with ``feed_logits``, and may answer
+        logits, (logits, IoU) or (logits, IoU, low-res logits); with ``feed_logits`` it must give the last."""
+        asked = requests if self.feed_logits else [(z, prompt) for z, prompt, _ in requests]
+        answers = list(self.decode_batch(asked))
         if len(answers) != len(requests):
             raise ValueError(f"decode_batch returned {len(answers)} logits for {len(requests)} requests")
         out = []
-        for (z, _), answer in zip(requests, answers):
-            logits, iou = answer if isinstance(answer, tuple) else (answer, None)
-            out.append((_as_logits(logits, self.shape, z), None if iou is None else float(iou)))
+        for (z, _, _), answer in zip(requests, answers):
+            logits, iou, *low = answer if isinstance(answer, tuple) else (answer, None)
+            low_res = low[0] if low else None
+            if self.feed_logits and low_res is None:
+                raise ValueError("feed_logits needs decode_batch to answer (logits, IoU, low-res logits)")
+            out.append((_as_logits(logits, self.shape, z), None if iou is None else float(iou), low_res))
             self.shape = out[-1][0].shape
         return out
 
-    def advance(self, item: int, direction: str, z: int, prompt: Prompt, previous: np.ndarray) -> list[_Front]:
+    def advance(self, item: int, direction: str, z: int, prompt: Prompt, previous: np.ndarray,
+                low_res: object = None) -> list[_Front]:
         """The front of ``item`` moving on from slice z (done), or [] with the reason recorded at an end."""
         result, nxt = self.results[item], z + DIRECTIONS[direction]
         lo, hi = self.limits[item]
@@ -280,13 +293,13 @@ class _Rounds:
             result.stops[direction] = STOP_VOLUME_END if ended_volume or not self.ranged else STOP_RANGE_END
             result.stopped_at[direction] = None
             return []
-        return [_Front(item, direction, nxt, prompt, previous)]
+        return [_Front(item, direction, nxt, prompt, previous, low_res)]
 
 
 def _key_round(rounds: _Rounds, seeds: Sequence[tuple[int, Prompt]]) -> list[_Front]:
     """Round 0: decode every key slice, keep its logits, and open a front each way that may go on."""
     fronts: list[_Front] = []
-    for i, (logits, _) in enumerate(rounds.decode([(int(z), prompt) for z, prompt in seeds])):
+    for i, (logits, _, low_res) in enumerate(rounds.decode([(int(z), prompt, None) for z, prompt in seeds])):
         result = rounds.results[i]
         result.logits[result.key_z], result.prompts[result.key_z] = logits, seeds[i][1]
         result.n_decoded += 1
@@ -297,7 +310,7 @@ def _key_round(rounds: _Rounds, seeds: Sequence[tuple[int, Prompt]]) -> list[_Fr
                 result.stops[direction], result.stopped_at[direction] = reason, result.key_z
             else:
                 prompt = next_prompt(mask, rounds.prompt_type, rounds.box_margin_px)
-                fronts += rounds.advance(i, direction, result.key_z, prompt, mask)
+                fronts += rounds.advance(i, direction, result.key_z, prompt, mask, low_res)
         if reason is not None:
             result.rejected[result.key_z] = reason
     return fronts
@@ -307,7 +320,8 @@ def _next_round(rounds: _Rounds, fronts: list[_Front]) -> list[_Front]:
     """Round k > 0: decode every front's slice; accepted slices move their front one slice on (so do rejected
     ones with ``hold_through_rejects``, prompted again as before)."""
     next_fronts = []
-    for front, (logits, predicted_iou) in zip(fronts, rounds.decode([(f.z, f.prompt) for f in fronts])):
+    for front, (logits, predicted_iou, low_res) in zip(fronts, rounds.decode([(f.z, f.prompt, f.low_res)
+                                                                             for f in fronts])):
         result = rounds.results[front.item]
         result.n_decoded += 1
         result.prompts[front.z] = front.prompt
@@ -321,15 +335,15 @@ def _next_round(rounds: _Rounds, fronts: list[_Front]) -> list[_Front]:
             if not rounds.rules.hold_through_rejects:
                 result.stops[front.direction], result.stopped_at[front.direction] = reason, front.z
                 continue
-            prompt, previous = front.prompt, front.previous
-        next_fronts += rounds.advance(front.item, front.direction, front.z, prompt, previous)
+            prompt, previous, low_res = front.prompt, front.previous, front.low_res
+        next_fronts += rounds.advance(front.item, front.direction, front.z, prompt, previous, low_res)
     return next_fronts
 
 
 def propagate_batch(n_slices: int, seeds: Sequence[tuple[int, Prompt]], decode_batch: DecodeBatch,
                     prompt_type: str, min_area_px: int = 1, mask_threshold: float = 0.0,
                     box_margin_px: tuple[float, float] = (0.0, 0.0), rules: StopRules | None = None,
-                    z_limits: Sequence[tuple[int, int]] | None = None) -> list[Propagation]:
+                    z_limits: Sequence[tuple[int, int]] | None = None, feed_logits: bool = False) -> list[Propagation]:
     """Propagate several organs (or prompts) through one volume at once; see the module docstring.
 
     n_slices: Z, the number of slices of the volume.
@@ -345,6 +359,8 @@ def propagate_batch(n_slices: int, seeds: Sequence[tuple[int, Prompt]], decode_b
     box_margin_px: (x, y) pixels each propagated box grows by on each side (box prompt types; module docstring).
     rules: the stop rules (:class:`StopRules`); None = the minimum area alone.
     z_limits: optional (first, last) z per seed, inclusive, holding its key slice: nothing outside is decoded.
+    feed_logits: give every propagated slice the previous accepted slice's low-res logits as SAM's mask input:
+        requests become (z, prompt, mask input or None), answers (logits, IoU or None, low-res logits).
     Returns one Propagation per seed, in order.
     """
     rules = rules if rules is not None else StopRules(min_area_px=min_area_px)
@@ -353,7 +369,7 @@ def propagate_batch(n_slices: int, seeds: Sequence[tuple[int, Prompt]], decode_b
     if not seeds:
         return results
     rounds = _Rounds(decode_batch, rules, mask_threshold, prompt_type, box_margin_px, limits, z_limits is not None,
-                     results)
+                     results, feed_logits)
     fronts = _key_round(rounds, seeds)
     while fronts:
         fronts = _next_round(rounds, fronts)

@@ -85,7 +85,9 @@ class PropagationSettings:
     26-connected 3-D component of the result (MedSAM2 does this after propagating both ways);
     rules_in_range: whether those three rules also judge slices inside a known range (the 3-D box: box3d,
     clicks3d, a prompt with a first and last slice). Off, only the minimum area rejects a slice there: the
-    range already says where the organ ends, which is what the rules look for.
+    range already says where the organ ends, which is what the rules look for; feed_logits: give each
+    propagated slice the previous accepted slice's low-res logits as SAM's mask input (decode_rows is then
+    asked (row, prompt, mask input) and answers (logits, IoU, low-res logits): ``CacheDecoder.predict_rows``).
     """
 
     min_area_mm2: float = 25.0
@@ -95,6 +97,7 @@ class PropagationSettings:
     min_predicted_iou: float = 0.0
     largest_component: bool = False
     rules_in_range: bool = False
+    feed_logits: bool = False
 
     @classmethod
     def from_args(cls, args) -> "PropagationSettings":
@@ -102,7 +105,7 @@ class PropagationSettings:
         return cls(min_area_mm2=args.min_area_mm2, box_margin_mm=args.box_margin_mm,
                    min_iou_previous=args.min_iou_previous, max_area_factor=args.max_area_factor,
                    min_predicted_iou=args.min_predicted_iou, largest_component=args.largest_component,
-                   rules_in_range=args.rules_in_range)
+                   rules_in_range=args.rules_in_range, feed_logits=args.propagation_mask_input)
 
     @property
     def needs_iou(self) -> bool:
@@ -159,13 +162,20 @@ def propagate_organs(n_slices: int, seeds: dict[int, tuple[int, Prompt]], decode
     bounded = z_limits is not None
     results = propagate_batch(n_slices, [seeds[o] for o in organs], decode_batch, prompt_type,
                               box_margin_px=settings.margin_px(spacing), rules=settings.rules(spacing, bounded),
-                              z_limits=[z_limits[o] for o in organs] if bounded else None)
+                              z_limits=[z_limits[o] for o in organs] if bounded else None,
+                              feed_logits=settings.feed_logits)
     out = {}
     for organ, result in zip(organs, results):
         if settings.largest_component:
             result.logits = largest_component_3d(result.logits) or {result.key_z: result.logits[result.key_z]}
         out[organ] = result
     return out
+
+
+def _on_rows(decode_rows: DecodeRows, vol: VolumeSlices, first: int):
+    """Propagation's decode_batch over ``vol``'s stored slices: its requests' z (from ``first``) as store rows,
+    the rest of each request (prompt, and the mask input with ``feed_logits``) passed on."""
+    return lambda requests: decode_rows([(vol.rows[first + r[0]], *r[1:]) for r in requests])
 
 
 def ground_truth_seeds(vol: VolumeSlices, prompt_type: str, seed: int, bounded: bool
@@ -197,9 +207,8 @@ def segment_propagate(vol: VolumeSlices, prompt_type: str, decode_rows: DecodeRo
     first, seeds, limits = ground_truth_seeds(vol, prompt_type, seed, bounded)
     gt = vol.gt_display[first : vol.z_last + 1]
     spacing = vol.pixel_spacing(store)
-    results = propagate_organs(vol.z_last - first + 1, seeds,
-                               lambda requests: decode_rows([(vol.rows[first + z], p) for z, p in requests]),
-                               prompt_type, spacing, settings, limits)
+    results = propagate_organs(vol.z_last - first + 1, seeds, _on_rows(decode_rows, vol, first), prompt_type, spacing,
+                               settings, limits)
     logits: dict[int, dict] = {}
     trace = {}
     for organ, result in results.items():
@@ -236,8 +245,7 @@ def segment_clicks3d(vol: VolumeSlices, prompt_type: str, decode_rows: DecodeRow
     n = vol.z_last - first + 1
     gt = vol.gt_display[first : vol.z_last + 1]
     spacing = vol.pixel_spacing(store)
-    start = propagate_organs(n, seeds, lambda requests: decode_rows([(vol.rows[first + z], p) for z, p in requests]),
-                             prompt_type, spacing, settings, limits)
+    start = propagate_organs(n, seeds, _on_rows(decode_rows, vol, first), prompt_type, spacing, settings, limits)
     session = ClickSession(n, start, limits,
                            lambda requests: decode_with_masks([(vol.rows[first + z], p, m) for z, p, m in requests]),
                            # A click's re-propagation judges without the predicted-IoU rule: the clicked slice is the
