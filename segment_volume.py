@@ -218,9 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.image}: {len(ct.images)} axial slices of {ct.images.shape[2]} x {ct.images.shape[1]} px "
           f"({ct.spacing[1]:.2f} x {ct.spacing[0]:.2f} x {ct.z_mm:.2f} mm); {len(prompts)} organ(s); model "
           f"{model.name} on {describe(device)}; decoder: {decoder_record['source']}")
-    logits, traces = segment_prompts(len(ct.images), ct.spacing, prompts,
-                                     lambda requests: decoder.predict_rows(requests, args.decode_batch,
-                                                                           with_iou=settings.needs_iou), settings)
+    decode_rows = decoder.propagation_decoder(args.decode_batch, settings.needs_iou, settings.feed_logits)
+    logits, traces = segment_prompts(len(ct.images), ct.spacing, prompts, decode_rows, settings)
 
     label = merge_organs(ct.images.shape, logits)
     for organ in logits:

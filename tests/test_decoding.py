@@ -137,7 +137,7 @@ def test_predicted_iou_of_predict_rows_is_sam_predictors(vit_b_setup):
 
 
 def test_mask_input_requests_of_predict_rows_are_sam_predictors_with_mask_input(vit_b_setup):
-    """Propagation with feed_logits asks predict_rows (row, prompt, mask input or None): it answers (logits, IoU,
+    """Propagation with feed_logits asks its decoder (row, prompt, mask input or None): it answers (logits, IoU,
     low-res logits), none from the kept answers; with the first answer's low-res logits fed back, the logits
     are SamPredictor.predict(mask_input=...)'s."""
     model, cache, predictor = vit_b_setup
@@ -147,8 +147,9 @@ def test_mask_input_requests_of_predict_rows_are_sam_predictors_with_mask_input(
     decoder = CacheDecoder(cache)
     decoder.remember()
     with torch.inference_mode():
-        (logits, iou, low), = decoder.predict_rows([(row, prompt, None)], batch_size=2)
-        (fed, fed_iou, _), = decoder.predict_rows([(row, prompt, low)], batch_size=2)
+        fed_decoder = decoder.propagation_decoder(batch_size=2, feed_logits=True)
+        (logits, iou, low), = fed_decoder([(row, prompt, None)])
+        (fed, fed_iou, _), = fed_decoder([(row, prompt, low)])
         (plain, plain_iou), = decoder.predict_rows([(row, prompt)], batch_size=2, with_iou=True)
     assert np.array_equal(logits, plain) and iou == plain_iou and tuple(low.shape) == (1, 256, 256)
     assert decoder.n_reused == 0  # the first plain request was not answered from the mask-input path's decode

@@ -23,7 +23,7 @@ def segment(mode: str, prompt_type: str, decoder, vol, store, args) -> tuple[lis
     settings = PropagationSettings.from_args(args)
     # the predicted-IoU stop rule judges the model's own IoU estimate of each propagated slice
     with_iou = settings.needs_iou and mode != "per_slice"
-    decode_rows = lambda requests: decoder.predict_rows(requests, args.decode_batch, with_iou)  # noqa: E731
+    decode_rows = decoder.propagation_decoder(args.decode_batch, with_iou, settings.feed_logits and mode != "per_slice")
     if mode == "per_slice":
         label, trace = segment_per_slice(vol, prompt_type, decode_rows, args.seed)
         return [label], trace

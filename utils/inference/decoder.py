@@ -108,11 +108,7 @@ class CacheDecoder:
         """float32 (H, W) logits for each (cache row, prompt) request, in order, decoded ``batch_size`` at a
         time; with ``with_iou``, (logits, predicted IoU float) each (what ``StopRules.min_predicted_iou``
         judges). Consecutive requests of one call must share a slice size and a prompt kind (one volume, one
-        prompt type: what the 3-D protocols ask). Requests of three, (cache row, prompt, mask input or None)
-        (propagation with ``feed_logits``), are answered (logits, predicted IoU, low-res logits) by
-        :meth:`predict_requests`, never from the kept answers (a mask input makes each one its own)."""
-        if requests and len(requests[0]) == 3:
-            return self.predict_requests(requests, batch_size, with_iou=True)
+        prompt type: what the 3-D protocols ask)."""
         memo = self._memo
         keys = [request_key(row, prompt) for row, prompt in requests] if memo is not None else []
         answers: list = [None] * len(requests)
@@ -147,6 +143,15 @@ class CacheDecoder:
         self._memo_bytes += answer[0].nbytes
         while self._memo_bytes > self._memo_limit and self._memo:
             self._memo_bytes -= self._memo.popitem(last=False)[1][0].nbytes
+
+    def propagation_decoder(self, batch_size: int, with_iou: bool = False, feed_logits: bool = False):
+        """``decode_rows`` for :mod:`utils.inference.volume` (propagation's decode_batch on cache rows): (row,
+        prompt) requests answered by :meth:`predict_rows`; with ``feed_logits`` (the previous slice's low-res
+        logits as mask input), (row, prompt, mask input or None) requests answered (logits, predicted IoU,
+        low-res logits) by :meth:`predict_requests`, never from the kept answers (a mask input makes each its own)."""
+        if feed_logits:
+            return lambda requests: self.predict_requests(requests, batch_size, with_iou=True)
+        return lambda requests: self.predict_rows(requests, batch_size, with_iou)
 
     def predict_requests(self, requests: Sequence[tuple[int, Prompt, torch.Tensor | None]], batch_size: int,
                          with_iou: bool = False) -> list[tuple]:

@@ -87,7 +87,7 @@ class PropagationSettings:
     clicks3d, a prompt with a first and last slice). Off, only the minimum area rejects a slice there: the
     range already says where the organ ends, which is what the rules look for; feed_logits: give each
     propagated slice the previous accepted slice's low-res logits as SAM's mask input (decode_rows is then
-    asked (row, prompt, mask input) and answers (logits, IoU, low-res logits): ``CacheDecoder.predict_rows``).
+    asked (row, prompt, mask input) and answers (logits, IoU, low-res logits): ``CacheDecoder.propagation_decoder``).
     """
 
     min_area_mm2: float = 25.0
