@@ -136,3 +136,18 @@ def scripts_rank(rank: int, world: int, port: int, calls: list, cache: str, work
         code = importlib.import_module(module_name).main(argv)
         assert code == 0, f"{module_name} exited {code} on rank {rank}"
     torch.distributed.destroy_process_group()
+
+
+# ------------------------------------------------------------------------------- items dealt to ranks
+def deal_rank(rank: int, world: int, port: int, out: str) -> None:
+    """distributed.deal over three items on this rank: what each rank got back, and who computed what."""
+    become_rank(rank, world, port)
+    import json
+
+    from utils.core import distributed
+
+    distributed.init()
+    result = distributed.deal(lambda item: {"item": item, "by_rank": rank, "world_inside": distributed.world_size()},
+                              ["a", "b", "c"])
+    Path(out, f"rank{rank}.json").write_text(json.dumps(list(result.items())))
+    torch.distributed.destroy_process_group()

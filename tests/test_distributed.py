@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import script_args
-from dist_helpers import StubEncoder, StubModel, fill_rank, free_port, scripts_rank, spawn
+from dist_helpers import StubEncoder, StubModel, deal_rank, fill_rank, free_port, scripts_rank, spawn
 
 import finetune_task2
 import segmentation_task1
@@ -133,6 +133,14 @@ def test_two_ranks_match_one_process_in_task1_and_task2_and_only_rank0_writes(st
     assert list((tmp_path / "workdirs" / "rank1").iterdir()) == []
 
 
+def test_items_dealt_to_two_ranks_are_each_run_alone_by_one_rank_and_every_rank_gets_all(tmp_path):
+    """finetune_task2.py --parallel prompts: each prompt type trained by one rank alone, every outcome everywhere."""
+    spawn(deal_rank, (2, free_port(), str(tmp_path)), timeout=120.0)
+    got = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert got[0] == got[1]  # every rank, every item, in the order given
+    assert [(item, r["by_rank"], r["world_inside"]) for item, r in got[0]] == [("a", 0, 1), ("b", 1, 1), ("c", 0, 1)]
+
+
 def test_single_process_is_a_no_op():
     """Under plain python: rank 0 of 1, nothing sharded, the step untouched, errors raised as they are."""
     from utils.core import distributed
@@ -141,6 +149,7 @@ def test_single_process_is_a_no_op():
     assert (distributed.rank(), distributed.world_size(), distributed.is_main()) == (0, 1, True)
     assert distributed.shard([3, 1, 2]) == [3, 1, 2] and distributed.gather("x") == ["x"]
     assert distributed.map_batches(lambda b: sum(b), [[1, 2], [3]]) == [3, 3]
+    assert list(distributed.deal(lambda p: p * 2, ["b", "a"]).items()) == [("b", "bb"), ("a", "aa")]
 
     def step(batch, epoch):
         return batch

@@ -149,6 +149,19 @@ def map_batches(fn: Callable[[T], Any], batches: Sequence[T]) -> list:
     return [merged[i] for i in range(len(batches))]
 
 
+def deal(fn: Callable[[T], Any], items: Sequence[T]) -> dict:
+    """``{item: fn(item)}`` in ``items``' order, the items dealt round-robin to the ranks and each rank running
+    its share alone (:func:`solo`: no sharding, no DDP inside ``fn``); every rank gets every result. In one
+    process: every item here. Items are hashable (prompt type names)."""
+    if not is_distributed():
+        return {item: fn(item) for item in items}
+    share = shard(items)  # before solo(): inside it this rank is rank 0 of 1
+    with solo():
+        mine = {item: fn(item) for item in share}
+    merged = {item: result for part in gather(mine) for item, result in part.items()}
+    return {item: merged[item] for item in items}
+
+
 def main_then_share(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Run ``fn`` on rank 0 only (it may write files) and return its result, or raise its exception, on every rank."""
     outcome: tuple = (None, None)
