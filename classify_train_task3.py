@@ -91,20 +91,15 @@ def build_classifier(args, exp, decoder):
 
 def open_classifier_run(args, exp, prompt_type: str, decoder, fast):
     """The keyed run folder of this classifier run (checked resume), and the config saved with it."""
-    from utils.core import distributed
     from utils.scaffold.results import config_record
-    from utils.scaffold.runs import RunMismatch, identity_of, open_run
-    from utils.scaffold.session import fail
+    from utils.scaffold.runs import identity_of
+    from utils.scaffold.training import open_training_run
 
     identity = identity_of("task3", exp, prompt_type, args.seed, args.precision, args.encoder_precision,
                            starting_weights=decoder.handoff.run_key if decoder.handoff else "pre-trained",
                            **{k: getattr(args, k) for k in RUN_SETTINGS}, fast_path=fast.record())
-    try:
-        run, note = distributed.main_then_share(open_run, args.checkpoint_dir / exp.model.name / prompt_type, identity,
-                                                args.resume)  # torchrun: rank 0 makes the folder
-    except RunMismatch as exc:
-        raise fail(str(exc)) from exc
-    print(note)
+    run = open_training_run(args.checkpoint_dir / exp.model.name / prompt_type, identity, args.resume,
+                            shared=True)  # torchrun: rank 0 makes the folder
     config = dict(config_record(args), task="task3", prompt=prompt_type, fast_path=fast.record(),
                   starting_weights=decoder.source, starting_run=decoder.record)
     return run, config
@@ -153,16 +148,15 @@ def write_training_outputs(args, exp, prompt_type: str, decoder, fast, run, conf
 
 
 def fit_classifier(args, exp, prompt_type: str, decoder, module, classifier, prompt_encoder, fast, val_samples):
-    """Train the classifier in its keyed run folder; returns (run, config, history, epochs trained, seconds)."""
+    """Train the classifier in its keyed run folder; returns (run, config, utils.scaffold.training.TrainedRun)."""
     import torch
 
     from utils.eval.accuracy import accuracy_summary
     from utils.inference.classify import predict_classes
-    from utils.scaffold.runs import RunMismatch
-    from utils.scaffold.session import fail
+    from utils.scaffold.training import train_in_run
     from utils.train.classifier_step import make_class_step
     from utils.train.fastpath import ResidentEmbeddings, grad_scaler
-    from utils.train.loop import LoopConfig, TrainingDiverged, run_training
+    from utils.train.loop import LoopConfig
 
     cache = exp.cache
     optimizer = torch.optim.Adam(classifier.parameter_groups(args.learning_rate, args.head_learning_rate))
@@ -178,13 +172,9 @@ def fit_classifier(args, exp, prompt_type: str, decoder, module, classifier, pro
     loop = LoopConfig(epochs=args.epochs, batch_size=args.batch_size, samples_per_epoch=args.samples_per_epoch,
                       seed=args.seed, monitor="val_accuracy", run=run, progress=not args.no_progress, extra=config,
                       prepare=step.prepare, prefetch=fast.prefetch, scaler=grad_scaler(fast, exp.device))
-    started = time.perf_counter()
-    train_samples = cache.index.split_samples("train")
-    try:
-        history, trained = run_training(module, optimizer, train_samples, step, validate, loop, resume=args.resume)
-    except (TrainingDiverged, RunMismatch) as exc:
-        raise fail(str(exc)) from exc
-    return run, config, history, trained, time.perf_counter() - started
+    trained = train_in_run(f"Task 3 {prompt_type}", module, optimizer, cache.index.split_samples("train"), step,
+                           validate, loop, args.resume)
+    return run, config, trained
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -194,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     from utils.inference.prompts import PROMPT_TITLES, parse_prompt_types
     from utils.scaffold.runs import load_checkpoint
     from utils.scaffold.session import fail, open_decoders, open_experiment
-    from utils.train.fastpath import resolve
+    from utils.scaffold.training import fast_path
 
     try:
         prompt_type, = parse_prompt_types(args.prompt)
@@ -219,13 +209,11 @@ def main(argv: list[str] | None = None) -> int:
     mdice_before, before_source = task2_score(args, exp, prompt_type, decoder) or (mdice(), "scored here")
     print(f"validation mDice with {PROMPT_TITLES[prompt_type]} before classification training: "
           f"{mdice_before['mDice']:.4f} ({before_source})")
-    try:
-        fast = resolve(exp.device, args.precision, args.train_precision, "off", args.prefetch, args.resident,
-                       cache_bytes=len(cache) * 256 * 64 * 64 * 2)
-    except ValueError as exc:
-        raise fail(str(exc)) from exc
-    run, config, history, trained, train_seconds = fit_classifier(args, exp, prompt_type, decoder, module, classifier,
-                                                                  prompt_encoder, fast, val_samples)
+    fast = fast_path(exp.device, args.precision, args.train_precision, "off", args.prefetch, args.resident,
+                     cache_bytes=len(cache) * 256 * 64 * 64 * 2)
+    run, config, trained = fit_classifier(args, exp, prompt_type, decoder, module, classifier, prompt_encoder, fast,
+                                          val_samples)
+    history = trained.history
     module.load_state_dict(load_checkpoint(run.best)["model"])
     mdice_after = mdice()
     print(f"validation mDice after (best checkpoint, epoch {history['best_epoch']}): {mdice_after['mDice']:.4f} "
@@ -235,10 +223,10 @@ def main(argv: list[str] | None = None) -> int:
     path = write_training_outputs(args, exp, prompt_type, decoder, fast, run, config, history, {
         "settings": {k: getattr(args, k) for k in ("epochs", *RUN_SETTINGS)},
         "val_mDice_before": mdice_before, "val_mDice_before_source": before_source, "val_mDice_after": mdice_after,
-        "train_seconds": round(train_seconds, 2),
-        "seconds_per_epoch": round(train_seconds / trained, 2) if trained else None,
+        "train_seconds": round(trained.seconds, 2), "seconds_per_epoch": trained.seconds_per_epoch,
         "seconds_total": round(time.perf_counter() - t0, 2)})
-    print(f"training took {train_seconds:.1f} s; best val accuracy {history['best']:.4f} at epoch {history['best_epoch']}")
+    print(f"training took {trained.seconds:.1f} s; best val accuracy {history['best']:.4f} at epoch "
+          f"{history['best_epoch']}")
     print(f"wrote {path}; now run classify_val_task3.py")
     return 0
 

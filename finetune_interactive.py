@@ -29,7 +29,6 @@ results/interactive_training/{history.json, curves.png, metrics.json, config.jso
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
@@ -37,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from utils.scaffold.config import one_of, parse_with_presets  # noqa: E402
 from utils.scaffold.flags import new_task_parser  # noqa: E402
+from utils.train.interactive import LOSSES  # noqa: E402
 
 # ---------------------------------------------------------------------------------------------
 # Hyperparameters: edit here, or override any of them with the flag of the same name (--rounds 8).
@@ -81,7 +81,6 @@ PRESETS = {
 RUN_SETTINGS = ("optimizer", "learning_rate", "momentum", "weight_decay", "batch_size", "samples_per_epoch",
                 "monitor_per_organ", "monitor_clicks")
 OPTIMIZERS = ("adam", "sgd")
-LOSSES = ("dice", "dice_bce")  # utils.train.interactive.LOSSES (not imported here: --help stays torch-free)
 INITS = ("pretrained", "task2")
 MONITOR_STARTS = ("bound_box", "one_central_point")
 # ---------------------------------------------------------------------------------------------
@@ -159,8 +158,7 @@ def make_monitor(args, exp, trainable, samples):
 
 
 def run_identity(args, exp, settings, fast, start: dict) -> dict:
-    """The run's identity (utils.scaffold.runs): data, model, seed, precisions, RUN_SETTINGS, the fast path,
-    the start decoder and every session setting; its digest is the run folder's key."""
+    """What makes the run (utils.scaffold.runs): data, model, seed, precisions, every setting, the start decoder."""
     from utils.scaffold.runs import identity_of
     from utils.train.interactive import interactive_identity
 
@@ -169,57 +167,37 @@ def run_identity(args, exp, settings, fast, start: dict) -> dict:
                        **interactive_identity(settings))
 
 
-def open_interactive_run(args, exp, settings, fast, start: dict):
-    from utils.scaffold.runs import RunMismatch, open_run
-    from utils.scaffold.session import fail
-
-    try:
-        run, note = open_run(args.checkpoint_dir / exp.model.name / "interactive",
-                             run_identity(args, exp, settings, fast, start), args.resume)
-    except RunMismatch as exc:
-        raise fail(str(exc)) from exc
-    print(note)
-    return run
-
-
 def train(args, exp, train_samples, monitor_samples):
-    """Train in the keyed run folder; return (run, history, seconds, fast path, start record)."""
+    """Train in the keyed run folder; return (run, utils.scaffold.training.TrainedRun, fast path, start record)."""
     import torch
 
     from utils.scaffold.results import config_record
-    from utils.scaffold.runs import RunMismatch
-    from utils.scaffold.session import fail
-    from utils.train.fastpath import grad_scaler, resolve
+    from utils.scaffold.training import fast_path, open_training_run, train_in_run
+    from utils.train.fastpath import grad_scaler
     from utils.train.interactive import make_interactive_step
-    from utils.train.loop import LoopConfig, TrainingDiverged, run_training
+    from utils.train.loop import LoopConfig
 
     settings = session_settings(args)
-    try:
-        fast = resolve(exp.device, args.precision, args.train_precision, "off", args.prefetch, "off")
-    except ValueError as exc:
-        raise fail(str(exc)) from exc
+    fast = fast_path(exp.device, args.precision, args.train_precision, "off", args.prefetch, "off")
     torch.manual_seed(args.seed)
     trainable, start = starting_decoder(args, exp)
-    run = open_interactive_run(args, exp, settings, fast, start)
+    run = open_training_run(args.checkpoint_dir / exp.model.name / "interactive",
+                            run_identity(args, exp, settings, fast, start), args.resume)
     step = make_interactive_step([exp.cache], settings, args.seed, trainable, fast.train_precision)
     loop = LoopConfig(epochs=args.epochs, batch_size=args.batch_size, samples_per_epoch=args.samples_per_epoch,
                       seed=args.seed, monitor="monitor_dice_auc", run=run, progress=not args.no_progress,
                       extra=dict(config_record(args), task="interactive", fast_path=fast.record()),
                       prepare=step.prepare, prefetch=fast.prefetch, scaler=grad_scaler(fast, exp.model.device))
-    started = time.perf_counter()
-    try:
-        history, trained = run_training(trainable, make_optimizer(args, trainable), train_samples, step,
-                                        make_monitor(args, exp, trainable, monitor_samples), loop, resume=args.resume)
-    except (TrainingDiverged, RunMismatch) as exc:
-        raise fail(f"interactive training: {exc}") from exc
-    seconds = time.perf_counter() - started
-    return run, history, (round(seconds / trained, 2) if trained else None), fast, start
+    trained = train_in_run("interactive training", trainable, make_optimizer(args, trainable), train_samples, step,
+                           make_monitor(args, exp, trainable, monitor_samples), loop, args.resume)
+    return run, trained, fast, start
 
 
-def write_outputs(args, exp, run, history, seconds_per_epoch, fast, start, n_train, n_monitor) -> Path:
+def write_outputs(args, exp, run, trained, fast, start, n_train, n_monitor) -> Path:
     """results/interactive_training/: the curves, history and a metrics.json saying which run made them."""
-    from utils.scaffold.results import config_record, provenance, write_results, write_training_curves
+    from utils.scaffold.results import config_record, provenance, results_header, write_results, write_training_curves
 
+    history = trained.history
     out = args.results / "interactive_training"
     curves = {"train_loss": history["train_loss"], "train_session_dice": history["train_metric"],
               "monitor_dice_auc": [v["monitor_dice_auc"] for v in history["val"]]}
@@ -231,11 +209,10 @@ def write_outputs(args, exp, run, history, seconds_per_epoch, fast, start, n_tra
                       encoder_precision=args.encoder_precision, preset=args.preset, runs={"interactive": run.record},
                       training_fast_path=fast.record())
     best = history["val"][history["best_epoch"] - 1] if history["best_epoch"] else {}
-    results = {k: meta[k] for k in ("model", "checkpoint", "data", "split")}
-    results.update({"preset": args.preset, "run": run.record, "checkpoint_path": str(run.best), **start,
-                    "settings": dict(run.identity), "training_samples": n_train, "monitor_samples": n_monitor,
-                    "best_epoch": history["best_epoch"], "monitor_at_best": best, "provenance": meta,
-                    "timing": {"seconds_per_epoch": seconds_per_epoch}})
+    results = results_header(meta, preset=args.preset, run=run.record, checkpoint_path=str(run.best), **start,
+                             settings=dict(run.identity), training_samples=n_train, monitor_samples=n_monitor,
+                             best_epoch=history["best_epoch"], monitor_at_best=best, provenance=meta,
+                             timing={"seconds_per_epoch": trained.seconds_per_epoch})
     write_results(out, results, {}, config_record(args))
     return out
 
@@ -246,8 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     from utils.scaffold.session import fail, open_experiment
 
     exp = open_experiment(args)
-    for p in exp.model.sam.parameters():
-        p.requires_grad_(False)
+    exp.model.sam.requires_grad_(False)  # frozen: only the trainable copy learns
     index = exp.cache.index
     train_rows = index.rows_for("train")
     if not train_rows:
@@ -258,10 +234,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{exp.store.description}: {len(samples)} training samples (a session each per epoch), the monitor on {len(monitor)} of "
           f"them; {args.rounds} rounds, box share {args.box_fraction}, jitter {args.box_jitter} px, mask feedback "
           f"{args.mask_feedback}, loss {args.loss}, {args.optimizer} lr {args.learning_rate:g}; preset {args.preset}")
-    run, history, seconds_per_epoch, fast, start = train(args, exp, [(0, r, o) for r, o in samples], monitor)
-    out = write_outputs(args, exp, run, history, seconds_per_epoch, fast, start, len(samples), len(monitor))
-    print(f"best epoch {history['best_epoch']} (monitor Dice AUC {history['best']:.4f}); {seconds_per_epoch} s per "
-          f"epoch; checkpoint {run.best}")
+    run, trained, fast, start = train(args, exp, [(0, r, o) for r, o in samples], monitor)
+    out = write_outputs(args, exp, run, trained, fast, start, len(samples), len(monitor))
+    history = trained.history
+    print(f"best epoch {history['best_epoch']} (monitor Dice AUC {history['best']:.4f}); {trained.seconds_per_epoch} "
+          f"s per epoch; checkpoint {run.best}")
     print(f"wrote {out / 'metrics.json'}; score it: python interactive_task1.py --finetuned {run.path}")
     return 0
 

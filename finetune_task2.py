@@ -19,14 +19,13 @@ results/task2/{<prompt>/history.json, <prompt>/curves.png, metrics.json, table2.
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
-from utils.inference.prompts import DEFAULT_BOX_JITTER_PX  # noqa: E402
+from utils.inference.prompts import DEFAULT_BOX_JITTER_PX, parse_prompt_types  # noqa: E402
 from utils.scaffold.config import parse_with_presets  # noqa: E402
 from utils.scaffold.flags import new_task_parser  # noqa: E402
 
@@ -60,15 +59,11 @@ HYPERPARAMETERS = {
 }
 PRESETS = {
     "paper": {},  # exactly the constants above
-    # 2 CPU cores decode ~20 prompts/s and train ~7 samples/s, so the quick preset takes two short
-    # epochs per prompt type (three until 2026-12-04, cut for make reproduce's budget), picks its checkpoint
-    # on a fixed subset of validation samples and scores it on the whole split. lr 0.01, not 0.1: with LiteMedSAM on the phantom, lr 0.1 collapsed the point-prompt
-    # decoder to empty masks by epoch 3 (val mDice 0.34 -> 0.00) and made the box decoder worse every
-    # epoch, while 0.01 learned fastest for both (docs/runs-and-presets.md).
-    # No augmented views: each costs an encoder pass per training slice. Training autocast 'auto': bf16
-    # where the CPU has AMX (1.43x there, benchmarks/run.py; the same validation mDice as fp32 within the
-    # seed spread, docs/runs-and-presets.md), fp32 elsewhere (bf16 was slower without AMX). The best epoch
-    # is picked on 32 validation samples instead of 64 (docs/runs-and-presets.md).
+    # 2 CPU cores decode ~20 prompts/s and train ~7 samples/s: two short epochs per prompt type (three until
+    # 2026-12-04, cut for make reproduce's budget), the best epoch picked on 32 fixed validation samples, then
+    # scored on the whole split. lr 0.01, not 0.1: on the phantom lr 0.1 collapsed LiteMedSAM's point-prompt
+    # decoder to empty masks. No augmented views (an encoder pass each); training autocast 'auto' (bf16 only on
+    # a CPU with AMX, where it is 1.43x faster). Every choice's measurements: docs/runs-and-presets.md.
     "quick": {"epochs": 2, "learning_rate": 0.01, "batch_size": 16, "samples_per_epoch": 64, "val_samples": 32,
               "aug_views": 0, "train_precision": "auto"},
 }
@@ -90,47 +85,30 @@ def parse_args(argv: list[str] | None = None):
                         help="under torchrun: data = every prompt type in turn, each global batch split across the "
                              "ranks (DDP); prompts = the prompt types dealt to the ranks, each trained by one rank "
                              "alone (which writes that prompt's run and history). Ignored in one process")
-    from utils.inference.prompts import parse_prompt_types
-
     return parse_with_presets(parser, argv, PRESETS, checks={"prompts": parse_prompt_types})  # bad: exit 2
 
 
 def run_settings(args, exp, data: "TrainingData", prompt_type: str) -> dict:
-    """RUN_SETTINGS' values; with --largest-batch on a GPU, the largest power-of-two batch whose step fits,
-    lr scaled linearly from --batch-size (utils.train.fastpath.scaled_lr); a CPU keeps them, saying so."""
-    from utils.train.decoder_step import largest_decoder_batch
-    from utils.train.fastpath import scaled_lr
+    """RUN_SETTINGS' values; --largest-batch: on a GPU the largest batch whose step fits, lr scaled with it."""
+    from utils.train.task2_data import at_largest_batch
 
     settings = {k: getattr(args, k) for k in RUN_SETTINGS}
-    if not args.largest_batch:
-        return settings
-    if exp.device.type != "cuda":
-        print("--largest-batch: a CPU gains nothing from larger batches; keeping --batch-size")
-        return settings
-    batch = largest_decoder_batch(data.caches, data.train, prompt_type, args.seed, data.fast.train_precision,
-                                  args.batch_size, data.resident)
-    lr = scaled_lr(args.learning_rate, args.batch_size, batch, "sgd")
-    print(f"--largest-batch: batch {batch}, lr {lr:g} (linear scaling from batch {args.batch_size}, lr {args.learning_rate:g})")
-    return dict(settings, batch_size=batch, learning_rate=lr)
+    if args.largest_batch:
+        settings, note = at_largest_batch(settings, exp.device, data, prompt_type, args.seed)
+        print(note)
+    return settings
 
 
 def open_prompt_run(args, exp, data: "TrainingData", prompt_type: str, settings: dict):
     """The keyed run folder of this prompt's run (checked resume); torchrun: rank 0 makes it."""
-    from utils.core import distributed
-    from utils.scaffold.runs import RunMismatch, identity_of, open_run
-    from utils.scaffold.session import fail
+    from utils.scaffold.runs import identity_of
+    from utils.scaffold.training import open_training_run
 
     identity = identity_of("task2", exp, prompt_type, args.seed, args.precision, args.encoder_precision,
                            **settings, fast_path=data.fast.record(),
                            # only a jittered_box run depends on the jitter (other runs' keys stay as they were)
                            **({"box_jitter": args.box_jitter} if prompt_type == "jittered_box" else {}))
-    try:
-        run, note = distributed.main_then_share(open_run, args.checkpoint_dir / exp.model.name / prompt_type, identity,
-                                                args.resume)
-    except RunMismatch as exc:
-        raise fail(str(exc)) from exc
-    print(note)
-    return run
+    return open_training_run(args.checkpoint_dir / exp.model.name / prompt_type, identity, args.resume, shared=True)
 
 
 def finetune_prompt(args, exp, data: "TrainingData", prompt_type: str, config: dict) -> dict:
@@ -140,11 +118,11 @@ def finetune_prompt(args, exp, data: "TrainingData", prompt_type: str, config: d
     from utils.eval.bootstrap import triples
     from utils.eval.segmentation import evaluate_prompt
     from utils.inference.decoding import predict_masks_paired
-    from utils.scaffold.runs import RunMismatch, load_checkpoint
-    from utils.scaffold.session import fail
+    from utils.scaffold.runs import load_checkpoint
+    from utils.scaffold.training import train_in_run
     from utils.train.decoder_step import make_step, trainable_decoder
     from utils.train.fastpath import CompiledOrEager, grad_scaler
-    from utils.train.loop import LoopConfig, TrainingDiverged, run_training
+    from utils.train.loop import LoopConfig
 
     settings = run_settings(args, exp, data, prompt_type)
     run = open_prompt_run(args, exp, data, prompt_type, settings)
@@ -170,12 +148,8 @@ def finetune_prompt(args, exp, data: "TrainingData", prompt_type: str, config: d
                       seed=args.seed, monitor="val_mDice", run=run, progress=not args.no_progress,
                       extra=dict(config, prompt=prompt_type, task="task2", fast_path=fast.record()),
                       prepare=step.prepare, prefetch=fast.prefetch, scaler=grad_scaler(fast, exp.model.device))
-    started = time.perf_counter()
-    try:
-        history, trained = run_training(trainable, optimizer, data.train, step, validate, loop, resume=args.resume)
-    except (TrainingDiverged, RunMismatch) as exc:
-        raise fail(f"{prompt_type}: {exc}") from exc
-    seconds = time.perf_counter() - started
+    trained = train_in_run(prompt_type, trainable, optimizer, data.train, step, validate, loop, args.resume)
+    history = trained.history
     # chosen on the per-epoch samples, scored on the whole split with per-sample records (for the intervals)
     trainable.load_state_dict(load_checkpoint(run.best)["model"])
     best, records = score(data.val)
@@ -183,7 +157,7 @@ def finetune_prompt(args, exp, data: "TrainingData", prompt_type: str, config: d
         print(f"{prompt_type}: decoder {paired.note}")
     return {"best": dict(best, best_epoch=history["best_epoch"], checkpoint=str(run.best), run=run.record),
             "records": triples(records),
-            "history": history, "run": run, "seconds_per_epoch": round(seconds / trained, 2) if trained else None}
+            "history": history, "run": run, "seconds_per_epoch": trained.seconds_per_epoch}
 
 
 def write_prompt_outputs(out: Path, prompt_type: str, outcome: dict, title: str) -> None:
@@ -198,58 +172,48 @@ def write_prompt_outputs(out: Path, prompt_type: str, outcome: dict, title: str)
 
 
 def finetune_all(args, exp, data: "TrainingData", prompt_types: list[str], originals: dict, config: dict) -> dict:
-    """{prompt: outcome} in the order asked for. --parallel prompts under torchrun: each rank trains its share
-    of the prompt types alone (and writes their curves); every rank gets every outcome."""
-    import contextlib
-
+    """{prompt: outcome} in the order asked for. --parallel prompts under torchrun: the prompt types dealt to
+    the ranks, each trained by one rank alone (which writes its curves); every rank gets every outcome."""
     from utils.core import distributed
     from utils.inference.prompts import PROMPT_TITLES
 
-    outcomes = {}
-    by_prompt = args.parallel == "prompts" and distributed.is_distributed()
-    for prompt_type in distributed.shard(prompt_types) if by_prompt else prompt_types:
+    def finetune(prompt_type: str) -> dict:
         print(f"\n== {PROMPT_TITLES[prompt_type]}: zero-shot val mDice {originals[prompt_type]['mDice']:.4f}")
-        with distributed.solo() if by_prompt else contextlib.nullcontext():  # prompts: this rank trains alone
-            outcomes[prompt_type] = finetune_prompt(args, exp, data, prompt_type, config)
-            if distributed.is_main():
-                write_prompt_outputs(args.results / "task2", prompt_type, outcomes[prompt_type],
-                                     f"Task 2, {PROMPT_TITLES[prompt_type]} ({exp.model.name}, "
-                                     f"{exp.store.description}, preset {args.preset})")
-    if by_prompt:  # every rank's prompt types, back in the order asked for
-        gathered = {p: o for part in distributed.gather(outcomes) for p, o in part.items()}
-        outcomes = {p: gathered[p] for p in prompt_types}
-    return outcomes
+        outcome = finetune_prompt(args, exp, data, prompt_type, config)
+        if distributed.is_main():
+            write_prompt_outputs(args.results / "task2", prompt_type, outcome, f"Task 2, {PROMPT_TITLES[prompt_type]} "
+                                 f"({exp.model.name}, {exp.store.description}, preset {args.preset})")
+        return outcome
+
+    if args.parallel == "prompts":
+        return distributed.deal(finetune, prompt_types)
+    return {prompt_type: finetune(prompt_type) for prompt_type in prompt_types}
 
 
 def task2_results(args, exp, data: "TrainingData", outcomes: dict, originals: dict, original_source: str,
                   original_records: dict) -> dict:
     """results/task2/metrics.json: each prompt's best checkpoint scored, the zero-shot scores, per-sample records."""
-    from utils.scaffold.results import provenance
+    from utils.scaffold.results import provenance, results_header
 
     meta = provenance(exp.store, exp.model, exp.device, args.seed, "val", precision=args.precision,
                       encoder_precision=args.encoder_precision, n_slices=len(exp.cache.index.rows_for("val")),
                       preset=args.preset, runs={p: o["run"].record for p, o in outcomes.items()},
                       box_jitter=args.box_jitter, training_fast_path=data.fast.record())
-    results = {k: meta[k] for k in ("model", "checkpoint", "data", "split")}
-    results.update({
-        "n_slices": meta["n_slices"], "preset": args.preset,
-        "settings": {"epochs": args.epochs, **{k: getattr(args, k) for k in RUN_SETTINGS},
-                     "fast_path": data.fast.record(),
-                     "val_samples": len(data.val), "val_samples_per_epoch": len(data.val_epoch)},
-        "prompts": {p: o["best"] for p, o in outcomes.items()}, "original": originals,
-        "original_source": original_source, "provenance": meta,
+    return results_header(
+        meta, n_slices=meta["n_slices"], preset=args.preset,
+        settings={"epochs": args.epochs, **{k: getattr(args, k) for k in RUN_SETTINGS}, "fast_path": data.fast.record(),
+                  "val_samples": len(data.val), "val_samples_per_epoch": len(data.val_epoch)},
+        prompts={p: o["best"] for p, o in outcomes.items()}, original=originals, original_source=original_source,
+        provenance=meta,
         # per sample (case, organ, dice), paired by position, for the tables' bootstrap intervals
-        "records": {"original": original_records, "finetuned": {p: o["records"] for p, o in outcomes.items()}},
-        "timing": {"encode_seconds": round(data.encode_seconds, 2),
-                   "seconds_per_epoch": {p: o["seconds_per_epoch"] for p, o in outcomes.items()}},
-    })
-    return results
+        records={"original": original_records, "finetuned": {p: o["records"] for p, o in outcomes.items()}},
+        timing={"encode_seconds": round(data.encode_seconds, 2),
+                "seconds_per_epoch": {p: o["seconds_per_epoch"] for p, o in outcomes.items()}})
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from utils.core import distributed
-    from utils.inference.prompts import parse_prompt_types
     from utils.report.tables import mdice_table, table2, table3, titled
     from utils.scaffold.results import config_record, write_results
     from utils.scaffold.session import open_experiment
@@ -257,8 +221,7 @@ def main(argv: list[str] | None = None) -> int:
 
     prompt_types = parse_prompt_types(args.prompts)  # already checked by parse_args (bad values exit 2)
     exp = open_experiment(args)
-    for p in exp.model.sam.parameters():
-        p.requires_grad_(False)
+    exp.model.sam.requires_grad_(False)  # frozen: only the trainable copies learn
     data = prepare_data(args, exp)
     print(f"{exp.store.description}: {len(data.train)} training samples ({1 + args.aug_views} view(s) per slice), "
           f"{len(data.val)} validation samples ({len(data.val_epoch)} per epoch); preset {args.preset}")
@@ -276,8 +239,8 @@ def main(argv: list[str] | None = None) -> int:
         (out / "table3.md").unlink(missing_ok=True)  # an earlier run's Table 3 does not describe this run
     write_results(out, results, tables, config)
     print(f"\n{mdice_table(results['prompts'])}")
-    print(f"seconds per epoch: {results['timing']['seconds_per_epoch']}")
-    print(f"wrote {out / 'table2.md'} and {out / 'metrics.json'}")
+    print(f"seconds per epoch: {results['timing']['seconds_per_epoch']}\nwrote {out / 'table2.md'} and "
+          f"{out / 'metrics.json'}")
     return 0
 
 

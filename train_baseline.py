@@ -98,16 +98,6 @@ def parse_args(argv: list[str] | None = None):
     return args
 
 
-class Weights:
-    """What provenance() states about a model, for a network trained here: its name and best checkpoint."""
-
-    def __init__(self, name: str, checkpoint: Path):
-        from utils.core.hashing import file_sha256
-
-        self.name, self.checkpoint = name, str(checkpoint)
-        self.checkpoint_sha256 = file_sha256(checkpoint)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from utils.eval.baseline import evaluate_baseline_rows
@@ -119,15 +109,15 @@ def main(argv: list[str] | None = None) -> int:
     fast, augment, train, samples = training_data(args, session)
     run = open_baseline_run(args, session, fast, len(train), len(samples))
     config = dict(config_record(args), task="baseline", channels=list(args.channels))  # config.json, checkpoints
-    net, history, trained, timing = train_network(args, session, fast, augment, train, samples, run, config)
+    net, trained = train_network(args, session, fast, augment, train, samples, run, config)
     net.load_state_dict(load_checkpoint(run.best)["model"])
     t0 = time.perf_counter()
     rows = evaluate_baseline_rows(net, session.store, samples, batch_size=args.eval_batch)
-    timing["score_seconds"] = time.perf_counter() - t0
-    results = results_record(args, session, fast, run, net, history, rows, len(samples), trained, timing)
-    write_outputs(args, session.store, run, history, rows, results, config)
-    print(f"training took {timing['seconds']:.1f} s ({timing['cpu_seconds']:.1f} s CPU) for {trained} epoch(s); "
-          f"best epoch {history['best_epoch']}; wrote {args.results / 'baseline' / args.arch / 'metrics.json'}")
+    score_seconds = time.perf_counter() - t0
+    results = results_record(args, session, fast, run, net, trained, rows, len(samples), score_seconds)
+    write_outputs(args, session.store, run, trained.history, rows, results, config)
+    print(f"training took {trained.seconds:.1f} s ({trained.cpu_seconds:.1f} s CPU) for {trained.epochs} epoch(s); "
+          f"best epoch {trained.history['best_epoch']}; wrote {args.results / 'baseline' / args.arch / 'metrics.json'}")
     return 0
 
 
@@ -136,14 +126,11 @@ def training_data(args, session):
     from utils.data.augmentation import AugmentSpec
     from utils.data.samples import SampleIndex
     from utils.scaffold.session import fail
+    from utils.scaffold.training import fast_path
     from utils.train.baseline import training_slices
-    from utils.train.fastpath import resolve
 
     store = session.store
-    try:
-        fast = resolve(session.device, "fp32", args.train_precision)
-    except ValueError as exc:
-        raise fail(str(exc)) from exc
+    fast = fast_path(session.device, "fp32", args.train_precision)
     augment = AugmentSpec(views=args.aug_views, seed=args.seed) if args.aug_views else None
     train = training_slices(store, augment)
     samples = SampleIndex(store).split_samples(args.split)  # Task 1's list: (store row, organ), rows in order
@@ -155,34 +142,29 @@ def training_data(args, session):
 
 def open_baseline_run(args, session, fast, n_train: int, n_samples: int):
     """The keyed run folder (store, architecture, resolved settings, seed), said with what will be trained."""
-    from utils.scaffold.runs import RunMismatch, open_run
-    from utils.scaffold.session import fail
+    from utils.scaffold.training import open_training_run
 
     store = session.store
     identity = {"task": "baseline", "arch": args.arch, "store_key": store.key, "split": args.split,
                 "seed": args.seed, "precision": "fp32", **{k: getattr(args, k) for k in RUN_SETTINGS},
                 "train_precision": fast.train_precision}
-    try:
-        run, note = open_run(args.checkpoint_dir / args.arch, identity, args.resume)
-    except RunMismatch as exc:
-        raise fail(str(exc)) from exc
     print(f"{store.description}: {len(store.indices('train'))} training slices x {1 + args.aug_views} view(s) = "
-          f"{n_train} training samples, "
-          f"{n_samples} {args.split} samples; {args.arch} on {session.device}; preset {args.preset}\n{note}")
-    return run
+          f"{n_train} training samples, {n_samples} {args.split} samples; {args.arch} on {session.device}; "
+          f"preset {args.preset}")
+    return open_training_run(args.checkpoint_dir / args.arch, identity, args.resume)
 
 
 def train_network(args, session, fast, augment, train, samples, run, config: dict):
-    """Build and train the network in the suite's loop; returns (net, history, epochs trained, timing)."""
+    """Build and train the network in the suite's loop; returns (net, utils.scaffold.training.TrainedRun)."""
     import torch
 
     from utils.eval.baseline import evaluate_baseline_rows
     from utils.models.unet import build_baseline
-    from utils.scaffold.runs import RunMismatch
     from utils.scaffold.session import fail
+    from utils.scaffold.training import train_in_run
     from utils.train.baseline import SliceLoader, make_baseline_step
     from utils.train.fastpath import grad_scaler
-    from utils.train.loop import LoopConfig, TrainingDiverged, run_training
+    from utils.train.loop import LoopConfig
 
     store, device = session.store, session.device
     torch.manual_seed(args.seed)
@@ -205,13 +187,7 @@ def train_network(args, session, fast, augment, train, samples, run, config: dic
     loop = LoopConfig(epochs=args.epochs, batch_size=args.batch_size, samples_per_epoch=args.samples_per_epoch,
                       seed=args.seed, monitor="val_mDice", run=run, progress=not args.no_progress,
                       extra=config, scaler=grad_scaler(fast, device))
-    started, cpu_started = time.perf_counter(), time.process_time()
-    try:
-        history, trained = run_training(net, optimizer, train, step, validate, loop, resume=args.resume)
-    except (TrainingDiverged, RunMismatch) as exc:
-        raise fail(f"{args.arch}: {exc}") from exc
-    timing = {"seconds": time.perf_counter() - started, "cpu_seconds": time.process_time() - cpu_started}
-    return net, history, trained, timing
+    return net, train_in_run(args.arch, net, optimizer, train, step, validate, loop, args.resume)
 
 
 def write_outputs(args, store, run, history: dict, rows: dict, results: dict, config: dict) -> None:
@@ -236,14 +212,13 @@ def write_outputs(args, store, run, history: dict, rows: dict, results: dict, co
     print(f"\n{baseline_table(results)}")
 
 
-def results_record(args, session, fast, run, net, history: dict, rows: dict, n_samples: int, trained: int,
-                   timing: dict) -> dict:
+def results_record(args, session, fast, run, net, trained, rows: dict, n_samples: int, score_seconds: float) -> dict:
     """metrics.json: Task 1's schema (prompts = the two rows), per-sample records, provenance and timing."""
     from utils.eval.bootstrap import triples
-    from utils.scaffold.results import provenance
+    from utils.scaffold.results import TrainedWeights, provenance
 
-    store, seconds = session.store, timing["seconds"]
-    weights = Weights(args.arch, run.best)
+    store, history = session.store, trained.history
+    weights = TrainedWeights(args.arch, run.best)
     meta = provenance(store, weights, session.device, args.seed, args.split, n_slices=len(store.indices(args.split)),
                       n_samples=n_samples, preset=args.preset, run=run.record, best_epoch=history["best_epoch"],
                       training_fast_path=fast.record())
@@ -255,10 +230,10 @@ def results_record(args, session, fast, run, net, history: dict, rows: dict, n_s
             "prompts": {name: dict(summary, best_epoch=history["best_epoch"]) for name, (summary, _) in rows.items()},
             "records": {name: triples(records) for name, (_, records) in rows.items()},
             "provenance": meta,
-            "timing": {"epochs_trained": trained, "train_seconds": round(seconds, 2),
-                       "train_cpu_seconds": round(timing["cpu_seconds"], 2),
-                       "seconds_per_epoch": round(seconds / trained, 2) if trained else None,
-                       "score_seconds": round(timing["score_seconds"], 2), "device": meta["device"]}}
+            "timing": {"epochs_trained": trained.epochs, "train_seconds": round(trained.seconds, 2),
+                       "train_cpu_seconds": round(trained.cpu_seconds, 2),
+                       "seconds_per_epoch": trained.seconds_per_epoch, "score_seconds": round(score_seconds, 2),
+                       "device": meta["device"]}}
 
 
 if __name__ == "__main__":

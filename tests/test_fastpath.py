@@ -188,6 +188,26 @@ def test_largest_batch_and_lr_rule():
     assert fastpath.scaled_lr(1e-5, 32, 128, "adam") == pytest.approx(2e-5)
 
 
+def test_largest_batch_flag_scales_the_lr_with_the_batch_found_and_keeps_both_on_a_cpu(monkeypatch):
+    from types import SimpleNamespace
+
+    import utils.train.decoder_step as decoder_step
+    from utils.train.task2_data import at_largest_batch
+
+    settings = {"learning_rate": 0.1, "momentum": 0.9, "batch_size": 16}
+    data = SimpleNamespace(caches=["cache"], train=[(0, 0, 1)], fast=SimpleNamespace(train_precision="fp16"),
+                           resident=None)
+    kept, note = at_largest_batch(settings, torch.device("cpu"), data, "bound_box", 0)
+    assert kept == settings and "keeping --batch-size" in note
+    asked = []
+    monkeypatch.setattr(decoder_step, "largest_decoder_batch", lambda *a: asked.append(a) or 128)
+    grown, note = at_largest_batch(settings, torch.device("cuda"), data, "bound_box", 3)
+    assert asked == [(["cache"], [(0, 0, 1)], "bound_box", 3, "fp16", 16, None)]
+    assert grown == {"learning_rate": pytest.approx(0.8), "momentum": 0.9, "batch_size": 128}  # 0.1 x 128 / 16
+    assert note == "--largest-batch: batch 128, lr 0.8 (linear scaling from batch 16, lr 0.1)"
+    assert settings["batch_size"] == 16  # the caller's settings untouched
+
+
 def test_fast_path_is_recorded_in_run_key_and_results(tiny_study, tmp_path):
     """A Task 2 run on the fast path (bf16 + prefetch) learns, and says so in metrics and run.json;
     its run folder differs from the exact path's."""

@@ -1,5 +1,6 @@
 """Runs that cannot lie: flags that do what they say, keyed run folders, checked resume and hand-offs."""
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -124,6 +125,58 @@ def test_resume_trains_only_the_missing_epochs_and_refuses_fewer(tmp_path):
     assert full["train_loss"] == history["train_loss"]
     with pytest.raises(RunMismatch, match="already has 3 epochs"):
         _tiny_loop(run, 2, resume=True)
+
+
+def _tiny_parts(diverge: bool = False):
+    torch.manual_seed(0)
+    module = torch.nn.Linear(2, 1)
+    optimizer = torch.optim.SGD(module.parameters(), lr=0.05)
+    data = [torch.tensor([i / 8, 1.0]) for i in range(8)]
+
+    def step(batch, epoch):
+        loss = ((module(torch.stack(batch))[:, 0] - 0.5) ** 2).mean()
+        return StepResult(loss=loss * float("nan") if diverge else loss, metric_sum=0.0, count=len(batch))
+
+    return module, optimizer, data, step
+
+
+def test_train_in_run_times_the_loop_and_a_resume_with_nothing_left_trains_nothing(tmp_path, capsys):
+    from utils.scaffold.training import open_training_run, train_in_run
+
+    run = open_training_run(tmp_path, identity(), resume=False)
+    assert str(run.path) in capsys.readouterr().out  # open_run's note, said
+    config = LoopConfig(epochs=2, batch_size=4, samples_per_epoch=0, seed=0, monitor="score", run=run, progress=False)
+    trained = train_in_run("bound_box", *_tiny_parts(), lambda epoch: {"score": 0.0}, config, resume=False)
+    assert trained.epochs == 2 and trained.history["epoch"] == [1, 2] and run.best.is_file()
+    assert trained.seconds > 0 and trained.cpu_seconds > 0
+    assert trained.seconds_per_epoch == round(trained.seconds / 2, 2)
+    again = train_in_run("bound_box", *_tiny_parts(), lambda epoch: {"score": 0.0}, config, resume=True)
+    assert again.epochs == 0 and again.seconds_per_epoch is None and again.history["epoch"] == [1, 2]
+
+
+def test_a_divergence_or_a_refused_resume_names_the_run_it_belongs_to(tmp_path):
+    from utils.scaffold.training import open_training_run, train_in_run
+    from utils.train.loop import TrainingDiverged
+
+    run = open_training_run(tmp_path, identity(), resume=False)
+    config = LoopConfig(epochs=1, batch_size=4, samples_per_epoch=0, seed=0, monitor="score", run=run, progress=False)
+    with pytest.raises(TrainingDiverged, match=r"^unet: loss nan at epoch 1: training diverged"):
+        train_in_run("unet", *_tiny_parts(diverge=True), lambda epoch: {"score": 0.0}, config, resume=False)
+    train_in_run("unet", *_tiny_parts(), lambda epoch: {"score": 0.0}, replace(config, epochs=2), resume=False)
+    with pytest.raises(RunMismatch, match=r"^Task 3 bound_box: .*already has 2 epochs"):
+        train_in_run("Task 3 bound_box", *_tiny_parts(), lambda epoch: {"score": 0.0}, config, resume=True)
+
+
+def test_a_fast_path_this_device_cannot_take_is_one_error_line(tiny_study, tmp_path, capsys):
+    from utils.core.errors import SuiteError
+    from utils.scaffold.training import fast_path
+
+    with pytest.raises(SuiteError, match="--train-precision fp16 is for GPUs; on a CPU use bf16"):
+        fast_path(torch.device("cpu"), "fp32", "fp16")
+    code = run_script(finetune_task2.main, script_args(tiny_study, tmp_path, "--preset", "quick", "--prompts",
+                                                       "bound_box", "--train-precision", "fp16"))
+    assert code == 1 and capsys.readouterr().err.strip().splitlines() == [
+        "error: --train-precision fp16 is for GPUs; on a CPU use bf16"]
 
 
 # ------------------------------------------------------------------------------------------ hand-offs

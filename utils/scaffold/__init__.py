@@ -9,8 +9,9 @@ Modules:
 - ``flags``: The flags task scripts share, in groups (data / SAM model / decoder / run) a script takes as it needs them, and the task parser.
 - ``results``: What every results file says about where its numbers came from (:func:`provenance`), and writing results files.
 - ``runs``: Run folders keyed like the caches, checked resume, and checked hand-offs between tasks.
+- ``training``: Around the training loop: the fast path a device can take, the keyed run folder, the timed loop in it.
 - ``session``: The opening of every task script's ``main``: store and device (the baselines), plus SAM model and cache.
-- ``unlabelled``: What ``segment_volume.py`` opens without a store: the model, a decoder from a run path, a CT's embeddings.
+- ``unlabelled``: What ``segment_volume.py`` opens without a store (model, run decoder, a CT's embeddings); its sidecar.
 """
 from utils.scaffold.boundary import DEBUG_ENV, debug_requested, run_script  # noqa: F401
 from utils.scaffold.config import (  # noqa: F401
@@ -36,9 +37,11 @@ from utils.scaffold.flags import (  # noqa: F401
     one_prompt_type,
 )
 from utils.scaffold.results import (  # noqa: F401
+    TrainedWeights,
     config_record,
     provenance,
     read_results,
+    results_header,
     scored_alike,
     write_csv,
     write_results,
@@ -66,4 +69,10 @@ from utils.scaffold.session import (  # noqa: F401
     open_session,
     quiet_third_party,
     wanted_data,
+)
+from utils.scaffold.training import (  # noqa: F401
+    TrainedRun,
+    fast_path,
+    open_training_run,
+    train_in_run,
 )

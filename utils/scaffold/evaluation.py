@@ -27,7 +27,7 @@ from typing import Any, Callable, Sequence
 from utils.core import distributed
 from utils.core.checkpoints import INTERACTIVE
 from utils.inference.decoder import CacheDecoder
-from utils.scaffold.results import config_record, provenance, write_csv, write_results
+from utils.scaffold.results import config_record, provenance, results_header, write_csv, write_results
 from utils.scaffold.session import DecoderChoice, Experiment, fail, open_decoders, open_experiment
 
 
@@ -154,10 +154,7 @@ class Evaluation:
     def header(meta: dict, **keys: Any) -> dict:
         """A results dict: model, checkpoint, data and split, then ``keys`` in order, then provenance and
         an empty timing block (filled at the end with :meth:`timing`)."""
-        results = {k: meta[k] for k in ("model", "checkpoint", "data", "split")}
-        results.update(keys)
-        results.update({"provenance": meta, "timing": {}})
-        return results
+        return results_header(meta, **keys, provenance=meta, timing={})
 
     @property
     def encoder_seconds_per_slice(self) -> float | None:

@@ -14,9 +14,19 @@ import torch
 
 from utils.core.device import describe
 from utils.core.errors import ResultsError
+from utils.core.hashing import file_sha256
 from utils.core.io import write_json, write_text
 from utils.data.slice_store import SliceStore
 from utils.models.sam import SamModel
+
+
+class TrainedWeights:
+    """What :func:`provenance` states about the model for a network a script trained itself (a baseline U-Net),
+    in place of a SAM model: its name, its best checkpoint and that file's digest."""
+
+    def __init__(self, name: str, checkpoint: Path):
+        self.name, self.checkpoint = name, str(checkpoint)
+        self.checkpoint_sha256 = file_sha256(checkpoint)
 
 
 def provenance(store: SliceStore, model: SamModel, device: torch.device, seed: int, split: str,
@@ -39,6 +49,12 @@ def provenance(store: SliceStore, model: SamModel, device: torch.device, seed: i
         "date": _dt.datetime.now().isoformat(timespec="seconds"),
         **extra,
     }
+
+
+def results_header(meta: dict, **fields: Any) -> dict:
+    """A metrics.json's first keys: model, checkpoint, data and split from its :func:`provenance` ``meta``, then
+    ``fields`` in order."""
+    return {**{k: meta[k] for k in ("model", "checkpoint", "data", "split")}, **fields}
 
 
 def scored_alike(meta: dict, store: SliceStore, model: SamModel, seed: int, split: str, precision: str,

@@ -57,15 +57,28 @@ def prepare_data(args, exp) -> TrainingData:
 
 
 def fast_path(args, device, cache_rows: int):
-    """The resolved training fast path of ``args`` (its four flags) on ``device``; user errors exit."""
-    from utils.scaffold.session import fail
-    from utils.train.fastpath import resolve
+    """The resolved training fast path of ``args`` (its four flags) on ``device``; user errors exit 1."""
+    from utils.scaffold.training import fast_path as checked_fast_path
 
-    try:
-        return resolve(device, args.precision, args.train_precision, args.compile, args.prefetch, args.resident,
-                       cache_bytes=cache_rows * 256 * 64 * 64 * 2)
-    except ValueError as exc:
-        raise fail(str(exc)) from exc
+    return checked_fast_path(device, args.precision, args.train_precision, args.compile, args.prefetch,
+                             args.resident, cache_bytes=cache_rows * 256 * 64 * 64 * 2)
+
+
+def at_largest_batch(settings: dict, device, data: TrainingData, prompt_type: str, seed: int) -> tuple[dict, str]:
+    """(settings, what was done) for --largest-batch: on a GPU the largest power-of-two batch whose step fits
+    (:func:`utils.train.decoder_step.largest_decoder_batch`), lr scaled linearly from the asked batch
+    (:func:`utils.train.fastpath.scaled_lr`, SGD); a CPU keeps both."""
+    from utils.train.decoder_step import largest_decoder_batch
+    from utils.train.fastpath import scaled_lr
+
+    if device.type != "cuda":
+        return settings, "--largest-batch: a CPU gains nothing from larger batches; keeping --batch-size"
+    asked, lr = settings["batch_size"], settings["learning_rate"]
+    batch = largest_decoder_batch(data.caches, data.train, prompt_type, seed, data.fast.train_precision, asked,
+                                  data.resident)
+    scaled = scaled_lr(lr, asked, batch, "sgd")
+    return dict(settings, batch_size=batch, learning_rate=scaled), (
+        f"--largest-batch: batch {batch}, lr {scaled:g} (linear scaling from batch {asked}, lr {lr:g})")
 
 
 def original_results(args, exp, prompt_types, val_samples) -> tuple[dict, str, dict]:
