@@ -118,14 +118,13 @@ def parse_args(argv: list[str] | None = None):
 
 
 def open_classifier(path: Path, model):
-    """(classifier, its prompt encoder, the prompt type it was trained with, record) of Task 3 run ``path`` (a
-    run folder, its best.pt or its ``latest`` file), its kind checked before any weights are loaded; copies, so the decoder that
-    segments keeps its own weights."""
+    """(classifier, its prompt encoder, the prompt type it was trained with, record) of Task 3 run ``path`` (run
+    folder, best.pt or ``latest``), its kind checked before loading; copies: the segmenting decoder keeps its own."""
     from modified_classifier import load_classifier
     from utils.core.checkpoints import TASK3, check_kind, load_checkpoint
     from utils.core.errors import CheckpointError
-    from utils.core.hashing import file_sha256
     from utils.scaffold.runs import run_checkpoint
+    from utils.scaffold.unlabelled import run_record
 
     checkpoint = run_checkpoint(path)
     state = load_checkpoint(checkpoint)
@@ -135,12 +134,9 @@ def open_classifier(path: Path, model):
     except (KeyError, RuntimeError) as exc:
         raise CheckpointError(f"{checkpoint} (given as --classifier): its weights do not fit {model.name}'s "
                               f"classifying decoder ({str(exc).splitlines()[0]}); pass a run of the same --model") from exc
-    identity = state.get("run", {}).get("identity", {})
-    prompt_type = identity.get("prompt", "one_central_point")
-    record = {"checkpoint": str(checkpoint), "checkpoint_sha256": file_sha256(checkpoint),
-              "run_key": state.get("run", {}).get("key"), "trained_for_prompt": prompt_type,
-              "epoch": int(state["epoch"]) + 1 if "epoch" in state else None}
-    return classifier, prompt_encoder, prompt_type, record
+    record = run_record(checkpoint, state)
+    record["trained_for_prompt"] = record["trained_for_prompt"] or "one_central_point"
+    return classifier, prompt_encoder, record["trained_for_prompt"], record
 
 
 def name_prompts(args, prompts: list, decoder, model, size) -> dict | None:
@@ -192,8 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     from dataclasses import asdict
 
     from utils.core.device import describe
-    from utils.core.hashing import file_sha256
-    from utils.core.io import read_json, write_json
+    from utils.core.io import write_json
     from utils.core.organs import organ_name
     from utils.data.ct import load_ct
     from utils.data.nifti import write_label_nifti
@@ -202,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     from utils.inference.prompt_file import prompts_of_spec, read_prompt_spec
     from utils.inference.volume import PropagationSettings, merge_organs, segment_prompts
     from utils.scaffold.session import quiet_third_party
-    from utils.scaffold.unlabelled import ct_embeddings, open_model, open_run_decoder
+    from utils.scaffold.unlabelled import ct_embeddings, open_model, open_run_decoder, sidecar_record
 
     quiet_third_party()
     started = time.perf_counter()
@@ -226,24 +221,15 @@ def main(argv: list[str] | None = None) -> int:
         traces[organ_name(organ)]["voxels"] = int((label == organ).sum())
     write_label_nifti(label, args.image, args.out, layout="display")
     sidecar = args.out.with_name(args.out.name.removesuffix(".gz").removesuffix(".nii") + ".json")
-    write_json(sidecar, {
-        "image": str(args.image), "image_sha256": file_sha256(args.image),
-        "labels_used": "none: every prompt came from the prompt file",
-        "model": model.name, "checkpoint": model.checkpoint, "checkpoint_sha256": model.checkpoint_sha256,
-        "decoder": decoder_record, "precision": args.precision, "encoder_precision": args.encoder_precision,
-        "device": describe(device), "prompt_file": str(args.prompts), "prompts_given": prompt_spec,
-        "settings": asdict(settings), "naming": naming,
-        "coordinates_decoded": "display stack: z inferior -> superior, row 0 anterior, column 0 the patient's right",
-        "organs": traces,
-        "embeddings_from": None if args.embeddings_from is None else str(args.embeddings_from),
-        "timing": {"encoded_slices": embeddings.n_encoded, "reused_slices": embeddings.n_reused,
-                   "decoded_prompts": decoder.n_decoded, "reused_prompts": decoder.n_reused,
-                   "wall_seconds": round(time.perf_counter() - started, 2)}})
+    wall_seconds = round(time.perf_counter() - started, 2)  # segmenting; scoring after it is not counted
     scores = score_label_file(args.out, args.score_against, ct) if args.score_against else None
+    record = sidecar_record(args, model, device, decoder_record, prompt_spec, asdict(settings), naming, traces)
+    record["timing"] = {"encoded_slices": embeddings.n_encoded, "reused_slices": embeddings.n_reused,
+                        "decoded_prompts": decoder.n_decoded, "reused_prompts": decoder.n_reused,
+                        "wall_seconds": wall_seconds}
     if scores:
-        record = read_json(sidecar)
         record["scored_against"] = dict(label=str(args.score_against), **scores)
-        write_json(sidecar, record)
+    write_json(sidecar, record)
     print_result(traces, scores, args.score_against)
     print(f"wrote {args.out} and {sidecar} ({embeddings.n_encoded} slices encoded, {decoder.n_decoded} prompts "
           "decoded)")

@@ -1,6 +1,7 @@
 """What ``segment_volume.py`` opens for a CT without labels, where there is no slice store to build a session
-on: the model on its device, a decoder from a run path (``--finetuned``), and one CT's slice embeddings,
-optionally read from a store's cache (``--embeddings-from``). Every failure is the suite's one error line.
+on: the model on its device, a decoder from a run path (``--finetuned``), the record of a run checkpoint it
+used, one CT's slice embeddings, optionally read from a store's cache (``--embeddings-from``), and what the
+label map's sidecar says of the run. Every failure is the suite's one error line.
 """
 from __future__ import annotations
 
@@ -37,7 +38,6 @@ def open_run_decoder(finetuned: str, model: SamModel, flag: str = "--finetuned")
     weights are loaded."""
     from utils.core.checkpoints import INTERACTIVE, KINDS, TASK2, checkpoint_kind, load_checkpoint
     from utils.core.errors import CheckpointError
-    from utils.core.hashing import file_sha256
     from utils.models.sam import decoder_from_state
     from utils.scaffold.runs import run_checkpoint
 
@@ -51,13 +51,20 @@ def open_run_decoder(finetuned: str, model: SamModel, flag: str = "--finetuned")
         raise CheckpointError(f"{checkpoint} (given as {flag}): this is {what}; pass a Task 2 or interactive "
                               f"run folder or its best.pt, or {flag} none")
     prompt_encoder, mask_decoder = decoder_from_state(model, state, checkpoint, kind)
+    return prompt_encoder, mask_decoder, {"source": f"{KINDS[kind]}: {checkpoint}", "kind": kind,
+                                          **run_record(checkpoint, state)}
+
+
+def run_record(checkpoint: Path, state: dict) -> dict:
+    """What a results file says of a run's checkpoint it used: path, digest, run key, epoch (1-based), and the
+    prompt type and slice store the run was trained for (None where the checkpoint does not say)."""
+    from utils.core.hashing import file_sha256
+
     run = state.get("run", {})
     identity = run.get("identity", {})
-    return prompt_encoder, mask_decoder, {
-        "source": f"{KINDS[kind]}: {checkpoint}", "kind": kind, "checkpoint": str(checkpoint),
-        "checkpoint_sha256": file_sha256(checkpoint), "run_key": run.get("key"),
-        "epoch": int(state["epoch"]) + 1 if "epoch" in state else None, "trained_for_prompt": identity.get("prompt"),
-        "trained_on_store": identity.get("store_key")}
+    return {"checkpoint": str(checkpoint), "checkpoint_sha256": file_sha256(checkpoint), "run_key": run.get("key"),
+            "epoch": int(state["epoch"]) + 1 if "epoch" in state else None,
+            "trained_for_prompt": identity.get("prompt"), "trained_on_store": identity.get("store_key")}
 
 
 def ct_embeddings(model: SamModel, images: np.ndarray, args: argparse.Namespace) -> VolumeEmbeddings:
@@ -78,3 +85,20 @@ def ct_embeddings(model: SamModel, images: np.ndarray, args: argparse.Namespace)
     found = embeddings.reuse(cache)
     print(f"--embeddings-from {args.embeddings_from}: {found} of {len(images)} slices read from {cache.path}")
     return embeddings
+
+
+def sidecar_record(args: argparse.Namespace, model: SamModel, device, decoder_record: dict, prompt_spec: dict,
+                   settings: dict, naming: dict | None, traces: dict) -> dict:
+    """The label map's sidecar JSON, but its timing and scores: the CT and its digest, the model, decoder,
+    precisions and device, the prompts as given, the propagation settings, the naming, per organ its trace."""
+    from utils.core.device import describe
+    from utils.core.hashing import file_sha256
+
+    return {"image": str(args.image), "image_sha256": file_sha256(args.image),
+            "labels_used": "none: every prompt came from the prompt file",
+            "model": model.name, "checkpoint": model.checkpoint, "checkpoint_sha256": model.checkpoint_sha256,
+            "decoder": decoder_record, "precision": args.precision, "encoder_precision": args.encoder_precision,
+            "device": describe(device), "prompt_file": str(args.prompts), "prompts_given": prompt_spec,
+            "settings": settings, "naming": naming,
+            "coordinates_decoded": "display stack: z inferior -> superior, row 0 anterior, column 0 the patient's right",
+            "organs": traces, "embeddings_from": None if args.embeddings_from is None else str(args.embeddings_from)}
