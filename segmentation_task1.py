@@ -67,8 +67,7 @@ def main(argv: list[str] | None = None) -> int:
                          finetuned={p: d.record for p, d in decoders.items()} if ev.finetuned else None)
     results = ev.header(meta, n_slices=len(ev.rows), prompts={})
     results["records"] = {}  # {prompt: [(case, organ, dice)]} per sample, for the tables' bootstrap intervals
-    per_slice = []
-    decode_seconds = 0.0
+    per_slice, decode_seconds = [], 0.0  # per_slice.csv's rows; seconds spent decoding
     for prompt_type in prompt_types:
         decoder = decoders[prompt_type]
         t0 = time.perf_counter()
