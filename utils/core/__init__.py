@@ -5,8 +5,8 @@ Modules:
 - ``checkpoints``: Checkpoint files: read on the CPU, written atomically, and their kinds told apart.
 - ``device``: The one place that picks a torch device and sets the process up to run fast on it.
 - ``distributed``: Several processes on one job.
-- ``hashing``: Digests of files and short keys of settings: the one place the suite hashes anything.
 - ``errors``: The suite's own errors (``SuiteError`` and the kinds every stage raises).
+- ``hashing``: Digests of files and short keys of settings: the one place the suite hashes anything.
 - ``io``: Atomic writes.
 - ``organs``: The 13 BTCV organs, in label order (label value = index + 1; 0 is background).
 - ``precision``: Mixed precision.

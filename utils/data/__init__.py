@@ -2,8 +2,8 @@
 organ) sample list, NIfTI export.
 
 Modules:
-- ``ct``: A CT without labels as the slice store would cut it, and points in voxels, mm and the display stack.
 - ``augmentation``: Task 2's augmentation (random flip, rotation, intensity shift), deterministic per slice and view.
+- ``ct``: A CT without labels as the slice store would cut it, and points in voxels, mm and the display stack.
 - ``dataset``: Finding BTCV volumes on disk, splitting them 24/6, and loading them through MONAI.
 - ``nifti``: Predicted label maps back onto the source CT's own voxel grid, as NIfTI files that open over the CT.
 - ``phantom``: A synthetic, deterministic abdominal CT phantom in BTCV format (a package: anatomy, tissues, organs, volume, writing).

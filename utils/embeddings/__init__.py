@@ -2,8 +2,8 @@
 
 Modules:
 - ``cache``: Image-encoder outputs, computed once per slice (and per augmented view), read by every task.
-- ``on_demand``: One CT's slice embeddings without a store or cache folder, encoded on first use.
 - ``encoding``: Filling a cache: the frozen image encoder run over the rows not yet stored.
+- ``on_demand``: One CT's slice embeddings without a store or cache folder, encoded on first use.
 - ``signature``: What a cache's embeddings depend on: the signature that names and guards its storage folder.
 - ``storage``: Keyed, memory-mapped storage of image-encoder outputs.
 """

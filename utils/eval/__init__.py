@@ -10,6 +10,7 @@ Modules:
 - ``noc``: Interactive-segmentation summaries.
 - ``protocols3d``: Running the 3-D stage's protocols over volumes: segment, write NIfTI, read back, score.
 - ``segmentation``: Dice of one prompt type over (slice, organ) samples from cached embeddings.
+- ``sessions``: The interactive protocol over cached samples: a start prompt, then correction clicks, Dice per round.
 - ``volume``: Per-volume, per-organ 3-D metrics.
 - ``volume_scoring``: Scoring the 3-D stage's written label maps.
 """
@@ -39,6 +40,7 @@ from utils.eval.protocols3d import (  # noqa: F401
     run_protocols,
 )
 from utils.eval.segmentation import evaluate_prompt  # noqa: F401
+from utils.eval.sessions import Protocol, Sessions, per_organ_subset, run_sessions  # noqa: F401
 from utils.eval.volume import (  # noqa: F401
     NSD_TOLERANCE_MM,
     OrganScore,

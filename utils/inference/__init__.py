@@ -8,6 +8,7 @@ Modules:
 - ``clicks3d``: The 3-D click protocol (CVPR 2025): clicks on a 3-D box result and what each changes.
 - ``decoder``: The one decoder over the embedding cache: segment-anything's ``SamPredictor``, for many slices at once.
 - ``decoding``: Prompt encoding and mask decoding in batches, from cached embeddings (the paired primitive).
+- ``naming``: Naming the organ of a person's prompt with Task 3's classifier (``segment_volume.py --classifier``).
 - ``prompt_file``: A person's prompts for a CT without labels (segment_volume.py), checked and converted.
 - ``prompts``: Prompts made from a slice's ground-truth organ mask.
 - ``propagation``: Whole organs from one prompt.
@@ -27,6 +28,7 @@ from utils.inference.clicks import CLICK_RULES, CONNECTIVITY, Click, next_click,
 from utils.inference.clicks3d import REPROPAGATION, Click3D, ClickSession, next_click_3d  # noqa: F401
 from utils.inference.decoder import CacheDecoder, slice_embeddings  # noqa: F401
 from utils.inference.decoding import decode, decode_inputs, predict_masks_paired, prompt_inputs  # noqa: F401
+from utils.inference.naming import Naming, assign_organs, name_organs  # noqa: F401
 from utils.inference.prompt_file import (  # noqa: F401
     OrganPrompt,
     box3d_prompt_spec,

@@ -9,8 +9,8 @@ Modules:
 - ``flags``: The flags task scripts share, in groups (data / SAM model / decoder / run) a script takes as it needs them, and the task parser.
 - ``results``: What every results file says about where its numbers came from (:func:`provenance`), and writing results files.
 - ``runs``: Run folders keyed like the caches, checked resume, and checked hand-offs between tasks.
-- ``training``: Around the training loop: the fast path a device can take, the keyed run folder, the timed loop in it.
 - ``session``: The opening of every task script's ``main``: store and device (the baselines), plus SAM model and cache.
+- ``training``: Around the training loop: the fast path a device can take, the keyed run folder, the timed loop in it.
 - ``unlabelled``: What ``segment_volume.py`` opens without a store (model, run decoder, a CT's embeddings); its sidecar.
 """
 from utils.scaffold.boundary import DEBUG_ENV, debug_requested, run_script  # noqa: F401
