@@ -6,6 +6,8 @@ list, or a library module that reaches up into a script, fails here by name.
 """
 import ast
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -71,3 +73,13 @@ def test_library_code_never_imports_a_script(path):
 def test_benchmarks_import_utils_not_scripts(path):
     scripts = {name for name in imported_modules(path) if name.split(".")[0] in set(SCRIPTS) - {MODEL_MODULE}}
     assert not scripts, f"benchmarks/{path.name} imports {sorted(scripts)}"
+
+
+def test_every_package_imports_first_in_a_fresh_interpreter():
+    """A re-export that closes an import cycle breaks only the scripts that import that package first; each
+    package is imported first here, in its own process (all at once: the cost is one torch import each)."""
+    packages = [".".join(p.parent.relative_to(ROOT).parts) for p in PACKAGES]
+    runs = {name: subprocess.Popen([sys.executable, "-c", f"import {name}"], cwd=ROOT, stderr=subprocess.PIPE,
+                                   text=True) for name in packages}
+    failed = {name: run.communicate()[1].strip().splitlines()[-1] for name, run in runs.items() if run.wait() != 0}
+    assert not failed, failed

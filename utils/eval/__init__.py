@@ -13,6 +13,9 @@ Modules:
 - ``sessions``: The interactive protocol over cached samples: a start prompt, then correction clicks, Dice per round.
 - ``volume``: Per-volume, per-organ 3-D metrics.
 - ``volume_scoring``: Scoring the 3-D stage's written label maps.
+
+``sessions`` is not re-exported here: it stands on utils.inference.rounds, which imports utils.eval.dice, so
+importing it from this file would close a cycle (import it from utils.eval.sessions).
 """
 from utils.eval.accuracy import accuracy_summary, confusion_matrix  # noqa: F401
 from utils.eval.auc import AUC_RULES, CVPR25_CLICKS, cvpr25_dice_auc, dice_auc, with_dice_auc  # noqa: F401
@@ -40,7 +43,6 @@ from utils.eval.protocols3d import (  # noqa: F401
     run_protocols,
 )
 from utils.eval.segmentation import evaluate_prompt  # noqa: F401
-from utils.eval.sessions import Protocol, Sessions, per_organ_subset, run_sessions  # noqa: F401
 from utils.eval.volume import (  # noqa: F401
     NSD_TOLERANCE_MM,
     OrganScore,
