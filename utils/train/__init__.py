@@ -7,7 +7,7 @@ Modules:
 - ``fastpath``: The training fast path of Tasks 2 and 3.
 - ``interactive``: Interactive fine-tuning: one training step over simulated correction sessions, on cached embeddings.
 - ``loop``: The one training loop of Tasks 2 and 3.
-- ``task2_data``: Task 2's inputs: embeddings encoded, samples listed, the fast path, the zero-shot scores compared with.
+- ``task2_data``: Task 2's inputs: embeddings, samples, the fast path and --largest-batch, the zero-shot scores.
 """
 from utils.train.baseline import (  # noqa: F401
     SliceLoader,
@@ -67,4 +67,4 @@ from utils.train.loop import (  # noqa: F401
     epoch_order,
     run_training,
 )
-from utils.train.task2_data import TrainingData, original_results, prepare_data  # noqa: F401, E402
+from utils.train.task2_data import TrainingData, at_largest_batch, original_results, prepare_data  # noqa: F401, E402

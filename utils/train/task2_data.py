@@ -1,6 +1,7 @@
 """Task 2's inputs (finetune_task2.py): the embeddings training needs encoded, the training and validation
-samples listed, the training fast path resolved, and the zero-shot scores the fine-tuned ones are compared
-with (Task 1's, when they were scored alike, else scored here with the same code).
+samples listed, the training fast path resolved (and the batch and lr of --largest-batch), and the zero-shot
+scores the fine-tuned ones are compared with (Task 1's, when they were scored alike, else scored here with the
+same code).
 """
 from __future__ import annotations
 
