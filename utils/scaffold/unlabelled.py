@@ -100,5 +100,6 @@ def sidecar_record(args: argparse.Namespace, model: SamModel, device, decoder_re
             "decoder": decoder_record, "precision": args.precision, "encoder_precision": args.encoder_precision,
             "device": describe(device), "prompt_file": str(args.prompts), "prompts_given": prompt_spec,
             "settings": settings, "naming": naming,
-            "coordinates_decoded": "display stack: z inferior -> superior, row 0 anterior, column 0 the patient's right",
+            "coordinates_decoded": "display stack: z inferior -> superior, row 0 anterior, column 0 the patient's "
+                                   "right",
             "organs": traces, "embeddings_from": None if args.embeddings_from is None else str(args.embeddings_from)}
