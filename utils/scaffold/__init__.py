@@ -66,6 +66,7 @@ from utils.scaffold.session import (  # noqa: F401
     fail,
     open_decoders,
     open_experiment,
+    open_model_on,
     open_session,
     quiet_third_party,
     wanted_data,

@@ -74,20 +74,32 @@ def open_experiment(args: argparse.Namespace) -> Experiment:
     """
     session = _seed_store_device(args, join_distributed=True)
     store, device = session.store, session.device
+    model = open_model_on(args, device)
     try:
-        # The model is loaded before configure_runtime raises glibc's thresholds (utils.core.device):
-        # the checkpoint's freed buffers go back to the OS.
-        model = load_model(args.model, args.checkpoint, device)
-        configure_runtime(device)
         args.encode_batch = auto_batch(device, "encode", args.encode_batch)
         if hasattr(args, "decode_batch"):
             args.decode_batch = auto_batch(device, "decode", args.decode_batch)
         cache = EmbeddingCache(model, store, root=args.cache_dir, encoder_precision=args.encoder_precision)
     except SuiteError:
         raise
-    except (RuntimeError, ValueError) as exc:  # no such device, no such --model: user errors too
+    except (RuntimeError, ValueError) as exc:  # a cache folder that cannot be opened: a user error too
         raise fail(str(exc)) from exc
     return Experiment(store, model, device, cache)
+
+
+def open_model_on(args: argparse.Namespace, device: torch.device) -> SamModel:
+    """``args.model`` / ``args.checkpoint`` loaded on ``device``, then the process set up to run on it; a model
+    or checkpoint that cannot be loaded is one error line. Every script that runs SAM opens it here."""
+    try:
+        # The model is loaded before configure_runtime raises glibc's thresholds (utils.core.device):
+        # the checkpoint's freed buffers go back to the OS.
+        model = load_model(args.model, args.checkpoint, device)
+        configure_runtime(device)
+    except SuiteError:
+        raise
+    except (RuntimeError, ValueError) as exc:  # no such device, no such --model: user errors too
+        raise fail(str(exc)) from exc
+    return model
 
 
 def _seed_store_device(args: argparse.Namespace, join_distributed: bool) -> Session:

@@ -10,26 +10,20 @@ from pathlib import Path
 
 import numpy as np
 
-from utils.core.errors import SuiteError
 from utils.embeddings.on_demand import VolumeEmbeddings
 from utils.models.sam import SamModel
-from utils.scaffold.session import fail
+from utils.scaffold.session import fail, open_model_on
 
 
 def open_model(args: argparse.Namespace) -> tuple[SamModel, "object"]:
-    """(model, device) for --model / --checkpoint / --device."""
-    from utils.core.device import configure_runtime, pick_device
-    from utils.models.sam import load_model
+    """(model, device) for --model / --checkpoint / --device (the session's loader, without a store)."""
+    from utils.core.device import pick_device
 
     try:
         device = pick_device(args.device)
-        model = load_model(args.model, args.checkpoint, device)
-    except SuiteError:
-        raise
     except (RuntimeError, ValueError) as exc:
         raise fail(str(exc)) from exc
-    configure_runtime(device)
-    return model, device
+    return open_model_on(args, device), device
 
 
 def open_run_decoder(finetuned: str, model: SamModel, flag: str = "--finetuned") -> tuple:
