@@ -264,7 +264,7 @@ def test_propagation_reports_the_organ_slices_it_reached(smoke, dense):
 def test_propagation_mask_input_runs_through_the_protocols_and_is_recorded(smoke, dense, tmp_path):
     """--propagation-mask-input: propagate and box3d decode every propagated slice with the previous slice's
     low-res logits (the decoder's mask-input path); recorded in the settings; the key slices are unchanged."""
-    _, plain = smoke
+    plain_out, plain = smoke
     assert run(dense, tmp_path, "--modes", "propagate,box3d", "--propagation-mask-input") == 0
     metrics = json.loads((tmp_path / "task3d" / "metrics.json").read_text())
     assert metrics["settings"]["feed_logits"] is True and plain["settings"]["feed_logits"] is False
@@ -273,6 +273,10 @@ def test_propagation_mask_input_runs_through_the_protocols_and_is_recorded(smoke
         assert 0 < fed["dice"] <= 1 and fed["decoded_prompts"] > 0
         for organ, trace in fed["propagation"][CASE]["organs"].items():
             assert trace["key_z"] == alone["propagation"][CASE]["organs"][organ]["key_z"]
+        # the mask input reached the decoder: the written label map is not the one decoded without it
+        maps = [np.asarray(nib.load(out / "predictions" / mode / "bound_box" / f"{CASE}.nii.gz").dataobj)
+                for out in (tmp_path / "task3d", plain_out)]
+        assert not np.array_equal(*maps)
 
 
 def test_a_box_margin_in_mm_is_converted_with_the_spacing_and_recorded(dense, tmp_path):
