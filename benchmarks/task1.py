@@ -78,12 +78,12 @@ def suite_task1(model, store, prompt_types, precision: str, encoder_precision: s
 def measure(device: torch.device, progress: bool) -> dict:
     """The suite at each of task1_variants against the naive loop: seconds, speed-up, mDice per prompt."""
     from utils.eval.dice import summarise_dice
-    from utils.inference.prompts import PROMPT_TYPES
+    from utils.inference.prompts import STUDY_PROMPTS
     from utils.models.sam import load_model
 
     model = load_model("lite_medsam", device=device)
     store = task1_store(device)
-    prompts = list(PROMPT_TYPES)
+    prompts = list(STUDY_PROMPTS)
     n_prompts = sum(len(r.organs) for r in store.records) * len(prompts)
     suite = {}
     for precision, encoder_precision in task1_variants(device):

@@ -10,7 +10,8 @@ from utils.embeddings.cache import EmbeddingCache
 from utils.inference.batches import build_batch
 from utils.inference.decoder import CacheDecoder
 from utils.inference.decoding import decode
-from utils.inference.prompts import PROMPT_TYPES
+from utils.inference.prompts import STUDY_PROMPTS
+from utils.inference.propagation import Request
 from utils.models.sam import load_model, to_uint8
 
 
@@ -42,7 +43,7 @@ def oracle(predictor, prompt, multimask=False):
     return masks[0], low[0]
 
 
-@pytest.mark.parametrize("prompt_type", PROMPT_TYPES)
+@pytest.mark.parametrize("prompt_type", STUDY_PROMPTS)
 def test_batched_decoding_equals_sam_predictor(vit_b_setup, prompt_type):
     model, cache, predictor = vit_b_setup
     samples = cache.index.samples([0])
@@ -137,8 +138,8 @@ def test_predicted_iou_of_predict_rows_is_sam_predictors(vit_b_setup):
 
 
 def test_mask_input_requests_of_predict_rows_are_sam_predictors_with_mask_input(vit_b_setup):
-    """Propagation with feed_logits asks its decoder (row, prompt, mask input or None): it answers (logits, IoU,
-    low-res logits), none from the kept answers; with the first answer's low-res logits fed back, the logits
+    """Propagation with a +mask carry asks its decoder Request(row, prompt, mask input or None): it answers
+    Answer(logits, IoU, low-res logits), none from the kept answers; with the first answer's low-res logits fed back, the logits
     are SamPredictor.predict(mask_input=...)'s."""
     model, cache, predictor = vit_b_setup
     samples = cache.index.samples([0])[:1]
@@ -148,8 +149,10 @@ def test_mask_input_requests_of_predict_rows_are_sam_predictors_with_mask_input(
     decoder.remember()
     with torch.inference_mode():
         fed_decoder = decoder.propagation_decoder(batch_size=2, feed_logits=True)
-        (logits, iou, low), = fed_decoder([(row, prompt, None)])
-        (fed, fed_iou, _), = fed_decoder([(row, prompt, low)])
+        first, = fed_decoder([Request(row, prompt, None)])
+        logits, iou, low = first.logits, first.iou, first.low_res
+        second, = fed_decoder([Request(row, prompt, low)])
+        fed, fed_iou = second.logits, second.iou
         (plain, plain_iou), = decoder.predict_rows([(row, prompt)], batch_size=2, with_iou=True)
     assert np.array_equal(logits, plain) and iou == plain_iou and tuple(low.shape) == (1, 256, 256)
     assert decoder.n_reused == 0  # the first plain request was not answered from the mask-input path's decode

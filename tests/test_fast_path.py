@@ -3,7 +3,7 @@ from conftest import script_args
 
 import segmentation_task1
 from utils.core.io import read_json
-from utils.inference.prompts import PROMPT_TYPES
+from utils.inference.prompts import STUDY_PROMPTS
 
 
 def test_bf16_task1_mdice_within_0_005_of_fp32_for_every_prompt(tiny_study, tmp_path):
@@ -14,6 +14,6 @@ def test_bf16_task1_mdice_within_0_005_of_fp32_for_every_prompt(tiny_study, tmp_
         assert segmentation_task1.main(argv) == 0
         metrics = read_json(out / "task1" / "metrics.json")
         assert metrics["provenance"]["precision"] == precision
-        mdice[precision] = {p: metrics["prompts"][p]["mDice"] for p in PROMPT_TYPES}
-    for prompt_type in PROMPT_TYPES:
+        mdice[precision] = {p: metrics["prompts"][p]["mDice"] for p in STUDY_PROMPTS}
+    for prompt_type in STUDY_PROMPTS:
         assert abs(mdice["bf16"][prompt_type] - mdice["fp32"][prompt_type]) <= 0.005, (prompt_type, mdice)

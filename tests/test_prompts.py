@@ -7,9 +7,8 @@ from utils.inference.prompts import (
     ALL_PROMPT_TYPES,
     DEFAULT_BOX_JITTER_PX,
     DEFAULT_NEGATIVE_MARGIN_PX,
-    EXTRA_PROMPTS,
     PROMPT_TITLES,
-    PROMPT_TYPES,
+    PROMPT_REGISTRY,
     STUDY_PROMPTS,
     bound_box,
     central_point,
@@ -67,7 +66,7 @@ def test_boxes_hand_computed():
 
 def test_every_prompt_type_points_inside_organ():
     mask = blob()
-    for name in PROMPT_TYPES:
+    for name in STUDY_PROMPTS:
         prompt = make_prompt(mask, name, child_rng(0, 3))
         if prompt.points is not None:
             assert prompt.labels.tolist() == [1] * len(prompt.points)
@@ -77,20 +76,20 @@ def test_every_prompt_type_points_inside_organ():
 
 
 def test_parse_prompt_types():
-    assert parse_prompt_types(None) == list(PROMPT_TYPES)
+    assert parse_prompt_types(None) == list(STUDY_PROMPTS)
     assert parse_prompt_types("bound_box,one_central_point") == ["bound_box", "one_central_point"]
     with pytest.raises(ValueError, match="unknown prompt"):
         parse_prompt_types("two_points")
 
 
 def test_parse_prompt_types_extras_by_name_only():
-    assert parse_prompt_types("all") == list(STUDY_PROMPTS) == list(PROMPT_TYPES)
-    assert len(STUDY_PROMPTS) == 5 and not set(EXTRA_PROMPTS) & set(STUDY_PROMPTS)
+    assert parse_prompt_types("all") == list(STUDY_PROMPTS)
+    assert STUDY_PROMPTS == ("one_central_point", "one_random_point", "three_random_points", "bound_box", "larger_box")
     assert parse_prompt_types("jittered_box,center_and_negatives,bound_box") == [
         "jittered_box", "center_and_negatives", "bound_box"]
     assert all(t in PROMPT_TITLES for t in ALL_PROMPT_TYPES)
     # the five keep their seeding ids
-    assert [prompt_type_id(t) for t in PROMPT_TYPES] == [0, 1, 2, 3, 4]
+    assert [prompt_type_id(t) for t in STUDY_PROMPTS] == [0, 1, 2, 3, 4]
     assert is_box_prompt("jittered_box") and not is_box_prompt("center_and_negatives")
 
 
@@ -178,3 +177,37 @@ def test_center_and_negatives(where):
     rim = make_prompt(mask, "center_and_negatives", child_rng(5), negative_margin=1)
     for x, y in rim.points[1:]:
         assert x <= x1 + 1 and y <= y1 + 1
+
+
+def test_registry_seed_ids_are_fixed_and_distinct():
+    # the ids are the child_rng keys of each type's draws: they never move when a type is added
+    ids = {name: t.seed_id for name, t in PROMPT_REGISTRY.items()}
+    assert ids == {"one_central_point": 0, "one_random_point": 1, "three_random_points": 2, "bound_box": 3,
+                   "larger_box": 4, "jittered_box": 5, "center_and_negatives": 6, "propagated_box": 7}
+    assert sorted(t.carried_as for t in PROMPT_REGISTRY.values()) == sorted(
+        "box" if t.is_box else "point" for t in PROMPT_REGISTRY.values())  # boxes carry boxes, points carry points
+
+
+def test_carried_box_by_hand_and_its_training_jitter():
+    from utils.inference.prompts import CARRY_MARGIN_MM, CARRY_TRAIN_JITTER_PX, carried_box, margin_px
+
+    mask = np.zeros((30, 40), bool)
+    mask[10:15, 8:20] = True  # rows 10..14, cols 8..19
+    assert margin_px(4.0, (2.0, 1.0)) == (4.0, 2.0)  # (x, y) px from (row, column) mm
+    assert carried_box(mask, (0, 0)).tolist() == [8, 10, 19, 14]
+    assert carried_box(mask, (2.0, 1.0)).tolist() == [6, 9, 21, 15]
+    assert carried_box(mask, (10.0, 12.0)).tolist() == [0, 0, 29, 26]  # clipped to the slice
+    grown = carried_box(mask, (2.0, 1.0))
+    seen = set()
+    for seed in range(60):
+        box = carried_box(mask, (2.0, 1.0), np.random.default_rng(seed), 3)
+        assert np.all(np.abs(box - grown) <= 3 + 1e-4) and box[2] > box[0] and box[3] > box[1]
+        seen.add(tuple(box.tolist()))
+    assert len(seen) > 30  # really jittered
+    # propagated_box = carried_box with the margin in mm at the slice's spacing and the training jitter
+    spacing = (2.4, 2.4)
+    built = make_prompt(mask, "propagated_box", np.random.default_rng(5), spacing=spacing)
+    expected = carried_box(mask, margin_px(CARRY_MARGIN_MM, spacing), np.random.default_rng(5), CARRY_TRAIN_JITTER_PX)
+    assert np.array_equal(built.box, expected) and built.points is None
+    with pytest.raises(ValueError, match="spacing"):
+        make_prompt(mask, "propagated_box", np.random.default_rng(5))

@@ -24,21 +24,25 @@ def sample_prompt(cache: EmbeddingReader, row: int, organ: int, mask: np.ndarray
     """The prompt for one (cache row, organ) sample; random draws depend only on these keys and seed.
 
     ``epoch`` >= 0 gives training a fresh draw per epoch; evaluation uses -1 (one fixed draw).
-    ``box_jitter`` (slice px) is used by ``jittered_box`` only.
+    ``box_jitter`` (slice px) is used by ``jittered_box`` only; the slice's pixel spacing (from the store) by
+    ``propagated_box`` only.
     """
     index = cache.index
-    return prompt_for(mask, prompt_type, seed, index.store_index(row), organ, index.view_id(row), epoch, box_jitter)
+    store_index = index.store_index(row)
+    spacing = index.store.records[store_index].spacing if prompt_type == "propagated_box" else None
+    return prompt_for(mask, prompt_type, seed, store_index, organ, index.view_id(row), epoch, box_jitter, spacing)
 
 
 def prompt_for(mask: np.ndarray, prompt_type: str, seed: int, store_index: int, organ: int, view: int = 0,
-               epoch: int = -1, box_jitter: int = DEFAULT_BOX_JITTER_PX) -> Prompt:
+               epoch: int = -1, box_jitter: int = DEFAULT_BOX_JITTER_PX,
+               spacing: tuple[float, float] | None = None) -> Prompt:
     """The prompt of (store slice, view, organ, type, epoch) for ``seed``: the one every path draws.
 
-    ``box_jitter`` (``--box-jitter``, slice px) reaches ``jittered_box`` only: the other types' draws
-    do not depend on it.
+    ``box_jitter`` (``--box-jitter``, slice px) reaches ``jittered_box`` only, ``spacing`` ((row, column) mm)
+    ``propagated_box`` only: the other types' draws do not depend on them.
     """
     rng = child_rng(seed, epoch + 1, store_index, view, organ, prompt_type_id(prompt_type))
-    return make_prompt(mask, prompt_type, rng, box_jitter=box_jitter)
+    return make_prompt(mask, prompt_type, rng, box_jitter=box_jitter, spacing=spacing)
 
 
 def build_batch(cache: EmbeddingReader, samples: Sequence[tuple[int, int]], prompt_type: str, seed: int,

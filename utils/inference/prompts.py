@@ -1,46 +1,41 @@
-"""Prompts made from a slice's ground-truth organ mask: the study's five, and two extra types.
+"""Prompts made from a slice's ground-truth organ mask: one registry of prompt types (``PROMPT_REGISTRY``).
 
 All coordinates are (x, y) = (column, row) in slice pixels; boxes are XYXY with inclusive pixel
 indices. An organ split into several pieces on a slice is one target: its prompts are drawn from,
 and its box bounds, all pieces.
 
-The study's five (``STUDY_PROMPTS``, also ``PROMPT_TYPES``) are the default everywhere; their points
-are all positive (label 1) and inside the organ. ``three_random_points`` is three distinct positive
-points (the study's definition), not SAM-Med2D's "3 points" of one positive and two negatives: that
-one is the extra type ``center_and_negatives``.
+Every prompt type is one :class:`PromptType` entry: its name, title, builder, a seed id that never moves
+(the ``child_rng`` key of its random draws: a new type takes the next free id, so adding one changes no
+other type's draws), whether it is a box, and how propagation carries a mask of its kind to the next slice
+(``carried_as``: "box" or "point", :func:`utils.inference.propagation.carry_prompt`). Everything else
+(``STUDY_PROMPTS``, ``ALL_PROMPT_TYPES``, ``BOX_PROMPTS``, ``PROMPT_TITLES``) is derived from it. Adding a
+type is its builder, its entry, its test and a line of docs.
 
-The two extra types (``EXTRA_PROMPTS``) model a person rather than a perfect oracle, and are used only
-when asked for by name:
+The study's five (``STUDY_PROMPTS``) are the default everywhere; their points are all positive (label 1)
+and inside the organ. ``three_random_points`` is three distinct positive points (the study's definition),
+not SAM-Med2D's "3 points" of one positive and two negatives: that one is ``center_and_negatives``.
+
+The extra types are used only when asked for by name:
 
 - ``jittered_box``: the tight box with each side moved by its own seeded integer shift in
   [-jitter, +jitter] px (``DEFAULT_BOX_JITTER_PX``), clipped to the slice, never empty.
 - ``center_and_negatives``: the central point (label 1) plus two distinct negative points (label 0)
   drawn uniformly from the background inside the tight box grown by ``DEFAULT_NEGATIVE_MARGIN_PX``
   on each side, clipped to the slice. Labels [1, 0, 0].
+- ``propagated_box``: the box propagation hands the next slice (the tight box grown by
+  ``CARRY_MARGIN_MM`` on each side, :func:`carried_box`), with each side moved by a seeded shift of up to
+  ``CARRY_TRAIN_JITTER_PX``: the prompt a decoder trained for propagation is trained on (Task 2's
+  ``--prompts propagated_box``; the issue on whole organs from one box). Its margin is in mm, so it needs
+  the slice's pixel spacing (``spacing``).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import cv2
 import numpy as np
 
-# The study's five prompts: the default of every task (``parse_prompt_types(None)`` / ``'all'``).
-STUDY_PROMPTS = ("one_central_point", "one_random_point", "three_random_points", "bound_box", "larger_box")
-PROMPT_TYPES = STUDY_PROMPTS  # the historical name, kept: code iterating PROMPT_TYPES means the five
-# Extra types, usable by every task when named, never part of the default set.
-EXTRA_PROMPTS = ("jittered_box", "center_and_negatives")
-ALL_PROMPT_TYPES = STUDY_PROMPTS + EXTRA_PROMPTS  # the five first: their ids (prompt_type_id) never change
-BOX_PROMPTS = ("bound_box", "larger_box", "jittered_box")
-PROMPT_TITLES = {
-    "one_central_point": "one central point",
-    "one_random_point": "one random point",
-    "three_random_points": "three random points",
-    "bound_box": "bound box",
-    "larger_box": "larger box",
-    "jittered_box": "jittered box",
-    "center_and_negatives": "center + 2 negatives",
-}
 # The larger box grows the tight box by this many pixels in width and in height (half on each
 # side), as the study words it, then is clipped to the slice.
 LARGER_BOX_GROWTH_PX = 5.0
@@ -54,6 +49,14 @@ DEFAULT_BOX_JITTER_PX = 5
 # to the organ (what a person would mark as "not this"), wide enough (twice the default box jitter)
 # that there is background to draw from even when the organ fills its tight box.
 DEFAULT_NEGATIVE_MARGIN_PX = 10
+# propagated_box / propagation: the box a mask hands the next slice is its tight box grown by this many mm on each
+# side (converted with the slice's pixel spacing). The same 4 mm as segmentation_3d.py's --box-margin-mm, chosen on
+# training volumes (docs/3d.md): a decoder trained for propagation is trained on the margin it is propagated with.
+CARRY_MARGIN_MM = 4.0
+# propagated_box's training jitter: each side of that grown box moves by a seeded integer shift of up to this many
+# slice pixels (the issue's prototype: +-3 px); propagation itself adds none (inference is deterministic).
+# LiteMedSAM trains with 0-5 px box shifts and propagates with +3 px at 256 px, inside that range.
+CARRY_TRAIN_JITTER_PX = 3
 
 
 @dataclass(frozen=True)
@@ -65,31 +68,6 @@ class Prompt:
     points: np.ndarray | None = None
     labels: np.ndarray | None = None
     box: np.ndarray | None = None
-
-
-def parse_prompt_types(text: str | None) -> list[str]:
-    """'a,b' -> ['a', 'b'], checked against ALL_PROMPT_TYPES; None, '' or 'all' -> the study's five.
-
-    The extra types (EXTRA_PROMPTS) are accepted only by name: 'all,jittered_box' is not a form.
-    """
-    if text in (None, "", "all"):
-        return list(STUDY_PROMPTS)
-    names = [t.strip() for t in text.split(",") if t.strip()]
-    unknown = [t for t in names if t not in ALL_PROMPT_TYPES]
-    if unknown:
-        raise ValueError(f"unknown prompt type(s) {unknown}; choose from {', '.join(ALL_PROMPT_TYPES)} "
-                         f"('all' = the study's five)")
-    return names
-
-
-def prompt_type_id(prompt_type: str) -> int:
-    """A stable integer per prompt type, for seeding (``child_rng`` keys): its index in ALL_PROMPT_TYPES.
-
-    Equal to ``PROMPT_TYPES.index(t)`` for the study's five, so their draws are unchanged.
-    """
-    if prompt_type not in ALL_PROMPT_TYPES:
-        raise ValueError(f"unknown prompt type {prompt_type!r}; choose from {', '.join(ALL_PROMPT_TYPES)}")
-    return ALL_PROMPT_TYPES.index(prompt_type)
 
 
 def central_point(mask: np.ndarray) -> np.ndarray:
@@ -195,34 +173,139 @@ def negative_points(mask: np.ndarray, n: int, rng: np.random.Generator,
     return np.stack([cols[pick] + x0, rows[pick] + y0], axis=1).astype(np.float32)
 
 
-def make_prompt(mask: np.ndarray, prompt_type: str, rng: np.random.Generator, *,
-                box_jitter: int = DEFAULT_BOX_JITTER_PX,
-                negative_margin: float = DEFAULT_NEGATIVE_MARGIN_PX) -> Prompt:
-    """The ``prompt_type`` prompt for bool (H, W) ``mask``; random ones draw from ``rng``.
+def margin_px(margin_mm: float, spacing: tuple[float, float]) -> tuple[float, float]:
+    """(x, y) pixels of a margin of ``margin_mm`` on a slice of ``spacing`` = (row, column) mm."""
+    sy, sx = spacing
+    return margin_mm / sx, margin_mm / sy
 
-    ``box_jitter`` (px) is used only by ``jittered_box``, ``negative_margin`` (px) only by
-    ``center_and_negatives``.
-    """
-    if prompt_type == "jittered_box":
-        return Prompt(box=jittered_box(mask, rng, box_jitter))
-    if prompt_type == "center_and_negatives":
-        points = np.concatenate([central_point(mask), negative_points(mask, 2, rng, negative_margin)])
-        return Prompt(points=points, labels=np.array([1, 0, 0], dtype=np.int64))
-    if prompt_type == "one_central_point":
-        points = central_point(mask)
-    elif prompt_type == "one_random_point":
-        points = random_points(mask, 1, rng)
-    elif prompt_type == "three_random_points":
-        points = random_points(mask, 3, rng)
-    elif prompt_type == "bound_box":
-        return Prompt(box=bound_box(mask))
-    elif prompt_type == "larger_box":
-        return Prompt(box=larger_box(mask))
-    else:
-        raise ValueError(f"unknown prompt type {prompt_type!r}; choose from {', '.join(ALL_PROMPT_TYPES)}")
+
+def carried_box(mask: np.ndarray, margin: tuple[float, float], rng: np.random.Generator | None = None,
+                jitter: int = 0) -> np.ndarray:
+    """(4,) float32 XYXY: the box a (non-empty) bool (H, W) ``mask`` hands the next slice in propagation: its tight
+    box grown by ``margin`` = (x, y) px on each side, clipped to the slice; with ``rng`` and ``jitter`` > 0 each side
+    then moves by a seeded integer shift in [-jitter, jitter] (:func:`_jitter_sides`: clipped, never empty).
+
+    The one function behind both the boxes propagation carries (no jitter) and the ``propagated_box`` training
+    prompts (with ``CARRY_TRAIN_JITTER_PX``), so a propagation decoder is trained on what it is propagated with."""
+    box = grow_box(bound_box(mask), margin, mask.shape) if any(margin) else bound_box(mask)
+    if rng is None or jitter == 0:
+        return box
+    h, w = mask.shape
+    x0, x1 = _jitter_sides(float(box[0]), float(box[2]), w, int(jitter), rng)
+    y0, y1 = _jitter_sides(float(box[1]), float(box[3]), h, int(jitter), rng)
+    return np.array([x0, y0, x1, y1], dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class PromptOptions:
+    """The knobs some prompt types read: ``box_jitter`` (jittered_box, px), ``negative_margin``
+    (center_and_negatives, px), ``spacing`` ((row, column) mm of the slice: propagated_box's mm margin)."""
+
+    box_jitter: int = DEFAULT_BOX_JITTER_PX
+    negative_margin: float = DEFAULT_NEGATIVE_MARGIN_PX
+    spacing: tuple[float, float] | None = None
+
+
+def _points(points: np.ndarray) -> Prompt:
     return Prompt(points=points, labels=np.ones(len(points), dtype=np.int64))
 
 
-def is_box_prompt(prompt_type: str) -> bool:
+def _center_and_negatives(mask: np.ndarray, rng: np.random.Generator, options: PromptOptions) -> Prompt:
+    points = np.concatenate([central_point(mask), negative_points(mask, 2, rng, options.negative_margin)])
+    return Prompt(points=points, labels=np.array([1, 0, 0], dtype=np.int64))
+
+
+def _propagated_box(mask: np.ndarray, rng: np.random.Generator, options: PromptOptions) -> Prompt:
+    if options.spacing is None:
+        raise ValueError("propagated_box prompts need the slice's pixel spacing (their margin is in mm)")
+    return Prompt(box=carried_box(mask, margin_px(CARRY_MARGIN_MM, options.spacing), rng, CARRY_TRAIN_JITTER_PX))
+
+
+@dataclass(frozen=True)
+class PromptType:
+    """One prompt type. ``build(mask, rng, options) -> Prompt`` for a bool (H, W) mask; ``seed_id``: the key of its
+    random draws (``child_rng``), fixed for good; ``is_box``: a box alone (the 3-D box protocols take these);
+    ``carried_as``: how propagation carries a mask of this kind to the next slice ("box" or "point"); ``study``:
+    one of the study's five (the default set)."""
+
+    name: str
+    title: str
+    seed_id: int
+    build: Callable[[np.ndarray, np.random.Generator, PromptOptions], Prompt]
+    is_box: bool
+    carried_as: str
+    study: bool = False
+
+
+PROMPT_REGISTRY: dict[str, PromptType] = {t.name: t for t in (
+    PromptType("one_central_point", "one central point", 0, lambda m, r, o: _points(central_point(m)), False,
+               "point", True),
+    PromptType("one_random_point", "one random point", 1, lambda m, r, o: _points(random_points(m, 1, r)), False,
+               "point", True),
+    PromptType("three_random_points", "three random points", 2, lambda m, r, o: _points(random_points(m, 3, r)),
+               False, "point", True),
+    PromptType("bound_box", "bound box", 3, lambda m, r, o: Prompt(box=bound_box(m)), True, "box", True),
+    PromptType("larger_box", "larger box", 4, lambda m, r, o: Prompt(box=larger_box(m)), True, "box", True),
+    PromptType("jittered_box", "jittered box", 5, lambda m, r, o: Prompt(box=jittered_box(m, r, o.box_jitter)),
+               True, "box"),
+    PromptType("center_and_negatives", "center + 2 negatives", 6, _center_and_negatives, False, "point"),
+    PromptType("propagated_box", "propagated box", 7, _propagated_box, True, "box"),
+)}
+STUDY_PROMPTS = tuple(t.name for t in PROMPT_REGISTRY.values() if t.study)  # the default of every task
+ALL_PROMPT_TYPES = tuple(PROMPT_REGISTRY)
+BOX_PROMPTS = tuple(t.name for t in PROMPT_REGISTRY.values() if t.is_box)
+PROMPT_TITLES = {t.name: t.title for t in PROMPT_REGISTRY.values()}
+
+
+def prompt_type(name: str) -> PromptType:
+    """The registry entry of ``name``; ValueError naming the choices for an unknown one."""
+    if name not in PROMPT_REGISTRY:
+        raise ValueError(f"unknown prompt type {name!r}; choose from {', '.join(ALL_PROMPT_TYPES)}")
+    return PROMPT_REGISTRY[name]
+
+
+def parse_prompt_types(text: str | None) -> list[str]:
+    """'a,b' -> ['a', 'b'], checked against the registry; None, '' or 'all' -> the study's five.
+
+    The extra types are accepted only by name: 'all,jittered_box' is not a form.
+    """
+    if text in (None, "", "all"):
+        return list(STUDY_PROMPTS)
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    unknown = [t for t in names if t not in PROMPT_REGISTRY]
+    if unknown:
+        raise ValueError(f"unknown prompt type(s) {unknown}; choose from {', '.join(ALL_PROMPT_TYPES)} "
+                         f"('all' = the study's five)")
+    return names
+
+
+def prompt_type_id(name: str) -> int:
+    """A stable integer per prompt type, for seeding (``child_rng`` keys): its registry ``seed_id``."""
+    return prompt_type(name).seed_id
+
+
+def draw_settings(name: str, box_jitter: int = DEFAULT_BOX_JITTER_PX) -> dict:
+    """What ``name``'s draws depend on beyond the seed and the sample, for a training run's key: a jittered_box run
+    on ``box_jitter``, a propagated_box run on the carried box's margin and training jitter; the other types on
+    nothing (their keys stay as they were)."""
+    if prompt_type(name).name == "jittered_box":
+        return {"box_jitter": box_jitter}
+    if name == "propagated_box":
+        return {"carry_margin_mm": CARRY_MARGIN_MM, "carry_train_jitter_px": CARRY_TRAIN_JITTER_PX}
+    return {}
+
+
+def make_prompt(mask: np.ndarray, prompt_type_name: str, rng: np.random.Generator, *,
+                box_jitter: int = DEFAULT_BOX_JITTER_PX, negative_margin: float = DEFAULT_NEGATIVE_MARGIN_PX,
+                spacing: tuple[float, float] | None = None) -> Prompt:
+    """The ``prompt_type_name`` prompt for bool (H, W) ``mask``; random ones draw from ``rng``.
+
+    ``box_jitter`` (px) is used only by ``jittered_box``, ``negative_margin`` (px) only by
+    ``center_and_negatives``, ``spacing`` ((row, column) mm) only by ``propagated_box``.
+    """
+    return prompt_type(prompt_type_name).build(mask, rng, PromptOptions(box_jitter, negative_margin, spacing))
+
+
+def is_box_prompt(name: str) -> bool:
     """True for the types whose prompt is a box (no points)."""
-    return prompt_type in BOX_PROMPTS
+    return prompt_type(name).is_box
