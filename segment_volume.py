@@ -54,25 +54,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
+from utils.inference.propagation import PROPAGATION_HYPERPARAMETERS  # noqa: E402
 from utils.scaffold.config import add_hyperparameters, new_parser, parse_with_presets  # noqa: E402
 
 # ---------------------------------------------------------------------------------------------
 # Hyperparameters: edit here, or override with the flag of the same name. The same defaults as
 # segmentation_3d.py, so a prompt file made from a labelled volume reproduces its box3d / propagate.
 HYPERPARAMETERS = {
-    "MIN_AREA_MM2": (25.0, "a predicted mask smaller than this (mm^2) is rejected"),
-    "BOX_MARGIN_MM": (4.0, "each propagated box grows by this many mm on each side (chosen on training volumes, "
-                           "docs/3d.md)"),
-    "MIN_IOU_PREVIOUS": (0.5, "reject a mask whose IoU with the previous slice's is below this (0 = off; chosen "
-                              "with the margin)", "fraction"),
-    "MAX_AREA_FACTOR": (0.0, "reject a mask whose area jumps by more than this factor (0 = off)", "factor_or_off"),
-    "MIN_PREDICTED_IOU": (0.0, "reject a mask whose predicted IoU (the model's IoU head) is below this (0 = off)",
-                          "fraction"),
-    "RULES_IN_RANGE": (False, "apply the IoU, area-jump and predicted-IoU rules inside a 3-D box's first..last "
-                              "slices too (off: there only the minimum area rejects a slice)"),
-    "LARGEST_COMPONENT": (False, "keep each organ's largest 26-connected 3-D component"),
-    "PROPAGATION_MASK_INPUT": (False, "give each propagated slice the previous accepted slice's low-res logits as "
-                                      "SAM's mask input"),
+    # The propagation rules (min area, box margin, stop rules, carry mode...): declared once, with why each default,
+    # in utils/inference/propagation.py (PropagationSettings), the same flags as segmentation_3d.py's.
+    **PROPAGATION_HYPERPARAMETERS,
     "DECODE_BATCH": (8, "prompts per mask-decoder call"),
     "ENCODE_BATCH": (1, "slices per image-encoder call (1: fastest on a CPU, the same embeddings at any batch)"),
 }
@@ -195,7 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     from utils.eval.volume_scoring import score_label_file
     from utils.inference.decoder import CacheDecoder
     from utils.inference.prompt_file import prompts_of_spec, read_prompt_spec
-    from utils.inference.volume import PropagationSettings, merge_organs, segment_prompts
+    from utils.inference.propagation import PropagationSettings
+    from utils.inference.segment3d import merge_organs, segment_prompts
     from utils.scaffold.session import quiet_third_party
     from utils.scaffold.unlabelled import ct_embeddings, open_model, open_run_decoder, sidecar_record
 
@@ -213,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.image}: {len(ct.images)} axial slices of {ct.images.shape[2]} x {ct.images.shape[1]} px "
           f"({ct.spacing[1]:.2f} x {ct.spacing[0]:.2f} x {ct.z_mm:.2f} mm); {len(prompts)} organ(s); model "
           f"{model.name} on {describe(device)}; decoder: {decoder_record['source']}")
-    decode_rows = decoder.propagation_decoder(args.decode_batch, settings.needs_iou, settings.feed_logits)
+    decode_rows = decoder.propagation_decoder(args.decode_batch, settings.feed_logits)
     logits, traces = segment_prompts(len(ct.images), ct.spacing, prompts, decode_rows, settings)
 
     label = merge_organs(ct.images.shape, logits)

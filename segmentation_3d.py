@@ -16,7 +16,7 @@ Four protocols (--modes), each with every prompt type of --prompts:
   prompts slice z +- 1 (its tight box for box prompts, its distance-transform centre for point prompts),
   until the predicted mask is smaller than --min-area-mm2, a stop rule rejects it, or the stored slices end;
   --box-margin-mm grows each propagated box (default 4 mm; 0 = the tight box). No ground truth is used after
-  the first prompt (utils/inference/volume.py and propagation.py hold the protocols). metrics.json counts the
+  the first prompt (utils/inference/segment3d.py and propagation.py hold the protocols). metrics.json counts the
   organ slices the propagation reached (reached_slices of organ_slices). Stop rules: --min-iou-previous (a
   mask overlapping the previous one too little; default 0.5), --max-area-factor (its area jumps) and
   --min-predicted-iou (the model's own IoU head doubts it), both off; --largest-component keeps each organ's
@@ -36,7 +36,7 @@ Four protocols (--modes), each with every prompt type of --prompts:
 
 Where two organs' masks overlap, the higher logit wins. Each volume's label map is written as NIfTI on
 the source volume's own grid and affine (labels 1..13, BTCV order), read back, and scored against the
-source label file with MONAI (utils/eval/volume.py: per-organ NSD tolerances as in FLARE22; a missed
+source label file with MONAI (utils/eval/metrics3d.py: per-organ NSD tolerances as in FLARE22; a missed
 organ gets Dice 0, NSD 0 and HD95 = the volume's diagonal). The store must hold every slice of each
 evaluated volume from its lowest organ slice - margin to its highest + margin (preprocess_slices.py
 --slice-margin N): propagation walks through slices without any organ, and a false positive there counts.
@@ -60,6 +60,7 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
 from utils.eval.protocols3d import MODES  # noqa: E402
+from utils.inference.propagation import PROPAGATION_HYPERPARAMETERS  # noqa: E402
 from utils.scaffold.config import comma_list, parse_with_presets  # noqa: E402
 from utils.scaffold.flags import add_finetuned_args, new_task_parser  # noqa: E402
 
@@ -70,34 +71,9 @@ HYPERPARAMETERS = {
                                "propagate (one prompt per organ on its key slice, carried slice by slice), box3d "
                                "(propagate inside the organ's first..last slice), clicks3d (box3d + --clicks)"),
     "PROMPTS": ("bound_box,one_central_point", "comma-separated prompt types, or 'all' for the study's five"),
-    # A speck at an organ's end is more likely noise than organ. 25 mm^2 (a 5 x 5 mm patch) is ~44 px
-    # at BTCV's ~0.75 mm pixels and 5 px at the phantom's 2.4 mm; it is a third of the smallest organ
-    # cross-section the phantom draws (an adrenal gland, ~13 px = 75 mm^2), so real organ ends pass.
-    "MIN_AREA_MM2": (25.0, "propagation stops at a predicted mask smaller than this (mm^2, converted to pixels "
-                           "with the slice's spacing, at least 1 px)"),
-    # 0 = the old rule (the previous mask's tight box), which let masks shrink slice by slice
-    # (utils/inference/propagation.py). 4 mm with the overlap stop below was chosen on TRAINING volumes of the
-    # whole-abdomen phantom (cases 1 and 2, bound box, 16 rules): the best mean propagate 3-D Dice of the
-    # zero-shot and Task 2 decoders (docs/3d.md). On the 9 cm band volumes it had been 2 mm and no stop rule.
-    "BOX_MARGIN_MM": (4.0, "propagate, box prompts: grow each propagated box by this many mm on each side "
-                           "(converted with the slice's spacing)"),
-    # Where an organ ends the next slice's mask is a neighbour's and overlaps the previous one little: on those
-    # training volumes this stop at 0.5 caught Task 2's decoder walking through the whole stack. The other
-    # rules stay off (worse or no better there; docs/3d.md).
-    "MIN_IOU_PREVIOUS": (0.5, "propagation rejects a mask whose IoU with the previous slice's mask is below this "
-                              "(0 = off)", "fraction"),
-    "MAX_AREA_FACTOR": (0.0, "propagation rejects a mask whose area is more than this factor above or below the "
-                             "previous slice's (0 = off)", "factor_or_off"),
-    "MIN_PREDICTED_IOU": (0.0, "propagation rejects a mask whose predicted IoU (the model's IoU head) is below this "
-                               "(0 = off; clicks3d's re-propagation after a click does not apply it)", "fraction"),
-    # Off: chosen on the training volumes, where the IoU stop inside the 3-D box cost Task 2's decoder more
-    # than it gave the zero-shot one (docs/3d.md); the range already says where the organ ends.
-    "RULES_IN_RANGE": (False, "box3d / clicks3d: apply --min-iou-previous, --max-area-factor and --min-predicted-iou "
-                              "inside the 3-D box's range too (off: there only --min-area-mm2 rejects a slice)"),
-    "LARGEST_COMPONENT": (False, "propagate / box3d / clicks3d: keep each organ's largest 26-connected 3-D component"),
-    # Off: the issue's prototype found it neutral or harmful, and docs/3d.md measures it on training volumes.
-    "PROPAGATION_MASK_INPUT": (False, "propagate / box3d: give each propagated slice the previous accepted slice's "
-                                      "low-res logits as SAM's mask input (clicks3d's re-propagation does not)"),
+    # The propagation rules (min area, box margin, stop rules, carry mode, key slice...): declared once, with why each
+    # default, in utils/inference/propagation.py (PropagationSettings), the same flags as segment_volume.py's.
+    **PROPAGATION_HYPERPARAMETERS,
     "CLICKS": (5, "clicks3d: correction clicks per organ after the 3-D box (the CVPR 2025 challenge's 5)"),
     "CLICK_REPROPAGATION": ("downstream", "clicks3d: how far a click's change travels: downstream (away from the key "
                                           "slice, the slices whose prompts came from the clicked one), both, or none"),
@@ -155,16 +131,23 @@ def resolve_decoders(ev, prompt_types: list[str]) -> tuple[dict, dict | None]:
 
 
 def draw_figures(out: Path, results: dict, views: dict, store, vol, title: str, view_prompt: str) -> list[Path]:
-    """slice_vs_3d.png (every mode and prompt) and views_<case>.png (the first volume's coronal and sagittal
-    views: ground truth and each mode's written prediction)."""
-    from utils.report.plots import save_dice_scatter, save_volume_views
+    """slice_vs_3d.png (every mode and prompt), views_<case>.png (the first volume's coronal and sagittal
+    views: ground truth and each mode's written prediction) and dice_along_z_<case>.png (its organs' slice Dice
+    along z per mode, for ``view_prompt``'s type)."""
+    from utils.inference.prompts import PROMPT_TITLES
+    from utils.report.plots import save_dice_scatter, save_slice_profiles, save_volume_views
 
     paths = [save_dice_scatter(results["modes"], out / "slice_vs_3d.png", f"Slice-mean Dice vs 3-D Dice ({title})")]
+    profiles = {mode: by_prompt[view_prompt]["slice_profiles"][vol.case] for mode, by_prompt in results["modes"].items()
+                if view_prompt in by_prompt}
+    if profiles:
+        paths.append(save_slice_profiles(profiles, out / f"dice_along_z_{vol.case}.png",
+                                         f"case {vol.case}: slice Dice along z per organ ({title}, {PROMPT_TITLES[view_prompt]})"))
     if views:
         panels = [("ground truth", vol.gt_display)] + list(views.items())
         paths.append(save_volume_views(vol.image_stack(store), panels, vol.voxel_mm(store),
                                        out / f"views_{vol.case}.png",
-                                       f"case {vol.case}: coronal and sagittal ({title}, {view_prompt})"))
+                                       f"case {vol.case}: coronal and sagittal ({title}, {PROMPT_TITLES[view_prompt]})"))
     return paths
 
 
@@ -173,7 +156,7 @@ def results_header(ev, choices: dict, finetuned: dict | None, volumes: list) -> 
     propagation rule as PropagationSettings names it (as segment_volume.py records it)."""
     from dataclasses import asdict
 
-    from utils.inference.volume import PropagationSettings
+    from utils.inference.propagation import PropagationSettings
 
     args = ev.args
     meta = ev.provenance(n_volumes=len(volumes), finetuned=finetuned,
@@ -236,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     kind = ev.decoder_title
     ev.write(results, {"table3d.md": titled(f"3-D results ({kind})", table3d(results))})
     figures = draw_figures(ev.out, results, figure_views, exp.store, volumes[0], f"{exp.model.name}, {kind}",
-                           PROMPT_TITLES[prompt_types[0]]) if ev.is_main else []
+                           prompt_types[0]) if ev.is_main else []
     print(f"wrote {ev.out / 'metrics.json'}, {ev.out / 'table3d.md'}, {', '.join(p.name for p in figures)} and "
           f"{ev.out / 'predictions'}")
     return 0

@@ -18,7 +18,7 @@ from utils.data.nifti import (
     write_label_nifti,
 )
 from utils.data.slice_store import DEFAULT_WINDOW, volume_to_display
-from utils.eval.volume import score_volume
+from utils.eval.metrics3d import score_volume
 
 SPACING = (0.8, 1.1, 5.0)  # mm along the source file's axes i, j, k
 

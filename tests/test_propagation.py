@@ -6,6 +6,7 @@ import pytest
 from utils.inference.prompts import Prompt, bound_box, central_point, make_prompt
 from utils.inference.propagation import (
     STOP_BELOW_MIN_AREA,
+    Answer,
     STOP_EMPTY,
     STOP_VOLUME_END,
     key_slice,
@@ -143,9 +144,9 @@ def test_batch_equals_one_by_one_and_asks_once_per_round():
         rounds.append(len(requests))
         # Both organs' fronts are mixed in one round; tell them apart by which ground truth the box touches.
         out = []
-        for z, prompt in requests:
+        for z, prompt, _ in requests:
             answers = [d(z, prompt) for d in decoders]
-            out.append(max(answers, key=lambda a: (a > 0).sum()))
+            out.append(Answer(max(answers, key=lambda a: (a > 0).sum())))
         return out
 
     batched = propagate_batch(12, seeds, decode_batch, "bound_box")
@@ -263,7 +264,8 @@ def test_inside_a_known_range_only_the_minimum_area_judges_unless_rules_in_range
     """The 3-D box (a first..last range): the overlap rule is not applied there by default (the range already
     says where the organ ends), and is with ``rules_in_range``; outside a range it always is."""
     from utils.inference.propagation import STOP_LOW_OVERLAP
-    from utils.inference.volume import PropagationSettings, propagate_organs
+    from utils.inference.propagation import PropagationSettings
+    from utils.inference.segment3d import propagate_organs
 
     masks = [square(24, 4, 4 + z, 6) for z in range(6)]
     masks[4] = square(24, 4, 15, 6)  # the jump of the test above
@@ -271,11 +273,11 @@ def test_inside_a_known_range_only_the_minimum_area_judges_unless_rules_in_range
     seeds = {1: (1, Prompt(box=bound_box(masks[1])))}
 
     def run(settings, limits):
-        batch = lambda requests: [decode(z, p) for z, p in requests]  # noqa: E731
+        batch = lambda requests: [Answer(decode(r.z, r.prompt)) for r in requests]  # noqa: E731
         return propagate_organs(6, seeds, batch, "bound_box", (1.0, 1.0), settings, limits)[1]
 
     rule = dict(min_area_mm2=1.0, min_iou_previous=0.5)
-    assert PropagationSettings(**rule).rules((1.0, 1.0), bounded=True).min_iou_previous == 0.0
+    assert PropagationSettings(**rule).in_pixels((1.0, 1.0), bounded=True)[0].min_iou_previous == 0.0
     ranged = run(PropagationSettings(**rule), {1: (0, 5)})
     assert set(ranged.logits) == set(range(6)) and not ranged.rejected  # the jump is kept: only the area judges
     judged = run(PropagationSettings(**rule, rules_in_range=True), {1: (0, 5)})
@@ -284,8 +286,8 @@ def test_inside_a_known_range_only_the_minimum_area_judges_unless_rules_in_range
     assert unbounded.rejected == {4: STOP_LOW_OVERLAP} and unbounded.z_range == (0, 3)
 
 
-def test_feed_logits_passes_the_previous_accepted_slices_low_res_logits_as_mask_input():
-    """feed_logits: the key slice is decoded without a mask input; every other slice gets the low-res logits
+def test_mask_carry_passes_the_previous_accepted_slices_low_res_logits_as_mask_input():
+    """A +mask carry mode: the key slice is decoded without a mask input; every other slice gets the low-res logits
     of the slice that prompted it (its direction's last accepted one, also across a rejected slice held
     through inside a range)."""
     from utils.inference.propagation import STOP_LOW_OVERLAP, StopRules, propagate_batch
@@ -299,20 +301,22 @@ def test_feed_logits_passes_the_previous_accepted_slices_low_res_logits_as_mask_
         for z, prompt, mask_input in requests:
             asked.append((z, None if mask_input is None else int(mask_input[0, 0, 0])))
             low_res = np.full((1, 4, 4), z, np.float32)  # tagged with the slice it came from
-            answers.append((np.where(masks[z], 8.0, -8.0).astype(np.float32), None, low_res))
+            answers.append(Answer(np.where(masks[z], 8.0, -8.0).astype(np.float32), None, low_res))
         return answers
 
     rules = StopRules(min_iou_previous=0.5, hold_through_rejects=True)
     result = propagate_batch(6, [(1, Prompt(box=bound_box(masks[1])))], decode_batch, "bound_box", rules=rules,
-                             z_limits=[(0, 5)], feed_logits=True)[0]
+                             z_limits=[(0, 5)], carry="as_prompt+mask")[0]
     assert result.rejected == {4: STOP_LOW_OVERLAP}
     assert sorted(asked) == [(0, 1), (1, None), (2, 1), (3, 2), (4, 3), (5, 3)]  # 5: slice 3's, past the reject
-    plain = propagate_batch(6, [(1, Prompt(box=bound_box(masks[1])))], lambda r: [np.where(masks[z], 8.0, -8.0)
-                            for z, _ in r], "bound_box", rules=rules, z_limits=[(0, 5)])[0]
-    assert set(plain.logits) == set(result.logits)  # the same walk; without feed_logits requests are (z, prompt)
+    asked.clear()
+    plain = propagate_batch(6, [(1, Prompt(box=bound_box(masks[1])))], decode_batch, "bound_box", rules=rules,
+                            z_limits=[(0, 5)])[0]
+    assert set(plain.logits) == set(result.logits)  # the same walk; without +mask no mask input is given
+    assert all(tag is None for _, tag in asked)
     with pytest.raises(ValueError, match="low-res"):
-        propagate_batch(6, [(1, Prompt(box=bound_box(masks[1])))], lambda r: [np.where(masks[z], 8.0, -8.0)
-                        for z, _, _ in r], "bound_box", feed_logits=True)
+        propagate_batch(6, [(1, Prompt(box=bound_box(masks[1])))], lambda r: [Answer(np.where(masks[q.z], 8.0, -8.0))
+                        for q in r], "bound_box", carry="box+mask")
 
 
 def test_area_jump_rule_rejects_a_sudden_growth_or_shrinkage():
@@ -338,7 +342,7 @@ def test_predicted_iou_rule_rejects_a_slice_the_model_doubts():
     predicted = [0.9, 0.9, 0.9, 0.8, 0.3, 0.9]  # slice 4: the model doubts its own mask
 
     def decode_batch(requests):
-        return [(np.where(masks[z], 8.0, -8.0).astype(np.float32), predicted[z]) for z, _ in requests]
+        return [Answer(np.where(masks[r.z], 8.0, -8.0).astype(np.float32), predicted[r.z]) for r in requests]
 
     box = Prompt(box=bound_box(masks[1]))
     result = propagate_batch(6, [(1, box)], decode_batch, "bound_box", rules=StopRules(min_predicted_iou=0.5))[0]
@@ -348,8 +352,8 @@ def test_predicted_iou_rule_rejects_a_slice_the_model_doubts():
                            rules=StopRules(min_predicted_iou=0.85))[0].z_range == (0, 2)  # 0.8 < 0.85 on slice 3
     assert propagate_batch(6, [(1, box)], decode_batch, "bound_box")[0].z_range == (0, 5)  # rule off: IoU unused
     doubted_key = [0.1] + predicted[1:]  # the key slice is the person's prompt: never judged by the rule
-    held = propagate_batch(6, [(0, box)], lambda r: [(np.where(masks[z], 8.0, -8.0).astype(np.float32),
-                                                     doubted_key[z]) for z, _ in r], "bound_box",
+    held = propagate_batch(6, [(0, box)], lambda r: [Answer(np.where(masks[q.z], 8.0, -8.0).astype(np.float32),
+                                                            doubted_key[q.z]) for q in r], "bound_box",
                            rules=StopRules(min_predicted_iou=0.5))[0]
     assert held.z_range == (0, 3)
     with pytest.raises(ValueError, match="predicted IoU"):  # the rule on, but the decoder gives no IoU
@@ -388,7 +392,7 @@ def test_a_bounded_range_is_never_left_and_rejects_inside_it_are_held_through():
 
 
 def test_largest_component_keeps_the_biggest_26_connected_piece():
-    from utils.inference.volume import largest_component_3d
+    from utils.inference.segment3d import largest_component_3d
 
     logits = {z: np.full((8, 8), -1.0, np.float32) for z in range(5)}
     for z in (0, 1, 2):
@@ -400,3 +404,160 @@ def test_largest_component_keeps_the_biggest_26_connected_piece():
     assert sum(int((v > 0).sum()) for v in kept.values()) == 28
     assert kept[3][4, 4] == 2.0 and np.isneginf(kept[3][0, 0])
     assert largest_component_3d({}) == {}
+
+
+def shifting_tube(n_slices=10, shift=3, half=2, size=48):
+    """(Z, H, W) labels: a (2 * half + 1) px square tube whose centre moves ``shift`` px right per slice."""
+    labels = np.zeros((n_slices, size, size), np.uint8)
+    for z in range(n_slices):
+        c = 6 + shift * z
+        labels[z, 20 - half : 20 + half + 1, c - half : c + half + 1] = LIVER
+    return labels
+
+
+@pytest.mark.parametrize("carry, kept", [("box", True), ("point", False), ("as_prompt", True)])
+def test_carry_modes_on_a_tube_that_shifts_by_more_than_its_half_width(carry, kept):
+    """A 5 px tube moving 3 px per slice: the previous mask's box still overlaps the next cross-section, so a box
+    carry keeps the whole tube; its centre point lies outside the next cross-section (3 px > 2 px half width), so
+    a point carry loses it on the first step (the ground-truth stand-in answers only a prompt that touches)."""
+    labels = shifting_tube()
+    start = Prompt(box=bound_box(labels[4] == LIVER))
+    result = propagate(len(labels), 4, start, GroundTruthDecoder(labels), "bound_box", carry=carry)
+    if kept:
+        assert result.z_range == (0, 9) and np.array_equal(result.stack() > 0, labels == LIVER)
+    else:
+        assert result.z_range == (4, 4) and result.stops == {"decreasing": STOP_EMPTY, "increasing": STOP_EMPTY}
+
+
+def test_a_point_carry_keeps_a_tube_that_moves_less_than_its_half_width_and_carries_the_centre():
+    labels = shifting_tube(shift=1)
+    decoder = GroundTruthDecoder(labels)
+    result = propagate(len(labels), 4, Prompt(box=bound_box(labels[4] == LIVER)), decoder, "bound_box", carry="point")
+    assert result.z_range == (0, 9)
+    for z, prompt in decoder.calls[1:]:  # every carried prompt is one positive point at the previous mask's centre
+        previous = labels[z - 1 if z > 4 else z + 1] == LIVER
+        assert prompt.box is None and np.array_equal(prompt.points, central_point(previous))
+
+
+def test_propagated_box_training_prompts_are_the_boxes_propagation_carries(monkeypatch):
+    """One function builds both: on a hand-made volume, the propagated_box prompt of a slice's mask (jitter 0) is
+    exactly the box propagation hands the next slice from that mask, and with the training jitter each side
+    stays within it."""
+    import utils.inference.prompts as prompts
+
+    labels = drifting_organ(radii=[2, 3, 4, 4, 3, 2])
+    spacing = (2.4, 2.4)
+    margin = prompts.margin_px(prompts.CARRY_MARGIN_MM, spacing)
+    decoder = GroundTruthDecoder(labels)
+    propagate(len(labels), key_slice(labels, LIVER), Prompt(box=bound_box(labels[5] == LIVER)), decoder,
+              "bound_box", box_margin_px=margin)
+    carried = {z: p.box for z, p in decoder.calls[1:]}
+    for z, box in carried.items():
+        previous = labels[z - 1 if z > 5 else z + 1] == LIVER
+        if not previous.any():
+            continue
+        jittered = [make_prompt(previous, "propagated_box", np.random.default_rng(s), spacing=spacing).box
+                    for s in range(20)]
+        assert all(np.all(np.abs(j - box) <= prompts.CARRY_TRAIN_JITTER_PX + 1e-4) for j in jittered)
+        monkeypatch.setattr(prompts, "CARRY_TRAIN_JITTER_PX", 0)
+        assert np.array_equal(make_prompt(previous, "propagated_box", np.random.default_rng(0), spacing=spacing).box,
+                              box)
+        monkeypatch.undo()
+
+
+def test_key_slice_middle_rule_takes_the_middle_of_the_extent_or_the_nearest_slice_the_organ_is_on():
+    labels = drifting_organ(radii=[1, 1, 1, 1, 4, 1])  # slices 3..8, largest on slice 7
+    assert key_slice(labels, LIVER) == 7 and key_slice(labels, LIVER, "middle") == 5  # (3 + 8) / 2 = 5.5 -> 5
+    labels[5] = 0  # a gap at the middle (5.5): the nearest slice the organ is on is 6 (0.5 away; 4 is 1.5)
+    assert key_slice(labels, LIVER, "middle") == 6
+    with pytest.raises(ValueError, match="key slice rule"):
+        key_slice(labels, LIVER, "first")
+
+
+def test_hold_prompt_key_falls_back_to_the_key_slices_prompt_after_a_reject_inside_a_range():
+    """Inside a range a rejected slice is held through: the next slice is prompted with the last accepted prompt
+    ("last"), or with the key slice's prompt ("key", LiteMedSAM's fallback)."""
+    from utils.inference.propagation import StopRules
+
+    masks = [square(24, 4, 4 + z, 6) for z in range(6)]
+    masks[3] = np.zeros((24, 24), bool)  # slice 3 comes back empty
+    key_box = Prompt(box=np.array([2.0, 2.0, 12.0, 12.0], np.float32))
+    rules = StopRules(hold_through_rejects=True)
+    for hold, expected in (("last", bound_box(masks[2])), ("key", key_box.box)):
+        calls = []
+
+        def decode(z, prompt, decoder=SequenceDecoder(masks)):
+            calls.append((z, prompt))
+            return decoder(z, prompt)
+
+        result = propagate_batch(6, [(1, key_box)], lambda r: [Answer(decode(q.z, q.prompt)) for q in r],
+                                 "bound_box", rules=rules, z_limits=[(0, 5)], hold_prompt=hold)[0]
+        assert result.rejected == {3: STOP_EMPTY} and set(result.logits) == {0, 1, 2, 4, 5}
+        asked_on_4 = next(p for z, p in calls if z == 4)
+        assert np.array_equal(asked_on_4.box, expected), hold
+
+
+class TwoTubesDecoder:
+    """Two 5 px tubes side by side through 10 slices: A (label 1) at columns 6..10, B (label 2) at columns 13..17.
+    Answers B's cross-section when the box reaches B's columns on slices z >= 6 (B is 'brighter': a walk that
+    comes near it from slice 6 on slides onto it) or when the box is centred on B; else A's when the box
+    touches A."""
+
+    def __init__(self):
+        self.labels = np.zeros((10, 24, 24), np.uint8)
+        self.labels[:, 10:15, 6:11] = 1
+        self.labels[:, 10:15, 13:18] = 2
+
+    def __call__(self, requests):
+        out = []
+        for r in requests:
+            x0, _, x1, _ = r.prompt.box
+            centre = (x0 + x1) / 2
+            if centre >= 13 or (x1 >= 13 and r.z >= 6):
+                organ = 2
+            elif x0 <= 10:
+                organ = 1
+            else:
+                organ = 0
+            out.append(Answer(np.where(self.labels[r.z] == organ, 8.0, -8.0).astype(np.float32) if organ
+                              else np.full((24, 24), -8.0, np.float32)))
+        return out
+
+
+@pytest.mark.parametrize("keys", [(2, 8), (4, 0)], ids=["owner first", "drifter first"])
+def test_two_adjacent_tubes_keep_both_under_the_overlap_rule(keys):
+    """Tube A's walk (margin 3 px) reaches B's columns and slides onto B from slice 6 on. Without the rule A takes
+    B's cross-sections there; with it (exclusive 0.5) A's slices on B are rejected whichever walk got there first
+    (a claim B's own previous slice covered beats one A's did not), A keeps its own slices 0..5 and B all ten."""
+    from utils.inference.propagation import STOP_ANOTHER_ORGAN, StopRules
+
+    decoder = TwoTubesDecoder()
+    seeds = [(keys[0], Prompt(box=bound_box(decoder.labels[keys[0]] == 1))),
+             (keys[1], Prompt(box=bound_box(decoder.labels[keys[1]] == 2)))]
+    rules = StopRules(hold_through_rejects=True)
+
+    def run(exclusive):
+        return propagate_batch(10, seeds, decoder, "bound_box", rules=rules, box_margin_px=(3.0, 0.0),
+                               z_limits=[(0, 9), (0, 9)], exclusive=exclusive)
+
+    stolen, tube_b = run(0.0)
+    assert all(np.array_equal(stolen.logits[z] > 0, decoder.labels[z] == 2) for z in range(6, 10))  # A took B there
+    a, b = run(0.5)
+    assert set(a.logits) == set(range(6)) and all(a.rejected[z] == STOP_ANOTHER_ORGAN for z in range(6, 10))
+    assert all(np.array_equal(a.logits[z] > 0, decoder.labels[z] == 1) for z in range(6))
+    assert set(b.logits) == set(range(10)) and not b.rejected
+    assert all(np.array_equal(b.logits[z] > 0, decoder.labels[z] == 2) for z in range(10))
+
+
+def test_an_overlap_both_walks_led_to_keeps_both_masks():
+    """A large organ whose mask covers a small neighbour on every slice (a steady leak, not a drift): both own
+    previous slices covered the overlap, so the rule rejects neither and the merge decides, as without it."""
+    big, small = square(24, 2, 2, 14), square(24, 6, 6, 4)
+
+    def decode(requests):
+        return [Answer(np.where(big if r.prompt.box[2] - r.prompt.box[0] > 8 else small, 8.0, -8.0).astype(np.float32))
+                for r in requests]
+
+    seeds = [(3, Prompt(box=bound_box(big))), (5, Prompt(box=bound_box(small)))]
+    results = propagate_batch(8, seeds, decode, "bound_box", exclusive=0.5)
+    assert all(set(r.logits) == set(range(8)) and not r.rejected for r in results)

@@ -14,7 +14,7 @@ import segmentation_3d
 from utils.core.errors import SuiteError
 from utils.core.organs import ORGANS, organ_name
 from utils.data.slice_store import build_store
-from utils.eval.volume import score_volume
+from utils.eval.metrics3d import score_volume
 
 CASE = "0035"  # a BTCV validation case id: the phantom's val split
 
@@ -261,13 +261,13 @@ def test_propagation_reports_the_organ_slices_it_reached(smoke, dense):
     assert "organ slices reached" in (out / "table3d.md").read_text()
 
 
-def test_propagation_mask_input_runs_through_the_protocols_and_is_recorded(smoke, dense, tmp_path):
-    """--propagation-mask-input: propagate and box3d decode every propagated slice with the previous slice's
+def test_mask_carry_runs_through_the_protocols_and_is_recorded(smoke, dense, tmp_path):
+    """--carry as_prompt+mask: propagate and box3d decode every propagated slice with the previous slice's
     low-res logits (the decoder's mask-input path); recorded in the settings; the key slices are unchanged."""
     plain_out, plain = smoke
-    assert run(dense, tmp_path, "--modes", "propagate,box3d", "--propagation-mask-input") == 0
+    assert run(dense, tmp_path, "--modes", "propagate,box3d", "--carry", "as_prompt+mask") == 0
     metrics = json.loads((tmp_path / "task3d" / "metrics.json").read_text())
-    assert metrics["settings"]["feed_logits"] is True and plain["settings"]["feed_logits"] is False
+    assert metrics["settings"]["carry"] == "as_prompt+mask" and plain["settings"]["carry"] == "as_prompt"
     for mode in ("propagate", "box3d"):
         fed, alone = metrics["modes"][mode]["bound_box"], plain["modes"][mode]["bound_box"]
         assert 0 < fed["dice"] <= 1 and fed["decoded_prompts"] > 0

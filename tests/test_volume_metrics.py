@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from utils.eval.volume import (
+from utils.eval.metrics3d import (
     NSD_TOLERANCE_MM,
     OrganScore,
     VolumeScores,

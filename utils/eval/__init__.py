@@ -7,11 +7,11 @@ Modules:
 - ``baseline``: Scoring the supervised 2-D baselines on Task 1's (slice, organ) samples with the suite's one Dice.
 - ``bootstrap``: Bootstrap confidence intervals over validation volumes, from the per-sample records the tasks write.
 - ``dice``: Dice, the study's one segmentation metric, and its aggregation over organs.
+- ``metrics3d``: Per-volume, per-organ 3-D metrics.
 - ``noc``: Interactive-segmentation summaries.
 - ``protocols3d``: Running the 3-D stage's protocols over volumes: segment, write NIfTI, read back, score.
 - ``segmentation``: Dice of one prompt type over (slice, organ) samples from cached embeddings.
 - ``sessions``: The interactive protocol over cached samples: a start prompt, then correction clicks, Dice per round.
-- ``volume``: Per-volume, per-organ 3-D metrics.
 - ``volume_scoring``: Scoring the 3-D stage's written label maps.
 
 ``sessions`` is not re-exported here: it stands on utils.inference.rounds, which imports utils.eval.dice, so
@@ -43,7 +43,7 @@ from utils.eval.protocols3d import (  # noqa: F401
     run_protocols,
 )
 from utils.eval.segmentation import evaluate_prompt  # noqa: F401
-from utils.eval.volume import (  # noqa: F401
+from utils.eval.metrics3d import (  # noqa: F401
     NSD_TOLERANCE_MM,
     OrganScore,
     VolumeScores,

@@ -118,7 +118,7 @@ def _check_inputs(pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float]) ->
 def _require_scipy() -> None:
     if importlib.util.find_spec("scipy") is None:
         raise ImportError(
-            "utils.eval.volume needs scipy: MONAI computes mask boundaries (scipy.ndimage) and surface "
+            "utils.eval.metrics3d needs scipy: MONAI computes mask boundaries (scipy.ndimage) and surface "
             "distances (scipy.spatial.KDTree) with it. Install it: pip install scipy (it belongs in requirements.txt)."
         )
 

@@ -1,5 +1,5 @@
 """Running the 3-D stage's protocols (segmentation_3d.py --modes) over volumes: each volume segmented by a
-protocol (:mod:`utils.inference.volume`), its label map written as NIfTI, read back and scored
+protocol (:mod:`utils.inference.segment3d`), its label map written as NIfTI, read back and scored
 (:mod:`utils.eval.volume_scoring`), and every protocol of one volume run before the next, so a prompt two
 protocols ask for is decoded once.
 """
@@ -18,14 +18,13 @@ def segment(mode: str, prompt_type: str, decoder, vol, store, args) -> tuple[lis
     decoder: a ``utils.inference.decoder.CacheDecoder``; args: segmentation_3d.py's flags (the propagation
     rules of ``PropagationSettings.from_args``, decode_batch, seed, clicks, click_repropagation,
     click_mask_input)."""
-    from utils.inference.volume import PropagationSettings, segment_clicks3d, segment_per_slice, segment_propagate
+    from utils.inference.propagation import PropagationSettings
+    from utils.inference.segment3d import segment_clicks3d, segment_per_slice, segment_propagate
 
     settings = PropagationSettings.from_args(args)
-    # the predicted-IoU stop rule judges the model's own IoU estimate of each propagated slice
-    with_iou = settings.needs_iou and mode != "per_slice"
-    decode_rows = decoder.propagation_decoder(args.decode_batch, with_iou, settings.feed_logits and mode != "per_slice")
+    decode_rows = decoder.propagation_decoder(args.decode_batch, settings.feed_logits and mode != "per_slice")
     if mode == "per_slice":
-        label, trace = segment_per_slice(vol, prompt_type, decode_rows, args.seed)
+        label, trace = segment_per_slice(vol, prompt_type, decode_rows, args.seed, store)
         return [label], trace
     if mode == "clicks3d":
         decode_with_masks = lambda requests: decoder.predict_requests(requests, args.decode_batch)  # noqa: E731

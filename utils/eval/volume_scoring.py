@@ -1,5 +1,5 @@
 """Scoring the 3-D stage's written label maps: each NIfTI file read back and scored exactly as written
-against the source labels (:func:`utils.eval.volume.score_volume`), the slice-mean Dice on the same
+against the source labels (:func:`utils.eval.metrics3d.score_volume`), the slice-mean Dice on the same
 volume, and one protocol's summary over volumes.
 """
 from __future__ import annotations
@@ -11,12 +11,12 @@ import numpy as np
 from utils.core.organs import organ_name
 from utils.data.volumes import VolumeSlices
 from utils.eval.dice import dice_score
-from utils.eval.volume import VolumeScores, score_volume, summarise_volumes
+from utils.eval.metrics3d import VolumeScores, score_volume, summarise_volumes
 
 
-def score_written(path: Path, vol: VolumeSlices) -> tuple[VolumeScores, dict[int, list[float]], np.ndarray]:
+def score_written(path: Path, vol: VolumeSlices) -> tuple[VolumeScores, dict[int, dict[int, float]], np.ndarray]:
     """Read the written NIfTI ``path`` back and score exactly it against ``vol``'s source labels; returns
-    (VolumeScores, {organ label: [slice Dice on each ground-truth slice, in z order]}, the written map as a
+    (VolumeScores, {organ label: {z: slice Dice on each ground-truth slice z, in z order}}, the written map as a
     uint8 display stack (Z, H, W))."""
     import nibabel as nib
 
@@ -29,23 +29,28 @@ def score_written(path: Path, vol: VolumeSlices) -> tuple[VolumeScores, dict[int
     slice_dice = {}
     for organ in scores.organs:
         truth = vol.gt_display == organ
-        slice_dice[organ] = [dice_score(display[z] == organ, truth[z]) for z in np.flatnonzero(truth.any(axis=(1, 2)))]
+        slice_dice[organ] = {int(z): dice_score(display[z] == organ, truth[z])
+                             for z in np.flatnonzero(truth.any(axis=(1, 2)))}
     return scores, slice_dice, display
 
 
-def summarise_3d(scores: dict[str, VolumeScores], slice_dice: dict[str, dict[int, list[float]]], traces: dict,
+def summarise_3d(scores: dict[str, VolumeScores], slice_dice: dict[str, dict[int, dict[int, float]]], traces: dict,
                  unscored: dict[str, dict[int, int]]) -> dict:
     """One protocol and prompt type over volumes (all keyed by case id): :func:`summarise_volumes` plus the
-    slice-mean Dice per organ (pooled over the volumes' ground-truth slices) and overall (mean over organs),
-    false-positive voxels of organs a volume does not have, and the propagation traces when there are any."""
+    slice-mean Dice per organ (pooled over the volumes' ground-truth slices) and overall (mean over organs), each
+    organ's slice Dice along z per volume (``slice_profiles``: {case: {organ: [[z, Dice], ...]}}, where along the
+    organ the masks go wrong), false-positive voxels of organs a volume does not have, and the propagation traces
+    when there are any."""
     summary = summarise_volumes(scores)
     pooled: dict[int, list[float]] = {}
     for per_volume in slice_dice.values():
         for organ, values in per_volume.items():
-            pooled.setdefault(organ, []).extend(values)
+            pooled.setdefault(organ, []).extend(values.values())
     for organ, values in pooled.items():
         summary["organs"][organ_name(organ)]["slice_dice"] = float(np.mean(values))
     summary["slice_dice"] = float(np.mean([o["slice_dice"] for o in summary["organs"].values()])) if pooled else float("nan")
+    summary["slice_profiles"] = {case: {organ_name(o): [[z, round(d, 4)] for z, d in values.items()]
+                                        for o, values in per_volume.items()} for case, per_volume in slice_dice.items()}
     summary["false_positive_voxels"] = {case: {organ_name(k): v for k, v in u.items()} for case, u in unscored.items() if u}
     if any(traces.values()):
         summary["propagation"] = traces

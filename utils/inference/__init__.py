@@ -13,8 +13,8 @@ Modules:
 - ``prompts``: Prompts made from a slice's ground-truth organ mask.
 - ``propagation``: Whole organs from one prompt.
 - ``rounds``: Rounds of interactive decoding.
+- ``segment3d``: The 3-D protocols: a volume's label map from 2-D decoding of its stored slices.
 - ``training_clicks``: Start prompts and correction clicks of simulated interactive sessions, as training draws them.
-- ``volume``: The 3-D protocols: a volume's label map from 2-D decoding of its stored slices.
 """
 from utils.inference.batches import (  # noqa: F401
     build_batch,
@@ -41,12 +41,13 @@ from utils.inference.prompts import (  # noqa: F401
     BOX_PROMPTS,
     DEFAULT_BOX_JITTER_PX,
     DEFAULT_NEGATIVE_MARGIN_PX,
-    EXTRA_PROMPTS,
     LARGER_BOX_GROWTH_PX,
     PROMPT_TITLES,
-    PROMPT_TYPES,
+    PROMPT_REGISTRY,
     STUDY_PROMPTS,
     Prompt,
+    PromptType,
+    carried_box,
     bound_box,
     central_point,
     grow_box,
@@ -55,21 +56,33 @@ from utils.inference.prompts import (  # noqa: F401
     jittered_box,
     larger_box,
     make_prompt,
+    margin_px,
+    prompt_type,
     negative_points,
     parse_prompt_types,
     prompt_type_id,
     random_points,
 )
 from utils.inference.propagation import (  # noqa: F401
+    CARRY_MODES,
     DIRECTIONS,
+    HOLD_PROMPTS,
+    KEY_SLICES,
+    PROPAGATION_HYPERPARAMETERS,
+    STOP_ANOTHER_ORGAN,
     STOP_AREA_JUMP,
     STOP_BELOW_MIN_AREA,
     STOP_EMPTY,
     STOP_LOW_OVERLAP,
     STOP_RANGE_END,
     STOP_VOLUME_END,
+    Answer,
     Propagation,
+    PropagationSettings,
+    Request,
     StopRules,
+    carried_kind,
+    carry_prompt,
     key_slice,
     next_prompt,
     propagate,
@@ -77,9 +90,8 @@ from utils.inference.propagation import (  # noqa: F401
 )
 from utils.inference.rounds import DecodeRound, Rounds, run_rounds  # noqa: F401
 from utils.inference.training_clicks import draw_start_prompt, sample_training_click  # noqa: F401
-from utils.inference.volume import (  # noqa: F401
+from utils.inference.segment3d import (  # noqa: F401
     DecodeRows,
-    PropagationSettings,
     largest_component_3d,
     merge_slices,
     propagate_organs,

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from utils.inference.prompts import Prompt
-from utils.inference.propagation import Propagation, StopRules, next_prompt, propagate_batch
+from utils.inference.propagation import CARRY_MODES, Answer, Propagation, StopRules, next_prompt, propagate_batch
 
 # How far a click's change travels (``ClickSession(repropagation=...)``; segmentation_3d.py --click-repropagation).
 REPROPAGATION = ("downstream", "both", "none")
@@ -127,12 +127,16 @@ class ClickSession:
 
     def __init__(self, n_slices: int, start: dict[int, Propagation], z_limits: dict[int, tuple[int, int]],
                  decode: DecodeWithMasks, prompt_type: str, rules: StopRules, box_margin_px: tuple[float, float],
-                 repropagation: str = "downstream", mask_input: bool = True):
+                 repropagation: str = "downstream", mask_input: bool = True, carry: str = "as_prompt"):
         if repropagation not in REPROPAGATION:
             raise ValueError(f"repropagation {repropagation!r}: choose from {', '.join(REPROPAGATION)}")
         self.repropagation, self.mask_input = repropagation, mask_input
         self.n_slices, self.decode, self.prompt_type = n_slices, decode, prompt_type
         self.rules, self.box_margin_px = rules, box_margin_px
+        # what a mask hands the next slice in a re-propagation: the propagation's carry mode, without its mask input
+        if carry not in CARRY_MODES:
+            raise ValueError(f"unknown carry mode {carry!r}; choose from {', '.join(CARRY_MODES)}")
+        self.carry = carry.removesuffix("+mask")
         self.organs = {organ: OrganState(tuple(z_limits[organ]), p.key_z, dict(p.logits), dict(p.prompts))
                        for organ, p in start.items()}
         self.n_decoded = 0
@@ -210,17 +214,17 @@ class ClickSession:
                 if walk is None or not mask.any():
                     continue
                 first = click.z + step
-                seeds.append((first, next_prompt(mask, self.prompt_type, self.box_margin_px)))
+                seeds.append((first, next_prompt(mask, self.prompt_type, self.box_margin_px, self.carry)))
                 limits.append(walk)
                 keys.append(organ)
         if not seeds:
             return
 
         def decode_batch(requests):
-            return [logits for logits, _ in self._decode([(z, p, None) for z, p in requests])]
+            return [Answer(logits) for logits, _ in self._decode([(r.z, r.prompt, None) for r in requests])]
 
         results = propagate_batch(self.n_slices, seeds, decode_batch, self.prompt_type, rules=self.rules,
-                                  box_margin_px=self.box_margin_px, z_limits=limits)
+                                  box_margin_px=self.box_margin_px, z_limits=limits, carry=self.carry)
         for organ, (lo, hi), result in zip(keys, limits, results):
             state = self.organs[organ]
             for z in range(lo, hi + 1):

@@ -144,14 +144,27 @@ class CacheDecoder:
         while self._memo_bytes > self._memo_limit and self._memo:
             self._memo_bytes -= self._memo.popitem(last=False)[1][0].nbytes
 
-    def propagation_decoder(self, batch_size: int, with_iou: bool = False, feed_logits: bool = False):
-        """``decode_rows`` for :mod:`utils.inference.volume` (propagation's decode_batch on cache rows): (row,
-        prompt) requests answered by :meth:`predict_rows`; with ``feed_logits`` (the previous slice's low-res
-        logits as mask input), (row, prompt, mask input or None) requests answered (logits, predicted IoU,
-        low-res logits) by :meth:`predict_requests`, never from the kept answers (a mask input makes each its own)."""
+    def propagation_decoder(self, batch_size: int, feed_logits: bool = False):
+        """``decode_rows`` for :mod:`utils.inference.segment3d` (propagation's decode_batch on cache rows):
+        [:class:`utils.inference.propagation.Request`] -> [:class:`utils.inference.propagation.Answer`] (logits
+        and predicted IoU). Without ``feed_logits`` the requests' mask inputs are ignored and answered by
+        :meth:`predict_rows` (kept answers reused); with it (a ``+mask`` carry mode) by :meth:`predict_requests`,
+        with the low-res logits too, never from the kept answers (a mask input makes each its own)."""
+        from utils.inference.propagation import Answer
+
         if feed_logits:
-            return lambda requests: self.predict_requests(requests, batch_size, with_iou=True)
-        return lambda requests: self.predict_rows(requests, batch_size, with_iou)
+            def decode_fed(requests):
+                answers = self.predict_requests([(r.z, r.prompt, r.mask_input) for r in requests], batch_size,
+                                                with_iou=True)
+                return [Answer(logits, iou, low) for logits, iou, low in answers]
+
+            return decode_fed
+
+        def decode_plain(requests):
+            answers = self.predict_rows([(r.z, r.prompt) for r in requests], batch_size, with_iou=True)
+            return [Answer(logits, iou) for logits, iou in answers]
+
+        return decode_plain
 
     def predict_requests(self, requests: Sequence[tuple[int, Prompt, torch.Tensor | None]], batch_size: int,
                          with_iou: bool = False) -> list[tuple]:

@@ -9,18 +9,17 @@
   nothing is predicted outside that range, and a rejected slice inside it does not stop the walk.
 
 :func:`propagate_organs` is the label-free core both use (and ``segment_volume.py``, on a CT without labels):
-seeds and ranges in, per-organ logits out, with :class:`PropagationSettings`' stop rules in mm and the
-optional largest 3-D connected component.
+seeds and ranges in, per-organ logits out, with :class:`utils.inference.propagation.PropagationSettings`' rules
+(in mm) and the optional largest 3-D connected component.
 
-Both decode through ``decode_rows(requests) -> [logits]``: (store row, prompt) requests -> float32 (H, W)
-slice logits in order (``utils.inference.decoder.CacheDecoder.predict_rows``). Where two organs' masks
+Both decode through ``decode_rows([Request]) -> [Answer]``: requests on store rows, answered in order
+(``utils.inference.decoder.CacheDecoder.propagation_decoder``). Where two organs' masks
 overlap the higher logit wins (:func:`utils.data.nifti.merge_organ_logits`). Label maps are uint8 (Z, H, W)
 display stacks (the store's orientation), labels 1..13 in BTCV order.
 """
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Callable, Sequence
 
 import numpy as np
@@ -31,9 +30,15 @@ from utils.data.slice_store import SliceStore
 from utils.data.volumes import VolumeSlices
 from utils.inference.batches import prompt_for
 from utils.inference.prompts import Prompt
-from utils.inference.propagation import Propagation, StopRules, key_slice, propagate_batch
+from utils.inference.propagation import (
+    Propagation,
+    PropagationSettings,
+    Request,
+    key_slice,
+    propagate_batch,
+)
 
-DecodeRows = Callable[[Sequence[tuple[int, Prompt]]], Sequence[np.ndarray]]
+DecodeRows = Callable[[Sequence[Request]], Sequence]  # [Request on store rows] -> [Answer]
 
 
 def merge_organs(shape: tuple[int, int, int], logits: dict[int, dict[int, np.ndarray]], z_offset: int = 0
@@ -58,73 +63,21 @@ def merge_slices(vol: VolumeSlices, logits: dict[int, dict[int, np.ndarray]]) ->
     return label
 
 
-def segment_per_slice(vol: VolumeSlices, prompt_type: str, decode_rows: DecodeRows, seed: int
+def segment_per_slice(vol: VolumeSlices, prompt_type: str, decode_rows: DecodeRows, seed: int, store: SliceStore
                       ) -> tuple[np.ndarray, dict]:
     """A ground-truth prompt (seeded as Task 1 draws it) on every slice of every organ present; returns
     (label stack, {})."""
     requests, keys = [], []
+    spacing = vol.pixel_spacing(store)
     for z, row in vol.rows.items():
         for organ in (int(o) for o in np.unique(vol.gt_display[z]) if o > 0):
-            requests.append((row, prompt_for(vol.gt_display[z] == organ, prompt_type, seed, row, organ)))
+            requests.append((row, prompt_for(vol.gt_display[z] == organ, prompt_type, seed, row, organ,
+                                             spacing=spacing)))
             keys.append((z, organ))
     logits: dict[int, dict] = {}
-    for (z, organ), answer in zip(keys, decode_rows(requests) if requests else []):
-        logits.setdefault(z, {})[organ] = answer
+    for (z, organ), answer in zip(keys, decode_rows([Request(*r) for r in requests]) if requests else []):
+        logits.setdefault(z, {})[organ] = answer.logits
     return merge_slices(vol, logits), {}
-
-
-@dataclass(frozen=True)
-class PropagationSettings:
-    """The propagation rules, in units that mean the same at any spacing (segmentation_3d.py's flags).
-
-    min_area_mm2: a mask below this stops its direction (converted with the slice spacing, at least 1 px);
-    box_margin_mm: each propagated box grows by this on each side (0 = the previous mask's tight box);
-    min_iou_previous / max_area_factor / min_predicted_iou: the overlap, area-jump and predicted-IoU stop rules
-    (0 = off; :class:`utils.inference.propagation.StopRules`; the last needs a decode_rows that returns
-    (logits, predicted IoU): :attr:`needs_iou`); largest_component: keep each organ's largest
-    26-connected 3-D component of the result (MedSAM2 does this after propagating both ways);
-    rules_in_range: whether those three rules also judge slices inside a known range (the 3-D box: box3d,
-    clicks3d, a prompt with a first and last slice). Off, only the minimum area rejects a slice there: the
-    range already says where the organ ends, which is what the rules look for; feed_logits: give each
-    propagated slice the previous accepted slice's low-res logits as SAM's mask input (decode_rows is then
-    asked (row, prompt, mask input) and answers (logits, IoU, low-res logits): ``CacheDecoder.propagation_decoder``).
-    """
-
-    min_area_mm2: float = 25.0
-    box_margin_mm: float = 0.0
-    min_iou_previous: float = 0.0
-    max_area_factor: float = 0.0
-    min_predicted_iou: float = 0.0
-    largest_component: bool = False
-    rules_in_range: bool = False
-    feed_logits: bool = False
-
-    @classmethod
-    def from_args(cls, args) -> "PropagationSettings":
-        """From the flags of the same names (segmentation_3d.py, segment_volume.py)."""
-        return cls(min_area_mm2=args.min_area_mm2, box_margin_mm=args.box_margin_mm,
-                   min_iou_previous=args.min_iou_previous, max_area_factor=args.max_area_factor,
-                   min_predicted_iou=args.min_predicted_iou, largest_component=args.largest_component,
-                   rules_in_range=args.rules_in_range, feed_logits=args.propagation_mask_input)
-
-    @property
-    def needs_iou(self) -> bool:
-        """Whether propagation must be given the model's predicted IoU (``predict_rows(..., with_iou=True)``)."""
-        return self.min_predicted_iou > 0
-
-    def rules(self, spacing: tuple[float, float], bounded: bool) -> StopRules:
-        """The stop rules for slices of ``spacing`` (row, column) mm; ``bounded``: inside a known range (held
-        through rejects; the ratio rules only with ``rules_in_range``)."""
-        sy, sx = spacing
-        judged = not bounded or self.rules_in_range
-        return StopRules(min_area_px=max(1, math.ceil(self.min_area_mm2 / (sy * sx))),
-                         min_iou_previous=self.min_iou_previous if judged else 0.0,
-                         max_area_factor=self.max_area_factor if judged else 0.0,
-                         min_predicted_iou=self.min_predicted_iou if judged else 0.0, hold_through_rejects=bounded)
-
-    def margin_px(self, spacing: tuple[float, float]) -> tuple[float, float]:
-        sy, sx = spacing
-        return self.box_margin_mm / sx, self.box_margin_mm / sy
 
 
 def largest_component_3d(logits: dict[int, np.ndarray], threshold: float = 0.0) -> dict[int, np.ndarray]:
@@ -156,14 +109,14 @@ def propagate_organs(n_slices: int, seeds: dict[int, tuple[int, Prompt]], decode
                      z_limits: dict[int, tuple[int, int]] | None = None) -> dict[int, Propagation]:
     """Every organ of one volume propagated at once: ``seeds`` {organ: (key z, first prompt)}, optional
     ``z_limits`` {organ: (first, last) z} (the 3-D box: a bounded range, rejected slices held through),
-    ``decode_batch([(z, prompt), ...]) -> [logits]``, ``spacing`` (row, column) mm of the slices. Returns
+    ``decode_batch([Request]) -> [Answer]``, ``spacing`` (row, column) mm of the slices. Returns
     {organ: Propagation}; with ``settings.largest_component`` each one's logits keep its largest component."""
     organs = list(seeds)
     bounded = z_limits is not None
-    results = propagate_batch(n_slices, [seeds[o] for o in organs], decode_batch, prompt_type,
-                              box_margin_px=settings.margin_px(spacing), rules=settings.rules(spacing, bounded),
-                              z_limits=[z_limits[o] for o in organs] if bounded else None,
-                              feed_logits=settings.feed_logits)
+    rules, margin = settings.in_pixels(spacing, bounded)
+    results = propagate_batch(n_slices, [seeds[o] for o in organs], decode_batch, prompt_type, box_margin_px=margin,
+                              rules=rules, z_limits=[z_limits[o] for o in organs] if bounded else None,
+                              carry=settings.carry, hold_prompt=settings.hold_prompt, exclusive=settings.exclusive)
     out = {}
     for organ, result in zip(organs, results):
         if settings.largest_component:
@@ -173,21 +126,23 @@ def propagate_organs(n_slices: int, seeds: dict[int, tuple[int, Prompt]], decode
 
 
 def _on_rows(decode_rows: DecodeRows, vol: VolumeSlices, first: int):
-    """Propagation's decode_batch over ``vol``'s stored slices: its requests' z (from ``first``) as store rows,
-    the rest of each request (prompt, and the mask input with ``feed_logits``) passed on."""
-    return lambda requests: decode_rows([(vol.rows[first + r[0]], *r[1:]) for r in requests])
+    """Propagation's decode_batch over ``vol``'s stored slices: its requests' z (from ``first``) as store rows."""
+    return lambda requests: decode_rows([r._replace(z=vol.rows[first + r.z]) for r in requests])
 
 
-def ground_truth_seeds(vol: VolumeSlices, prompt_type: str, seed: int, bounded: bool
+def ground_truth_seeds(vol: VolumeSlices, prompt_type: str, seed: int, bounded: bool, store: SliceStore,
+                       key_rule: str = "largest"
                        ) -> tuple[int, dict[int, tuple[int, Prompt]], dict[int, tuple[int, int]] | None]:
     """(first stored z, {organ: (key z, prompt)} and, for the 3-D box, {organ: (first, last) organ z}), z
-    counted from the first stored slice. The key slice's prompt is drawn as Task 1 draws it."""
+    counted from the first stored slice. The key slice (``key_rule``: :func:`key_slice`) gets its prompt drawn as
+    Task 1 draws it."""
     first, last = vol.z_first, vol.z_last
     gt = vol.gt_display[first : last + 1]
     seeds, limits = {}, {}
     for organ in (int(o) for o in np.unique(gt) if o > 0):
-        z = key_slice(gt, organ)
-        seeds[organ] = (z, prompt_for(gt[z] == organ, prompt_type, seed, vol.rows[first + z], organ))
+        z = key_slice(gt, organ, key_rule)
+        seeds[organ] = (z, prompt_for(gt[z] == organ, prompt_type, seed, vol.rows[first + z], organ,
+                                      spacing=vol.pixel_spacing(store)))
         on = np.flatnonzero((gt == organ).any(axis=(1, 2)))
         limits[organ] = (int(on[0]), int(on[-1]))
     return first, seeds, (limits if bounded else None)
@@ -204,7 +159,7 @@ def segment_propagate(vol: VolumeSlices, prompt_type: str, decode_rows: DecodeRo
     ``organ_slices`` = the slices the ground-truth organ is on, ``reached_slices`` = those of them the
     propagation kept a mask for.
     """
-    first, seeds, limits = ground_truth_seeds(vol, prompt_type, seed, bounded)
+    first, seeds, limits = ground_truth_seeds(vol, prompt_type, seed, bounded, store, settings.key_slice)
     gt = vol.gt_display[first : vol.z_last + 1]
     spacing = vol.pixel_spacing(store)
     results = propagate_organs(vol.z_last - first + 1, seeds, _on_rows(decode_rows, vol, first), prompt_type, spacing,
@@ -221,9 +176,9 @@ def segment_propagate(vol: VolumeSlices, prompt_type: str, decode_rows: DecodeRo
                                     "reached_slices": len(on & set(result.logits))}
         if result.rejected:
             trace[organ_name(organ)]["rejected_slices"] = len(result.rejected)
-    rules = settings.rules(spacing, bounded)
+    rules, margin = settings.in_pixels(spacing, bounded)
     return merge_slices(vol, logits), {"min_area_px": rules.min_area_px,
-                                       "box_margin_px": [round(v, 3) for v in settings.margin_px(spacing)],
+                                       "box_margin_px": [round(v, 3) for v in margin],
                                        "organs": trace}
 
 
@@ -241,17 +196,18 @@ def segment_clicks3d(vol: VolumeSlices, prompt_type: str, decode_rows: DecodeRow
     """
     from utils.inference.clicks3d import ClickSession
 
-    first, seeds, limits = ground_truth_seeds(vol, prompt_type, seed, bounded=True)
+    first, seeds, limits = ground_truth_seeds(vol, prompt_type, seed, True, store, settings.key_slice)
     n = vol.z_last - first + 1
     gt = vol.gt_display[first : vol.z_last + 1]
     spacing = vol.pixel_spacing(store)
     start = propagate_organs(n, seeds, _on_rows(decode_rows, vol, first), prompt_type, spacing, settings, limits)
+    rules, margin = settings.in_pixels(spacing, bounded=True)
     session = ClickSession(n, start, limits,
                            lambda requests: decode_with_masks([(vol.rows[first + z], p, m) for z, p, m in requests]),
                            # A click's re-propagation judges without the predicted-IoU rule: the clicked slice is the
                            # person's correction, and its downstream walk stays inside box3d's range (said in --help).
-                           prompt_type, replace(settings.rules(spacing, bounded=True), min_predicted_iou=0.0),
-                           settings.margin_px(spacing), repropagation, mask_input)
+                           prompt_type, replace(rules, min_predicted_iou=0.0), margin, repropagation, mask_input,
+                           settings.carry)
 
     def label_now() -> np.ndarray:
         return merge_organs(vol.gt_display.shape, session.logits(), z_offset=first)

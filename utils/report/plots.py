@@ -143,6 +143,42 @@ def save_class_examples(examples: Sequence[dict], path: str | Path, title: str) 
     return _save(fig, path)
 
 
+def save_slice_profiles(profiles: dict[str, dict[str, list]], path: str | Path, title: str) -> Path:
+    """Per organ, the slice Dice along z of each protocol: where along the organ the masks go wrong.
+
+    profiles: {protocol: {organ name: [[z, Dice], ...]}} (one volume; segmentation_3d.py's ``slice_profiles``).
+    One panel per organ (BTCV order), x = slice z (display stack, inferior to superior), one line per protocol.
+    """
+    from utils.core.organs import ORGANS
+
+    organs = [name for name in ORGANS if any(name in by_organ for by_organ in profiles.values())]
+    columns = 4
+    rows = max(1, -(-len(organs) // columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.2 * rows), squeeze=False)
+    styles = {"per_slice": ("black", "-"), "propagate": ("tab:orange", "--"), "box3d": ("tab:blue", "-"),
+              "clicks3d": ("tab:green", ":")}
+    for ax, name in zip(axes.ravel(), organs):
+        for protocol, by_organ in profiles.items():
+            if name in by_organ and by_organ[name]:
+                z, dice = zip(*by_organ[name])
+                color, line = styles.get(protocol, ("grey", "-"))
+                ax.plot(z, dice, color=color, linestyle=line, marker=".", markersize=3, linewidth=1.1,
+                        label=protocol.replace("_", " "))
+        ax.set_ylim(-0.03, 1.03)
+        ax.set_title(name, fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    for ax in axes.ravel()[len(organs):]:
+        ax.axis("off")
+    handles, labels = axes.ravel()[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower right", fontsize=8)
+    fig.supxlabel("slice z (inferior -> superior)", fontsize=8)
+    fig.supylabel("slice Dice", fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 def save_dice_scatter(modes: dict, path: str | Path, title: str) -> Path:
     """Per organ, slice-mean Dice (x) against 3-D Dice (y), one panel per prompt type, one marker per mode.
 

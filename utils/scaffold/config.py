@@ -56,7 +56,7 @@ def add_hyperparameters(parser: argparse.ArgumentParser, defaults: dict[str, tup
     """Add one flag per ``NAME: (default, help[, check])``; booleans get --name / --no-name.
 
     Numbers are checked (``check`` defaults to non-negative): a negative batch size is an argparse
-    error, not a silent run that takes no step.
+    error, not a silent run that takes no step. A string's ``check`` may be a tuple of the allowed values.
     """
     group = parser.add_argument_group("hyperparameters (defaults are the constants at the top of the script)")
     for name, spec in defaults.items():
@@ -69,6 +69,9 @@ def add_hyperparameters(parser: argparse.ArgumentParser, defaults: dict[str, tup
             check = spec[2] if len(spec) > 2 else "non_negative"
             group.add_argument(flag, dest=dest, default=default, type=checked(type(default), check),
                                help=f"{help_text} (default: {default}; {CHECKS[check][1]})")
+        elif len(spec) > 2 and isinstance(spec[2], tuple):
+            group.add_argument(flag, dest=dest, default=default, choices=spec[2],
+                               help=f"{help_text} (default: {default})")
         else:
             group.add_argument(flag, dest=dest, default=default, type=str, help=f"{help_text} (default: {default})")
 
