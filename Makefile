@@ -44,6 +44,6 @@ bench: $(VENV)/.installed
 	$(PY) benchmarks/run.py
 
 clean-results:
-	rm -rf results/preprocess results/task1 results/task2 results/task3 results/task3d results/task3d_finetuned \
+	rm -rf results/preprocess results/task1 results/task2 results/task3 results/task3d results/task3d_finetuned results/task3d_propagation \
 		results/interactive results/interactive_finetuned results/interactive_trained results/interactive_training \
 		results/interactive_compared results/task1_trained results/REPORT.md results/study.json

@@ -11,6 +11,9 @@ split; there is no --split. The image encoder is frozen and never runs in the tr
 come from the embedding cache. Loss: MONAI DiceLoss on sigmoid outputs; SGD. Each epoch logs training
 loss, training Dice and validation Dice (same prompt type, the Task 1 evaluation code).
 
+`--prompts propagated_box` trains the propagation decoder (segmentation_3d.py --finetuned propagation) on the boxes
+propagation carries, starting from Task 2's bound_box decoder when one exists (docs/3d.md).
+
 Each prompt type's run lives in a keyed folder checkpoints/finetuned/<model>/<prompt>/run-<key>/ (run.json,
 best.pt, last.pt, history.json); the key covers the model, checkpoint, slice store, prompt, resolved
 hyperparameters, seed and precision, so --resume continues only a run with today's settings. Writes
@@ -100,15 +103,19 @@ def run_settings(args, exp, data: "TrainingData", prompt_type: str) -> dict:
 
 
 def open_prompt_run(args, exp, data: "TrainingData", prompt_type: str, settings: dict):
-    """The keyed run folder of this prompt's run (checked resume); torchrun: rank 0 makes it."""
+    """(the keyed run folder of this prompt's run (checked resume; torchrun: rank 0 makes it), the weights it starts
+    from: None = the pre-trained decoder; utils.train.task2_data.start_weights, in the run key)."""
+    from utils.inference.prompts import draw_settings
     from utils.scaffold.runs import identity_of
     from utils.scaffold.training import open_training_run
+    from utils.train.task2_data import start_weights
 
+    state, start = start_weights(args, exp, prompt_type)
     identity = identity_of("task2", exp, prompt_type, args.seed, args.precision, args.encoder_precision,
-                           **settings, fast_path=data.fast.record(),
-                           # only a jittered_box run depends on the jitter (other runs' keys stay as they were)
-                           **({"box_jitter": args.box_jitter} if prompt_type == "jittered_box" else {}))
-    return open_training_run(args.checkpoint_dir / exp.model.name / prompt_type, identity, args.resume, shared=True)
+                           **settings, fast_path=data.fast.record(), **start,
+                           **draw_settings(prompt_type, args.box_jitter))
+    return open_training_run(args.checkpoint_dir / exp.model.name / prompt_type, identity, args.resume,
+                             shared=True), state
 
 
 def finetune_prompt(args, exp, data: "TrainingData", prompt_type: str, config: dict) -> dict:
@@ -125,9 +132,9 @@ def finetune_prompt(args, exp, data: "TrainingData", prompt_type: str, config: d
     from utils.train.loop import LoopConfig
 
     settings = run_settings(args, exp, data, prompt_type)
-    run = open_prompt_run(args, exp, data, prompt_type, settings)
+    run, start = open_prompt_run(args, exp, data, prompt_type, settings)
     torch.manual_seed(args.seed)
-    trainable = trainable_decoder(exp.model)
+    trainable = trainable_decoder(exp.model, start)
     optimizer = torch.optim.SGD(trainable.parameters(), lr=settings["learning_rate"], momentum=args.momentum,
                                 weight_decay=args.weight_decay)
 
@@ -190,34 +197,13 @@ def finetune_all(args, exp, data: "TrainingData", prompt_types: list[str], origi
     return {prompt_type: finetune(prompt_type) for prompt_type in prompt_types}
 
 
-def task2_results(args, exp, data: "TrainingData", outcomes: dict, originals: dict, original_source: str,
-                  original_records: dict) -> dict:
-    """results/task2/metrics.json: each prompt's best checkpoint scored, the zero-shot scores, per-sample records."""
-    from utils.scaffold.results import provenance, results_header
-
-    meta = provenance(exp.store, exp.model, exp.device, args.seed, "val", precision=args.precision,
-                      encoder_precision=args.encoder_precision, n_slices=len(exp.cache.index.rows_for("val")),
-                      preset=args.preset, runs={p: o["run"].record for p, o in outcomes.items()},
-                      box_jitter=args.box_jitter, training_fast_path=data.fast.record())
-    return results_header(
-        meta, n_slices=meta["n_slices"], preset=args.preset,
-        settings={"epochs": args.epochs, **{k: getattr(args, k) for k in RUN_SETTINGS}, "fast_path": data.fast.record(),
-                  "val_samples": len(data.val), "val_samples_per_epoch": len(data.val_epoch)},
-        prompts={p: o["best"] for p, o in outcomes.items()}, original=originals, original_source=original_source,
-        provenance=meta,
-        # per sample (case, organ, dice), paired by position, for the tables' bootstrap intervals
-        records={"original": original_records, "finetuned": {p: o["records"] for p, o in outcomes.items()}},
-        timing={"encode_seconds": round(data.encode_seconds, 2),
-                "seconds_per_epoch": {p: o["seconds_per_epoch"] for p, o in outcomes.items()}})
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from utils.core import distributed
     from utils.report.tables import mdice_table, table2, table3, titled
     from utils.scaffold.results import config_record, write_results
     from utils.scaffold.session import open_experiment
-    from utils.train.task2_data import original_results, prepare_data
+    from utils.train.task2_data import original_results, prepare_data, task2_results
 
     prompt_types = parse_prompt_types(args.prompts)  # already checked by parse_args (bad values exit 2)
     exp = open_experiment(args)
@@ -230,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     outcomes = finetune_all(args, exp, data, prompt_types, originals, config)
     if not distributed.is_main():  # torchrun: rank 0 writes the results
         return 0
-    results = task2_results(args, exp, data, outcomes, originals, original_source, original_records)
+    results = task2_results(args, exp, data, outcomes, (originals, original_source, original_records), RUN_SETTINGS)
     out = args.results / "task2"
     tables = {"table2.md": titled("Table 2: mDice of different prompts after fine-tuning", table2(results))}
     if table3(results):

@@ -8,8 +8,8 @@ with Task 2's decoders) -> interactive training (one decoder for correction clic
 -> Task 1 with it (Table 1's "interactive decoder" row) -> Task 3 training -> Task 3 validation -> U-Net
 and ResU-Net baselines (Table 3) -> 3-D store (every slice; with --phantom a whole upper abdomen of
 validation case 35, 50 slices 4.95 mm apart, where the organs begin and end) -> 3-D zero-shot -> 3-D with
-Task 2's decoders -> 3-D with the interactive decoder (both handed over from the main store; modes
-per_slice, propagate, box3d, clicks3d) -> with --phantom, a CT without labels (segment_volume.py on case
+Task 2's decoders -> 3-D with the interactive decoder -> 3-D with the propagation decoder (Task 2's propagated_box
+run; all handed over from the main store; modes per_slice, propagate, box3d, clicks3d) -> with --phantom, a CT without labels (segment_volume.py on case
 35 from prompts_from_labels.py's boxes, scored afterwards) -> report. Each stage is the same script a user
 runs by hand; its command line is printed and its wall time recorded in results/study.json.
 
@@ -63,6 +63,9 @@ def torchrun_command(nproc: int, script: str, stage_args: list[str]) -> list[str
             str(ROOT / script), *stage_args]
 
 
+# Task 2's decoders: the study's five, then the propagation decoder's (utils/inference/prompts.py, propagated_box).
+TASK2_PROMPTS = "one_central_point,one_random_point,three_random_points,bound_box,larger_box,propagated_box"
+
 # Only the study's task scripts shard their work over ranks; the others run as one process.
 SHARDED_SCRIPTS = ("segmentation_task1.py", "finetune_task2.py", "classify_train_task3.py", "classify_val_task3.py")
 
@@ -98,7 +101,9 @@ def study_stages(args: argparse.Namespace) -> list[tuple[str, object, list[str]]
         ("slice store", preprocess_slices, source + ["--out", str(args.slices), "--seed", str(args.seed),
                                                      "--results", str(args.results)] + progress),
         ("task 1", segmentation_task1, common),
-        ("task 2", finetune_task2, common + ["--preset", args.preset]),
+        # The study's five decoders, plus one trained on the boxes propagation carries (propagated_box: an added row,
+        # the five are trained exactly as before; the 3-D stage scores it as --finetuned propagation).
+        ("task 2", finetune_task2, common + ["--preset", args.preset, "--prompts", TASK2_PROMPTS]),
         # Correction clicks (issue 13): quick = 5 clicks on 2 samples per organ; paper = every sample, 10 clicks.
         ("interactive", interactive_task1, common + interactive),
         ("interactive (fine-tuned)", interactive_task1, common + interactive + ["--finetuned", "auto"]),
@@ -144,6 +149,8 @@ def three_d_stages(args: argparse.Namespace, common: list[str]) -> list[tuple[st
         ("3-D zero-shot", segmentation_3d, common_3d + ["--finetuned", "none"]),
         ("3-D fine-tuned", segmentation_3d, common_3d + ["--finetuned", "auto", "--finetuned-store", str(args.slices)]),
         ("3-D interactive decoder", segmentation_3d, common_3d + ["--finetuned", "interactive", "--finetuned-store",
+                                                                  str(args.slices)]),
+        ("3-D propagation decoder", segmentation_3d, common_3d + ["--finetuned", "propagation", "--finetuned-store",
                                                                   str(args.slices)]),
     ] + (unlabelled_ct_stages(args) if args.phantom else [])
 

@@ -276,13 +276,13 @@ def test_inside_a_known_range_only_the_minimum_area_judges_unless_rules_in_range
         batch = lambda requests: [Answer(decode(r.z, r.prompt)) for r in requests]  # noqa: E731
         return propagate_organs(6, seeds, batch, "bound_box", (1.0, 1.0), settings, limits)[1]
 
-    rule = dict(min_area_mm2=1.0, min_iou_previous=0.5)
-    assert PropagationSettings(**rule).in_pixels((1.0, 1.0), bounded=True)[0].min_iou_previous == 0.0
-    ranged = run(PropagationSettings(**rule), {1: (0, 5)})
+    rule = dict(min_area_mm2=1.0, min_iou_previous=0.5, hold_prompt="last")
+    assert PropagationSettings(**rule, rules_in_range=False).in_pixels((1.0, 1.0), True)[0].min_iou_previous == 0.0
+    ranged = run(PropagationSettings(**rule, rules_in_range=False), {1: (0, 5)})
     assert set(ranged.logits) == set(range(6)) and not ranged.rejected  # the jump is kept: only the area judges
     judged = run(PropagationSettings(**rule, rules_in_range=True), {1: (0, 5)})
     assert judged.rejected == {4: STOP_LOW_OVERLAP} and set(judged.logits) == {0, 1, 2, 3, 5}  # held through
-    unbounded = run(PropagationSettings(**rule), None)
+    unbounded = run(PropagationSettings(**rule, rules_in_range=False), None)
     assert unbounded.rejected == {4: STOP_LOW_OVERLAP} and unbounded.z_range == (0, 3)
 
 

@@ -352,6 +352,29 @@ def test_the_interactive_decoder_from_the_main_store_is_scored_in_task3d_trained
         assert tuned["modes"][mode]["bound_box"]["volumes"] == zero_shot["modes"][mode]["bound_box"]["volumes"]
 
 
+def test_the_propagation_decoder_is_task2s_propagated_box_run_for_every_prompt_in_task3d_propagation(smoke, dense,
+                                                                                                    tmp_path):
+    """A Task 2 propagated_box run for the organ-slice store whose weights ARE the pre-trained ones: --finetuned
+    propagation --finetuned-store scores it for every prompt type (bound box here), in task3d_propagation/, with
+    exactly the zero-shot numbers; without such a run the error names the command to run."""
+    results = tmp_path / "results"
+    with pytest.raises(SuiteError, match="finetune_task2.py --prompts propagated_box"):
+        run(dense, results, "--finetuned", "propagation", "--finetuned-store", dense / "slices",
+            "--finetuned-dir", tmp_path / "runs", "--modes", "propagate")
+    _, run_folder = pretrained_run(dense, tmp_path, "task2", "propagated_box",
+                                   tmp_path / "runs" / "lite_medsam" / "propagated_box", epoch=1, learning_rate=0.01)
+    assert run(dense, results, "--finetuned", "propagation", "--finetuned-store", tmp_path / "organ_only",
+               "--finetuned-dir", tmp_path / "runs", "--modes", "propagate,box3d") == 0
+    tuned = json.loads((results / "task3d_propagation" / "metrics.json").read_text())
+    assert not (results / "task3d_finetuned").exists() and not (results / "task3d_trained").exists()
+    record = tuned["finetuned"]["bound_box"]
+    assert record["run_key"] == run_folder.key and record["prompt"] == "propagated_box" and record["other_data"]
+    assert "propagation decoder" in (results / "task3d_propagation" / "table3d.md").read_text()
+    _, zero_shot = smoke
+    for mode in ("propagate", "box3d"):
+        assert tuned["modes"][mode]["bound_box"]["volumes"] == zero_shot["modes"][mode]["bound_box"]["volumes"]
+
+
 def test_protocols_sharing_one_volumes_decodes_score_as_each_run_alone(dense, tmp_path):
     """The protocols of one volume share its decodes (clicks3d starts with box3d's walk, box3d repeats
     propagate's where their rules agree): each protocol run alone scores the same, and the timing counts what

@@ -131,3 +131,30 @@ def test_records_are_paired_and_give_the_reported_scores(watched_model):
     assert summarise_dice((o, d) for _, o, d in original)["mDice"] == pytest.approx(metrics["original"][PROMPT]["mDice"])
     gain = bootstrap_difference(tuned, original)
     assert gain["mean"] == pytest.approx(metrics["prompts"][PROMPT]["mDice"] - metrics["original"][PROMPT]["mDice"])
+
+
+def test_the_propagation_decoder_starts_from_task2s_box_decoder_and_its_run_key_says_so(tiny_study):
+    """propagated_box starts from the pre-trained decoder when no bound_box run exists, from Task 2's newest
+    bound_box run when one does (with a vanishing learning rate its weights stay that run's), and each start, the
+    carried box's margin and its training jitter are in the run key."""
+    import utils.inference.prompts as prompts
+    from utils.scaffold.runs import runs_in
+
+    ckpt, results = tiny_study["base"] / "prop_ckpt", tiny_study["base"] / "prop_results"
+    short = ["--preset", "quick", "--aug-views", "0", "--samples-per-epoch", "8", "--batch-size", "8", "--epochs", "1",
+             "--val-samples", "8", "--checkpoint-dir", ckpt]
+
+    def train(prompt, *extra):
+        assert finetune_task2.main(script_args(tiny_study, results, *short, "--prompts", prompt, *extra)) == 0
+        return runs_in(ckpt / "lite_medsam" / prompt)[0]
+
+    alone = train("propagated_box")
+    assert alone.identity["start"] == "pre-trained"
+    assert alone.identity["carry_margin_mm"] == prompts.CARRY_MARGIN_MM
+    assert alone.identity["carry_train_jitter_px"] == prompts.CARRY_TRAIN_JITTER_PX
+    box = train("bound_box")
+    started = train("propagated_box", "--learning-rate", "1e-12")
+    assert started.identity["start"] == f"bound_box run-{box.key}" and started.key != alone.key
+    box_weights = torch.load(box.best, map_location="cpu")["model"]
+    started_weights = torch.load(started.best, map_location="cpu")["model"]
+    assert all(torch.allclose(started_weights[k], v, atol=1e-6) for k, v in box_weights.items())

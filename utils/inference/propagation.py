@@ -324,9 +324,10 @@ class PropagationSettings:
     min_predicted_iou: float = field(default=0.0, metadata={"flag": (
         "reject a mask whose predicted IoU (the model's IoU head) is below this (0 = off; clicks3d's re-propagation "
         "after a click does not apply it)", "fraction")})
-    # Off: on the training volumes the IoU stop inside the 3-D box cost Task 2's decoder more than it gave the
-    # zero-shot one; the range already says where the organ ends.
-    rules_in_range: bool = field(default=False, metadata={"flag": (
+    # On since 2026-12-07, with hold_prompt "key": on the training volumes (cases 1, 2) the IoU stop inside the 3-D box
+    # with LiteMedSAM's fallback to the key box raised box3d for three of four decoders (mean 0.706 -> 0.714; the
+    # propagation decoder 0.715 -> 0.733); without the fallback it had cost Task 2's decoder (docs/3d.md).
+    rules_in_range: bool = field(default=True, metadata={"flag": (
         "inside a known range (a 3-D box: box3d, clicks3d, a prompt with first and last slices) apply the IoU, "
         "area-jump and predicted-IoU rules too (off: there only the minimum area rejects a slice)",)})
     largest_component: bool = field(default=False, metadata={"flag": (
@@ -334,11 +335,15 @@ class PropagationSettings:
     carry: str = field(default="as_prompt", metadata={"flag": (
         "how a slice's mask prompts the next: " + "; ".join(f"{k} = {m.description}" for k, m in CARRY_MODES.items()),
         tuple(CARRY_MODES))})
+    # Off: on the training volumes it rejected the few slices where the aorta slid onto the oesophagus but cost as
+    # much elsewhere (the propagation decoder's box3d 0.715 -> 0.710; docs/3d.md).
     exclusive: float = field(default=0.0, metadata={"flag": (
         "organs that do not steal each other's slices: a propagated mask that lies at least this fraction on another "
         "organ's mask, on an overlap the other's previous slice covered and its own did not, is rejected (0 = off; "
         "utils/inference/propagation.py)", "fraction")})
-    hold_prompt: str = field(default="last", metadata={"flag": (
+    # "key" since 2026-12-07 (with rules_in_range; docs/3d.md): a stale box from a rejected walk re-prompts the wrong
+    # place, the key slice's box brings the walk back to the organ.
+    hold_prompt: str = field(default="key", metadata={"flag": (
         "inside a range, what prompts the slice after a rejected one: last (the last accepted prompt) or key (the key "
         "slice's prompt: LiteMedSAM's whole-organ box fallback)", HOLD_PROMPTS)})
     key_slice: str = field(default="largest", metadata={"flag": (

@@ -30,6 +30,8 @@ REWRITES = {
                                    "--finetuned-store data/slices",
     "task3d_finetuned/metrics.json": "python segmentation_3d.py --slices data/slices_3d --finetuned auto "
                                      "--finetuned-store data/slices",
+    "task3d_propagation/metrics.json": "python segmentation_3d.py --slices data/slices_3d --finetuned propagation "
+                                       "--finetuned-store data/slices",
     "task3d/store/preprocess/summary.json": "python preprocess_slices.py --phantom --data-root data/phantom_3d "
                                             "--phantom-cases 35 --phantom-extent abdomen --phantom-slices 50 "
                                             "--slice-margin 2 --out "

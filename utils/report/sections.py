@@ -4,7 +4,7 @@ with the command that makes it. make_report.py assembles them.
 """
 from __future__ import annotations
 
-from utils.inference.prompts import PROMPT_TITLES, PROMPT_TYPES
+from utils.inference.prompts import PROMPT_TITLES, STUDY_PROMPTS
 from utils.report.decoders import INTERACTIVE_FOLDERS, prompts_compared, sessions_compared
 from utils.report.results_files import BASELINE_ARCHS, ResultsFiles
 from utils.report.tables import (
@@ -13,6 +13,7 @@ from utils.report.tables import (
     table3,
     table3d,
     table3d_compared,
+    table3d_organs_compared,
     table4,
     table_box_robustness,
     table_interactive,
@@ -46,7 +47,8 @@ def provenance_section(files: ResultsFiles) -> list[str]:
             ("Table 4 (Task 3)", "task3/metrics.json", lambda m: m["provenance"].get("preset")),
             ("3-D (zero-shot)", "task3d/metrics.json", lambda m: None),
             ("3-D (Task 2's decoders)", "task3d_finetuned/metrics.json", lambda m: None),
-            ("3-D (interactive decoder)", "task3d_trained/metrics.json", lambda m: None)]
+            ("3-D (interactive decoder)", "task3d_trained/metrics.json", lambda m: None),
+            ("3-D (propagation decoder)", "task3d_propagation/metrics.json", lambda m: None)]
     rows += [(f"Table 3 ({arch} baseline)", f"baseline/{arch}/metrics.json", lambda m: m.get("preset"))
              for arch in BASELINE_ARCHS]
     for title, name, preset in rows:
@@ -78,7 +80,7 @@ def task1_section(files: ResultsFiles) -> list[str]:
     t1 = files.get("task1/metrics.json")
     if not t1:
         return ["_Task 1 has not been run: run `python segmentation_task1.py`._", ""]
-    overlays = [p for p in PROMPT_TYPES if (files.root / "task1" / "overlays" / f"{p}.png").is_file()]
+    overlays = [p for p in STUDY_PROMPTS if (files.root / "task1" / "overlays" / f"{p}.png").is_file()]
     out = (["### Table 1: mDice of different prompts", "", table1(t1)]
            + [f"![Task 1 overlays, {PROMPT_TITLES[p]}](task1/overlays/{p}.png)" for p in overlays[:2]] + [""])
     compared = prompts_compared(t1, files.get("task2/metrics.json"), files.get("task1_trained/metrics.json"))
@@ -134,9 +136,9 @@ def task3_section(files: ResultsFiles) -> list[str]:
     return out
 
 
-# The 3-D stage's results folders (segmentation_3d.py --finetuned none / auto / interactive) and their titles.
+# The 3-D stage's results folders (segmentation_3d.py --finetuned none / auto / interactive / propagation) and titles.
 THREE_D_FOLDERS = {"task3d": "zero-shot", "task3d_finetuned": "Task 2's fine-tuned decoders",
-                   "task3d_trained": "the interactive decoder"}
+                   "task3d_trained": "the interactive decoder", "task3d_propagation": "the propagation decoder"}
 
 
 def reused_note(record: dict) -> str:
@@ -179,12 +181,14 @@ def section_3d(files: ResultsFiles) -> list[str]:
             found[title] = metrics
     if len(found) > 1:
         out += ["### 3-D: the decoders side by side", "", table3d_compared(found), ""]
+        out += ["### 3-D per organ: what holds from one box", "", table3d_organs_compared(found), ""]
     for folder, title in THREE_D_FOLDERS.items():
         metrics = found.get(title)
         if not metrics:
             continue
         out += [f"### 3-D results ({title})", "", table3d(metrics)]
-        for figure in ["slice_vs_3d.png"] + [f"views_{c}.png" for c in metrics["cases"][:1]]:
+        for figure in ["slice_vs_3d.png"] + [f"{name}_{c}.png" for c in metrics["cases"][:1]
+                                             for name in ("views", "dice_along_z")]:
             if (files.root / folder / figure).is_file():
                 out += [f"![{title}: {figure[:-4]}]({folder}/{figure})", ""]
     out += unlabelled_ct_lines(files, found.get("zero-shot"))

@@ -68,7 +68,7 @@ def ci_note(records) -> str:
     n_volumes = len({str(r[0]) for r in sample})
     return (f"_{CI_HEADER}: percentile bootstrap over the {n_volumes} validation volumes (whole volumes resampled "
             f"with replacement, never slices: slices of one volume are not independent), {CI_RESAMPLES} resamples, "
-            f"seed {CI_SEED}, statistic recomputed per resample as in the table (utils/bootstrap.py)."
+            f"seed {CI_SEED}, statistic recomputed per resample as in the table (utils/eval/bootstrap.py)."
             + (" With so few volumes, read it as a guide to volume-to-volume spread._" if n_volumes < 10 else "_"))
 
 
@@ -366,6 +366,34 @@ def table3d_compared(runs: dict[str, dict]) -> str:
     return ("3-D Dice / HD95 (mm) / NSD, mean over organs[, organ slices reached][, clicks3d Dice AUC], on the same "
             "volume(s) with each decoder.\n\n" + markdown_table(["decoder", "prompt"] + [m.replace("_", " ")
                                                                                        for m in modes], rows))
+
+
+def table3d_organs_compared(runs: dict[str, dict], prompt: str = "bound_box") -> str:
+    """Per organ and decoder ({decoder title: segmentation_3d.py metrics.json}), ``prompt`` starts: 3-D Dice per
+    slice (a prompt on every slice) -> propagate and box3d (one box), each with its ratio to per slice (what
+    holds in 3-D from one box), and the mean over organs. Organs and cells a run lacks are '-'."""
+    def cell(s: dict | None, organ: str, base: float | None) -> str:
+        value = None if s is None else (s["dice"] if organ == "mean" else s["organs"].get(organ, {}).get("dice"))
+        if value is None:
+            return "-"
+        return f"{value:.3f}" + (f" ({value / base:.2f}x)" if base else "")
+
+    titles = list(runs)
+    rows = []
+    for organ in [*ORGANS, "mean"]:
+        row, seen = [organ], False
+        for title in titles:
+            modes = runs[title]["modes"]
+            per_slice = modes.get("per_slice", {}).get(prompt)
+            base_cell = cell(per_slice, organ, None)
+            base = None if base_cell == "-" else float(base_cell)
+            row += [base_cell] + [cell(modes.get(m, {}).get(prompt), organ, base) for m in ("propagate", "box3d")]
+            seen = seen or base_cell != "-"
+        if seen:
+            rows.append(row)
+    headers = ["organ"] + [f"{t}: {m}" for t in titles for m in ("per slice", "propagate", "box3d")]
+    return (f"3-D Dice per organ ({prompt_title(prompt)} starts; in brackets: x its per-slice Dice), each decoder on "
+            "the same volume(s).\n\n" + markdown_table(headers, rows))
 
 
 def table_interactive(metrics: dict) -> str:

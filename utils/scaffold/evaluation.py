@@ -28,7 +28,14 @@ from utils.core import distributed
 from utils.core.checkpoints import INTERACTIVE
 from utils.inference.decoder import CacheDecoder
 from utils.scaffold.results import config_record, provenance, results_header, write_csv, write_results
-from utils.scaffold.session import DecoderChoice, Experiment, fail, open_decoders, open_experiment
+from utils.scaffold.session import (
+    PROPAGATION_CHOICE,
+    DecoderChoice,
+    Experiment,
+    fail,
+    open_decoders,
+    open_experiment,
+)
 
 
 class Evaluation:
@@ -36,12 +43,14 @@ class Evaluation:
 
     args: the script's parsed flags (``utils.scaffold.flags.new_task_parser``, with ``--finetuned``);
     name: the results folder under ``--results`` (``<name>_finetuned`` when ``--finetuned`` names Task 2's
-    decoders, ``<name>_trained`` when it names the interactive decoder).
+    decoders, ``<name>_trained`` when it names the interactive decoder, ``<name>_propagation`` for the propagation
+    decoder).
     """
 
     def __init__(self, args: argparse.Namespace, name: str):
         self.args, self.name = args, name
         self.interactive = False  # set by open_decoders: the interactive decoder (finetune_interactive.py)
+        self.propagation = False  # set by open_decoders: Task 2's propagated_box decoder for every prompt type
         self.finetuned = getattr(args, "finetuned", "none") != "none"
         self.out: Path = args.results / (f"{name}_finetuned" if self.finetuned else name)
         self.started, self.cpu_started = time.perf_counter(), time.process_time()
@@ -81,8 +90,11 @@ class Evaluation:
                                 **handoff)
         self.interactive = any(c.handoff is not None and c.handoff.identity.get("task") == INTERACTIVE
                                for c in choices.values())
+        self.propagation = getattr(self.args, "finetuned", "none") == PROPAGATION_CHOICE
         if self.interactive:
             self.out = self.args.results / f"{self.name}_trained"
+        elif self.propagation:
+            self.out = self.args.results / f"{self.name}_propagation"
         return choices
 
     @property
@@ -90,13 +102,15 @@ class Evaluation:
         """Which decoders this run scores, for titles: zero-shot, Task 2's, or the interactive decoder."""
         if self.interactive:
             return "interactive decoder"
+        if self.propagation:
+            return "propagation decoder"
         return "fine-tuned" if self.finetuned else "zero-shot"
 
     @property
     def decoder_title(self) -> str:
         """:attr:`decoder_kind` as every script's table and figure titles name it."""
-        return {"fine-tuned": "Task 2's fine-tuned decoders", "interactive decoder": "the interactive decoder"}.get(
-            self.decoder_kind, self.decoder_kind)
+        return {"fine-tuned": "Task 2's fine-tuned decoders", "interactive decoder": "the interactive decoder",
+                "propagation decoder": "the propagation decoder"}.get(self.decoder_kind, self.decoder_kind)
 
     def decoder(self, choice: DecoderChoice, multimask_output: bool = False) -> CacheDecoder:
         """A :class:`CacheDecoder` over the cache with ``choice``'s weights at ``--precision``."""

@@ -136,11 +136,13 @@ def one_prompt_type(text: str) -> str:
 def add_finetuned_args(parser: argparse.ArgumentParser, default: str) -> None:
     """How a script picks up Task 2's fine-tuned prompt encoder + mask decoder (see utils.scaffold.runs)."""
     group = flag_group(parser, DECODER)
-    group.add_argument("--finetuned", default=default, metavar="auto|none|interactive|PATH",
+    group.add_argument("--finetuned", default=default, metavar="auto|none|interactive|propagation|PATH",
                        help="decoder to start from / evaluate: auto = the newest Task 2 run per prompt type for the "
                             "same model, checkpoint and slice store (none found: the pre-trained decoder, said so); "
                             "none = the pre-trained decoder; interactive = the newest interactive decoder "
-                            "(finetune_interactive.py), one for every prompt type; PATH = a Task 2 or interactive "
+                            "(finetune_interactive.py), one for every prompt type; propagation = the newest Task 2 "
+                            "run on propagated_box prompts (the boxes propagation carries), one for every prompt "
+                            "type; PATH = a Task 2 or interactive "
                             f"run folder or its best.pt (default {default})")
     group.add_argument("--finetuned-dir", type=Path, default=ROOT / "checkpoints" / "finetuned",
                        help="where Task 2 runs live, for --finetuned auto (default checkpoints/finetuned)")

@@ -156,8 +156,11 @@ def open_decoders(args: argparse.Namespace, exp: Experiment, prompt_types: list[
     """
     if interactive_requested(args):
         if trained_on is not None and args.finetuned != INTERACTIVE_CHOICE:
-            raise fail("--finetuned-store goes with --finetuned auto or interactive (a PATH names its run already)")
+            raise fail("--finetuned-store goes with --finetuned auto, interactive or propagation (a PATH names its "
+                       "run already)")
         return interactive_decoders(args, exp, prompt_types, trained_on)
+    if getattr(args, "finetuned", "none") == PROPAGATION_CHOICE:
+        return propagation_decoders(args, exp, prompt_types, trained_on)
     if trained_on is not None and args.finetuned != "auto":
         raise fail("--finetuned-store goes with --finetuned auto" + (
             " (a PATH names its run already)" if args.finetuned != "none" else ""))
@@ -181,6 +184,26 @@ def open_decoders(args: argparse.Namespace, exp: Experiment, prompt_types: list[
 
 
 INTERACTIVE_CHOICE = "interactive"  # --finetuned interactive: the newest interactive decoder for this model and store
+# --finetuned propagation: the newest Task 2 decoder trained on propagated_box prompts (the boxes propagation carries),
+# one decoder for every prompt type, as the interactive decoder is.
+PROPAGATION_CHOICE = "propagation"
+PROPAGATION_PROMPT = "propagated_box"
+
+
+def propagation_decoders(args: argparse.Namespace, exp: Experiment, prompt_types: list[str],
+                         trained_on: SliceStore | None = None) -> dict[str, DecoderChoice]:
+    """The propagation decoder for every prompt type: Task 2's newest run on ``propagated_box`` prompts for this
+    model, checkpoint and store (``trained_on``: made on that store, recorded as other data); none is an error
+    naming the command."""
+    handoff, source = find_handoff("auto", args.finetuned_dir, PROPAGATION_PROMPT, wanted_data(exp),
+                                   args.allow_other_data, TASK2, "--finetuned",
+                                   trained_on.key if trained_on is not None else None)
+    if handoff is None:
+        slices = trained_on.path if trained_on is not None else "--slices"
+        raise RunMismatch(f"--finetuned propagation: {source}; run finetune_task2.py --prompts {PROPAGATION_PROMPT} "
+                          f"first (same --model, --checkpoint and {slices})")
+    prompt_encoder, mask_decoder = decoder_from_state(exp.model, handoff.state, handoff.checkpoint)
+    return {p: DecoderChoice(prompt_encoder, mask_decoder, handoff, source) for p in prompt_types}
 
 
 def interactive_requested(args: argparse.Namespace) -> bool:

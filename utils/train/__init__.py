@@ -7,7 +7,7 @@ Modules:
 - ``fastpath``: The training fast path of Tasks 2 and 3.
 - ``interactive``: Interactive fine-tuning: one training step over simulated correction sessions, on cached embeddings.
 - ``loop``: The one training loop of Tasks 2 and 3.
-- ``task2_data``: Task 2's inputs: embeddings, samples, the fast path and --largest-batch, the zero-shot scores.
+- ``task2_data``: Task 2's inputs and results: embeddings, samples, the fast path and --largest-batch, starting weights, the zero-shot scores, metrics.json.
 """
 from utils.train.baseline import (  # noqa: F401
     SliceLoader,
@@ -67,4 +67,12 @@ from utils.train.loop import (  # noqa: F401
     epoch_order,
     run_training,
 )
-from utils.train.task2_data import TrainingData, at_largest_batch, original_results, prepare_data  # noqa: F401, E402
+from utils.train.task2_data import (  # noqa: F401, E402
+    START_FROM,
+    TrainingData,
+    at_largest_batch,
+    original_results,
+    prepare_data,
+    start_weights,
+    task2_results,
+)

@@ -23,11 +23,14 @@ from utils.train.fastpath import cuda_step_fits, largest_batch, slice_grouped
 from utils.train.loop import StepResult
 
 
-def trainable_decoder(model) -> torch.nn.ModuleDict:
+def trainable_decoder(model, start: dict | None = None) -> torch.nn.ModuleDict:
     """Fresh trainable copies of ``model``'s prompt encoder and mask decoder, as one module
-    ({"prompt_encoder", "mask_decoder"}: what a Task 2 checkpoint holds); the model's own stay as they are."""
+    ({"prompt_encoder", "mask_decoder"}: what a Task 2 checkpoint holds); the model's own stay as they are.
+    ``start``: a Task 2 checkpoint's "model" state dict to start from instead of the model's own weights."""
     module = torch.nn.ModuleDict({"prompt_encoder": copy.deepcopy(model.sam.prompt_encoder),
                                   "mask_decoder": copy.deepcopy(model.sam.mask_decoder)})
+    if start is not None:
+        module.load_state_dict(start)
     return module.requires_grad_(True)
 
 

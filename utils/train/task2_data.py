@@ -1,12 +1,13 @@
-"""Task 2's inputs (finetune_task2.py): the embeddings training needs encoded, the training and validation
-samples listed, the training fast path resolved (and the batch and lr of --largest-batch), and the zero-shot
-scores the fine-tuned ones are compared with (Task 1's, when they were scored alike, else scored here with the
-same code).
+"""Task 2's inputs and results (finetune_task2.py): the embeddings training needs encoded, the training and
+validation samples listed, the training fast path resolved (and the batch and lr of --largest-batch), the weights
+a prompt type starts from, the zero-shot scores the fine-tuned ones are compared with (Task 1's, when they were
+scored alike, else scored here with the same code), and the results file.
 """
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Sequence
 
 from utils.inference.prompts import DEFAULT_BOX_JITTER_PX
 
@@ -57,6 +58,31 @@ def prepare_data(args, exp) -> TrainingData:
     return TrainingData(caches, train, val, val_epoch, time.perf_counter() - t0, fast, resident)
 
 
+# A Task 2 prompt type that starts from another type's Task 2 decoder instead of the pre-trained one: the
+# propagation decoder learns the boxes propagation carries (the box decoder's boxes, grown and moved), so it starts
+# from the box decoder, as the issue's prototype did. Recorded in its run key.
+START_FROM = {"propagated_box": "bound_box"}
+
+
+def start_weights(args, exp, prompt_type: str) -> tuple[dict | None, dict]:
+    """(the state dict to start ``prompt_type``'s decoder from, or None for the pre-trained one; the record for its
+    run key): the newest complete Task 2 run of ``START_FROM[prompt_type]`` under ``--checkpoint-dir`` for this
+    model, checkpoint and store, said on the console."""
+    from utils.core.checkpoints import TASK2
+    from utils.scaffold.runs import find_handoff
+    from utils.scaffold.session import wanted_data
+
+    source = START_FROM.get(prompt_type)
+    if source is None:
+        return None, {}
+    handoff, why = find_handoff("auto", args.checkpoint_dir, source, wanted_data(exp), kind=TASK2)
+    if handoff is None:
+        print(f"{prompt_type}: starting from the pre-trained decoder ({why}; train {source} first to start from it)")
+        return None, {"start": "pre-trained"}
+    print(f"{prompt_type}: starting from Task 2's {source} decoder, {handoff.describe()}")
+    return handoff.state["model"], {"start": f"{source} run-{handoff.run_key}"}
+
+
 def fast_path(args, device, cache_rows: int):
     """The resolved training fast path of ``args`` (its four flags) on ``device``; user errors exit 1."""
     from utils.scaffold.training import fast_path as checked_fast_path
@@ -83,28 +109,62 @@ def at_largest_batch(settings: dict, device, data: TrainingData, prompt_type: st
 
 
 def original_results(args, exp, prompt_types, val_samples) -> tuple[dict, str, dict]:
-    """Zero-shot mDice per prompt: Task 1's results when they match this model, data, split, seed and precision.
-    Also returns the per-sample records {prompt: [(case, organ, dice)]} the tables' intervals need."""
+    """Zero-shot mDice per prompt: Task 1's results when they match this model, data, split, seed and precision,
+    for the prompt types Task 1 scored; the others (a type Task 1 does not run, e.g. propagated_box) scored here
+    with the same code. Also returns the per-sample records {prompt: [(case, organ, dice)]} the tables' intervals
+    need."""
     from utils.core.io import read_json
     from utils.eval.bootstrap import triples
     from utils.eval.segmentation import evaluate_prompt
     from utils.scaffold.results import scored_alike
 
     path = args.results / "task1" / "metrics.json"
+    summaries, records, read = {}, {}, []
     if path.is_file():
         task1 = read_json(path)
         meta = task1.get("provenance", {})
         if (scored_alike(meta, exp.store, exp.model, args.seed, "val", args.precision, args.encoder_precision)
-                and not meta.get("multimask_output") and not meta.get("finetuned")
-                and all(p in task1["prompts"] for p in prompt_types)
-                and ("jittered_box" not in prompt_types
-                     or meta.get("box_jitter", DEFAULT_BOX_JITTER_PX) == args.box_jitter)
-                and all(p in task1.get("records", {}) for p in prompt_types)):
-            return ({p: task1["prompts"][p] for p in prompt_types}, f"read from {path}",
-                    {p: task1["records"][p] for p in prompt_types})
-    print("zero-shot results for this model/data/split not found in results/task1: computing them")
-    scored = {p: evaluate_prompt(exp.cache, val_samples, p, seed=args.seed, batch_size=args.decode_batch,
-                                 precision=args.precision, box_jitter=args.box_jitter) for p in prompt_types}
-    return ({p: summary for p, (summary, _) in scored.items()},
-            "computed by finetune_task2.py (same evaluation code as Task 1)",
-            {p: triples(records) for p, (_, records) in scored.items()})
+                and not meta.get("multimask_output") and not meta.get("finetuned")):
+            for p in prompt_types:
+                same_jitter = p != "jittered_box" or meta.get("box_jitter", DEFAULT_BOX_JITTER_PX) == args.box_jitter
+                if p in task1["prompts"] and p in task1.get("records", {}) and same_jitter:
+                    summaries[p], records[p] = task1["prompts"][p], task1["records"][p]
+                    read.append(p)
+    missing = [p for p in prompt_types if p not in summaries]
+    if missing:
+        print(f"zero-shot results for {', '.join(missing)} (this model/data/split) not in results/task1: computing them")
+    for p in missing:
+        summary, sample_records = evaluate_prompt(exp.cache, val_samples, p, seed=args.seed,
+                                                  batch_size=args.decode_batch, precision=args.precision,
+                                                  box_jitter=args.box_jitter)
+        summaries[p], records[p] = summary, triples(sample_records)
+    parts = [f"read from {path}"] if read else []
+    if missing:
+        parts.append("computed by finetune_task2.py (same evaluation code as Task 1)"
+                     + (f" for {', '.join(missing)}" if read else ""))
+    source = "; ".join(parts)
+    return ({p: summaries[p] for p in prompt_types}, source, {p: records[p] for p in prompt_types})
+
+
+def task2_results(args, exp, data: TrainingData, outcomes: dict, original: tuple[dict, str, dict],
+                  run_settings: Sequence[str]) -> dict:
+    """finetune_task2.py's results/task2/metrics.json: each prompt's best checkpoint scored (``outcomes``), the
+    zero-shot scores (``original``: :func:`original_results`' three), per-sample records; ``run_settings``: the
+    names of the flags that make a run."""
+    from utils.scaffold.results import provenance, results_header
+
+    originals, original_source, original_records = original
+    meta = provenance(exp.store, exp.model, exp.device, args.seed, "val", precision=args.precision,
+                      encoder_precision=args.encoder_precision, n_slices=len(exp.cache.index.rows_for("val")),
+                      preset=args.preset, runs={p: o["run"].record for p, o in outcomes.items()},
+                      box_jitter=args.box_jitter, training_fast_path=data.fast.record())
+    return results_header(
+        meta, n_slices=meta["n_slices"], preset=args.preset,
+        settings={"epochs": args.epochs, **{k: getattr(args, k) for k in run_settings}, "fast_path": data.fast.record(),
+                  "val_samples": len(data.val), "val_samples_per_epoch": len(data.val_epoch)},
+        prompts={p: o["best"] for p, o in outcomes.items()}, original=originals, original_source=original_source,
+        provenance=meta,
+        # per sample (case, organ, dice), paired by position, for the tables' bootstrap intervals
+        records={"original": original_records, "finetuned": {p: o["records"] for p, o in outcomes.items()}},
+        timing={"encode_seconds": round(data.encode_seconds, 2),
+                "seconds_per_epoch": {p: o["seconds_per_epoch"] for p, o in outcomes.items()}})
