@@ -62,8 +62,9 @@ from utils.scaffold.config import add_hyperparameters, new_parser, parse_with_pr
 # segmentation_3d.py, so a prompt file made from a labelled volume reproduces its box3d / propagate.
 HYPERPARAMETERS = {
     # The propagation rules (min area, box margin, stop rules, carry mode...): declared once, with why each default,
-    # in utils/inference/propagation.py (PropagationSettings), the same flags as segmentation_3d.py's.
-    **PROPAGATION_HYPERPARAMETERS,
+    # in utils/inference/propagation.py (PropagationSettings), the same flags as segmentation_3d.py's; but the key
+    # slice, which the person's prompt file gives here.
+    **{name: spec for name, spec in PROPAGATION_HYPERPARAMETERS.items() if name != "KEY_SLICE"},
     "DECODE_BATCH": (8, "prompts per mask-decoder call"),
     "ENCODE_BATCH": (1, "slices per image-encoder call (1: fastest on a CPU, the same embeddings at any batch)"),
 }

@@ -360,8 +360,9 @@ class PropagationSettings:
 
     @classmethod
     def from_args(cls, args) -> "PropagationSettings":
-        """From the flags of :data:`PROPAGATION_HYPERPARAMETERS` (every field, by its name)."""
-        return cls(**{f.name: getattr(args, f.name) for f in fields(cls)})
+        """From the flags of :data:`PROPAGATION_HYPERPARAMETERS` (every field, by its name; a script that does not
+        take one, as segment_volume.py does not take --key-slice, gets its default)."""
+        return cls(**{f.name: getattr(args, f.name, f.default) for f in fields(cls)})
 
     @property
     def needs_iou(self) -> bool:
