@@ -195,14 +195,22 @@ def propagation_decoders(args: argparse.Namespace, exp: Experiment, prompt_types
     """The propagation decoder for every prompt type: Task 2's newest run on ``propagated_box`` prompts for this
     model, checkpoint and store (``trained_on``: made on that store, recorded as other data); none is an error
     naming the command."""
-    handoff, source = find_handoff("auto", args.finetuned_dir, PROPAGATION_PROMPT, wanted_data(exp),
-                                   args.allow_other_data, TASK2, "--finetuned",
-                                   trained_on.key if trained_on is not None else None)
+    return _one_decoder_for_all(args, exp, prompt_types, trained_on, "auto", args.finetuned_dir, PROPAGATION_PROMPT,
+                                TASK2, f"finetune_task2.py --prompts {PROPAGATION_PROMPT}")
+
+
+def _one_decoder_for_all(args: argparse.Namespace, exp: Experiment, prompt_types: list[str],
+                         trained_on: SliceStore | None, choice: str, runs_root: Path, run_prompt: str, kind: str,
+                         command: str, or_else: str = "") -> dict[str, DecoderChoice]:
+    """One run's prompt encoder + mask decoder (``choice`` auto|PATH of ``kind`` under ``runs_root``/<model>/
+    ``run_prompt``) for every prompt type; none is a RunMismatch naming ``command``."""
+    handoff, source = find_handoff(choice, runs_root, run_prompt, wanted_data(exp), args.allow_other_data, kind,
+                                   "--finetuned", trained_on.key if trained_on is not None else None)
     if handoff is None:
         slices = trained_on.path if trained_on is not None else "--slices"
-        raise RunMismatch(f"--finetuned propagation: {source}; run finetune_task2.py --prompts {PROPAGATION_PROMPT} "
-                          f"first (same --model, --checkpoint and {slices})")
-    prompt_encoder, mask_decoder = decoder_from_state(exp.model, handoff.state, handoff.checkpoint)
+        raise RunMismatch(f"--finetuned {args.finetuned}: {source}; run {command} first (same --model, --checkpoint "
+                          f"and {slices}){or_else}")
+    prompt_encoder, mask_decoder = decoder_from_state(exp.model, handoff.state, handoff.checkpoint, kind)
     return {p: DecoderChoice(prompt_encoder, mask_decoder, handoff, source) for p in prompt_types}
 
 
@@ -225,15 +233,8 @@ def interactive_decoders(args: argparse.Namespace, exp: Experiment, prompt_types
     under ``--interactive-dir`` for this model, checkpoint and store (``trained_on``: made on that store
     instead, recorded as other data, as the 3-D stage takes it); none is an error naming the command."""
     choice = "auto" if args.finetuned == INTERACTIVE_CHOICE else args.finetuned
-    handoff, source = find_handoff(choice, args.interactive_dir, INTERACTIVE_CHOICE, wanted_data(exp),
-                                   args.allow_other_data, INTERACTIVE, "--finetuned",
-                                   trained_on.key if trained_on is not None else None)
-    if handoff is None:
-        slices = trained_on.path if trained_on is not None else "--slices"
-        raise RunMismatch(f"--finetuned interactive: {source}; run finetune_interactive.py first (same --model, "
-                          f"--checkpoint and {slices}), or pass its run folder")
-    prompt_encoder, mask_decoder = decoder_from_state(exp.model, handoff.state, handoff.checkpoint, INTERACTIVE)
-    return {p: DecoderChoice(prompt_encoder, mask_decoder, handoff, source) for p in prompt_types}
+    return _one_decoder_for_all(args, exp, prompt_types, trained_on, choice, args.interactive_dir, INTERACTIVE_CHOICE,
+                                INTERACTIVE, "finetune_interactive.py", ", or pass its run folder")
 
 
 def _no_run(args: argparse.Namespace, prompt: str, why: str, trained_on: SliceStore | None) -> str:
