@@ -29,8 +29,8 @@ def sample_prompt(cache: EmbeddingReader, row: int, organ: int, mask: np.ndarray
     """
     index = cache.index
     store_index = index.store_index(row)
-    spacing = index.store.records[store_index].spacing if prompt_type == "propagated_box" else None
-    return prompt_for(mask, prompt_type, seed, store_index, organ, index.view_id(row), epoch, box_jitter, spacing)
+    return prompt_for(mask, prompt_type, seed, store_index, organ, index.view_id(row), epoch, box_jitter,
+                      index.store.records[store_index].spacing)
 
 
 def prompt_for(mask: np.ndarray, prompt_type: str, seed: int, store_index: int, organ: int, view: int = 0,

@@ -154,7 +154,7 @@ def jittered_box(mask: np.ndarray, rng: np.random.Generator, jitter: int = DEFAU
 
 def grown_box(mask: np.ndarray, margin: float) -> np.ndarray:
     """(4,) float32 XYXY: the tight box grown by ``margin`` px on each side, clipped to the slice."""
-    return grow_box(bound_box(mask), (margin, margin), mask.shape)
+    return carried_box(mask, (margin, margin))
 
 
 def negative_points(mask: np.ndarray, n: int, rng: np.random.Generator,
@@ -225,7 +225,8 @@ def _propagated_box(mask: np.ndarray, rng: np.random.Generator, options: PromptO
 class PromptType:
     """One prompt type. ``build(mask, rng, options) -> Prompt`` for a bool (H, W) mask; ``seed_id``: the key of its
     random draws (``child_rng``), fixed for good; ``is_box``: a box alone (the 3-D box protocols take these);
-    ``carried_as``: how propagation carries a mask of this kind to the next slice ("box" or "point"); ``study``:
+    ``carried_as``: how propagation carries a mask of this kind to the next slice ("box", "larger_box" or "point",
+``utils.inference.propagation.carry_prompt``); ``study``:
     one of the study's five (the default set)."""
 
     name: str
@@ -245,7 +246,7 @@ PROMPT_REGISTRY: dict[str, PromptType] = {t.name: t for t in (
     PromptType("three_random_points", "three random points", 2, lambda m, r, o: _points(random_points(m, 3, r)),
                False, "point", True),
     PromptType("bound_box", "bound box", 3, lambda m, r, o: Prompt(box=bound_box(m)), True, "box", True),
-    PromptType("larger_box", "larger box", 4, lambda m, r, o: Prompt(box=larger_box(m)), True, "box", True),
+    PromptType("larger_box", "larger box", 4, lambda m, r, o: Prompt(box=larger_box(m)), True, "larger_box", True),
     PromptType("jittered_box", "jittered box", 5, lambda m, r, o: Prompt(box=jittered_box(m, r, o.box_jitter)),
                True, "box"),
     PromptType("center_and_negatives", "center + 2 negatives", 6, _center_and_negatives, False, "point"),
@@ -288,7 +289,8 @@ def draw_settings(name: str, box_jitter: int = DEFAULT_BOX_JITTER_PX) -> dict:
     """What ``name``'s draws depend on beyond the seed and the sample, for a training run's key: a jittered_box run
     on ``box_jitter``, a propagated_box run on the carried box's margin and training jitter; the other types on
     nothing (their keys stay as they were)."""
-    if prompt_type(name).name == "jittered_box":
+    prompt_type(name)  # an unknown name is a ValueError
+    if name == "jittered_box":
         return {"box_jitter": box_jitter}
     if name == "propagated_box":
         return {"carry_margin_mm": CARRY_MARGIN_MM, "carry_train_jitter_px": CARRY_TRAIN_JITTER_PX}

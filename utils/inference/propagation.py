@@ -239,13 +239,10 @@ class Propagation:
 
 def carried_kind(prompt_type_name: str, carry: str = "as_prompt") -> str:
     """What a mask of ``prompt_type_name`` hands the next slice under carry mode ``carry``: "box", "larger_box" or
-    "point"."""
+    "point" (``as_prompt``: the type's own, ``PromptType.carried_as``)."""
     if carry not in CARRY_MODES:
         raise ValueError(f"unknown carry mode {carry!r}; choose from {', '.join(CARRY_MODES)}")
-    kind = CARRY_MODES[carry].kind
-    if kind is not None:
-        return kind
-    return "larger_box" if prompt_type_name == "larger_box" else prompt_type(prompt_type_name).carried_as
+    return CARRY_MODES[carry].kind or prompt_type(prompt_type_name).carried_as
 
 
 def carry_prompt(mask: np.ndarray, kind: str, box_margin_px: tuple[float, float] = (0.0, 0.0)) -> Prompt:
@@ -424,20 +421,22 @@ class _Claims:
 
     def accept(self, item: int, z: int, mask: np.ndarray, came_from: int | None) -> bool:
         """Record ``item``'s mask on z (``came_from``: the slice its walk came from, None on its key slice);
-        False when the rule rejects it. A mask accepted earlier that loses the contest is dropped here."""
-        if self.exclusive > 0:
-            for other in sorted(self.at.get(z, ())):
-                theirs = self.masks[(other, z)]
-                overlap = mask & theirs
-                n = int(overlap.sum())
-                if n == 0:
-                    continue
-                mine, their_claim = self.claim(item, came_from, overlap), self.claim(other, self.came_from[(other, z)],
-                                                                                    overlap)
-                if mine < 0.5 <= their_claim and n >= self.exclusive * int(mask.sum()):
-                    return False
-                if their_claim < 0.5 <= mine and n >= self.exclusive * int(theirs.sum()):
-                    self._drop(other, z)
+        False when the rule rejects it. A mask accepted earlier that loses the contest is dropped here. With the
+        rule off nothing is kept (no work in the walk)."""
+        if self.exclusive == 0:
+            return True
+        for other in sorted(self.at.get(z, ())):
+            theirs = self.masks[(other, z)]
+            overlap = mask & theirs
+            n = int(overlap.sum())
+            if n == 0:
+                continue
+            mine, their_claim = self.claim(item, came_from, overlap), self.claim(other, self.came_from[(other, z)],
+                                                                                overlap)
+            if mine < 0.5 <= their_claim and n >= self.exclusive * int(mask.sum()):
+                return False
+            if their_claim < 0.5 <= mine and n >= self.exclusive * int(theirs.sum()):
+                self._drop(other, z)
         self.masks[(item, z)], self.came_from[(item, z)] = mask, came_from
         self.at.setdefault(z, set()).add(item)
         return True
