@@ -5,6 +5,7 @@
     python interactive_task1.py --preset quick --finetuned auto  # the same with Task 2's decoder per start prompt
     python interactive_task1.py --preset quick --finetuned interactive   # the interactive decoder (one for all)
     python interactive_task1.py --start jittered_box --box-jitter 10 --click-rule random --no-mask-input
+    python interactive_task1.py --preset quick --finetuned interactive --refine local --refine-window 64
 
 For every (slice, organ) sample of the split (or a fixed, seeded subset of --samples-per-organ per
 organ), round 0 decodes the start prompt (SAM's single mask, as in the study and Task 1: the same
@@ -13,13 +14,18 @@ click where the mask is wrong (``center``: the deepest pixel of the largest miss
 positive or negative; ``random``: a seeded uniform error pixel) and decodes the start prompt plus
 all clicks so far, with the previous round's low-res logits as SAM's mask input (unless
 --no-mask-input; --compare-mask-input scores every start both ways). A perfect sample gets no more
-clicks. Everything decodes from the embedding cache, batched across samples (utils/eval/sessions.py
-runs the sessions, utils/inference/rounds.py holds the protocol).
+clicks. --refine local keeps each round's new mask only in the click's own change (FocalClick's merge in a
+--refine-window px window that grows by --refine-growth while the change touches its edge; utils/inference/
+refinement.py); --compare-refine scores every start with the other refinement as well. Everything decodes
+from the embedding cache, batched across samples (utils/eval/sessions.py runs the sessions,
+utils/inference/rounds.py holds the protocol).
 
 Scores: Dice after 0..N clicks (per organ: mean over its samples; mDice: mean over organs), NoC@85/@90,
 the clicks needed to reach Dice 0.85/0.90 (0 if the start prompt does, N if never), and the Dice AUC,
 the mean of the N + 1 points of the curve (utils/eval/auc.py); per organ the mean over its samples, at
-the top the mean over organs, like mDice. Then the box-robustness table: bound-box mDice with each side
+the top the mean over organs, like mDice; the click response (utils/eval/click_response.py): the share of
+rounds whose clicked pixel the decoder set to the click's label, and the pixels it fixed and broke inside
+and outside the click's own change. Then the box-robustness table: bound-box mDice with each side
 of the box moved by up to 0/5/10/20 slice px (``jittered_box``), with the same decoder as the bound-box
 start (the fine-tuned one with --finetuned).
 
@@ -38,6 +44,7 @@ sys.path.insert(0, str(ROOT))
 
 from utils.inference.clicks import CLICK_RULES  # noqa: E402
 from utils.inference.prompts import DEFAULT_BOX_JITTER_PX  # noqa: E402
+from utils.inference.refinement import REFINE_MODES  # noqa: E402
 from utils.scaffold.config import parse_with_presets  # noqa: E402
 from utils.scaffold.flags import add_finetuned_args, new_task_parser  # noqa: E402
 
@@ -55,6 +62,14 @@ HYPERPARAMETERS = {
     "BOX_JITTER": (DEFAULT_BOX_JITTER_PX, "for a jittered_box START: each side moves by up to this many slice px"),
     "COMPARE_MASK_INPUT": (False, "also score every start with the mask input flipped (on <-> off), for the "
                                   "side-by-side curves (results: mask_input_compared)"),
+    "REFINE": ("global", "what a round's new mask replaces: global (all of it, SAM's rule) or local (only the "
+                         "click's own change, FocalClick's merge; docs/interactive.md)", REFINE_MODES),
+    "REFINE_WINDOW": (0, "local: side in slice px of the window around the click the change is searched in "
+                         "(0 = the whole slice)"),
+    "REFINE_GROWTH": (1.4, "local: the window grows by this factor while the change touches its edge, up to 4x "
+                           "(FocalClick's 1.4; nnInteractive grows 1.5x up to 4x)", "positive"),
+    "COMPARE_REFINE": (False, "also score every start with the other refinement (global <-> local), for the "
+                              "side-by-side curves (results: refine_compared)"),
     "DECODE_BATCH": (0, "samples decoded together in every round; 0 = auto (8 on a CPU, 64 on a GPU)"),
 }
 PRESETS = {
@@ -64,8 +79,11 @@ PRESETS = {
     # 2 starts x 6 rounds + 4 jitters = 16 decodes per decoder, so 2 samples per organ (26 samples on
     # the phantom's validation split) is ~420 decodes per invocation (README, "Interactive segmentation").
     # (3 per organ until the Task 2 and Task 3 quick presets needed the time to learn.)
-    # The mask-input comparison adds 2 starts x 6 rounds per sample (~15 s per decoder).
-    "quick": {"clicks": 5, "samples_per_organ": 2, "compare_mask_input": True},
+    # Since 2026-12-08 (issue 34): a third start, the 5 px jittered box (the start a person gives), and both
+    # refinements instead of both mask inputs (the mask-input comparison stays a flag, its figures in
+    # docs/interactive.md): 3 starts x 2 refinements x 6 rounds per sample.
+    "quick": {"clicks": 5, "samples_per_organ": 2, "start": "bound_box,one_central_point,jittered_box",
+              "compare_refine": True},
 }
 # ---------------------------------------------------------------------------------------------
 
@@ -95,12 +113,34 @@ def parse_jitters(text: str) -> list[int]:
     return values
 
 
-def protocol_of(args, mask_input: bool | None = None):
-    """The session protocol of the flags (utils.eval.sessions.Protocol); ``mask_input`` overrides the flag."""
+def refinement_of(args, mode: str | None = None):
+    """The flags' refinement (utils.inference.refinement.Refinement); ``mode`` overrides --refine."""
+    from utils.inference.refinement import Refinement
+
+    return Refinement(mode or args.refine, args.refine_window, args.refine_growth)
+
+
+def other_refinement(args) -> str:
+    return "local" if args.refine == "global" else "global"
+
+
+def protocol_of(args, mask_input: bool | None = None, refine: str | None = None):
+    """The session protocol of the flags (utils.eval.sessions.Protocol); ``mask_input``/``refine`` override them."""
     from utils.eval.sessions import Protocol
 
     return Protocol(clicks=args.clicks, rule=args.click_rule, seed=args.seed, box_jitter=args.box_jitter,
-                    mask_input=args.mask_input if mask_input is None else mask_input, batch_size=args.decode_batch)
+                    mask_input=args.mask_input if mask_input is None else mask_input, batch_size=args.decode_batch,
+                    refinement=refinement_of(args, refine))
+
+
+def response_line(summary: dict) -> str:
+    """The click response in one line (utils.eval.click_response)."""
+    r = summary.get("click_response") or {}
+    if not r.get("rounds"):
+        return "no clicks"
+    return (f"clicked pixel corrected in {r['corrected_share']:.0%} of {r['rounds']} rounds; pixels fixed/broken "
+            f"inside the click's change {r['fixed_inside']}/{r['broken_inside']}, outside {r['fixed_outside']}/"
+            f"{r['broken_outside']}")
 
 
 def score_start(ev, start: str, choice, samples, example) -> tuple[dict, list[list], int]:
@@ -124,7 +164,8 @@ def score_start(ev, start: str, choice, samples, example) -> tuple[dict, list[li
     curve = " ".join(f"{d:.3f}" for d in summary["dice_per_click"])
     print(f"  {PROMPT_TITLES[start]:<20} mDice after 0..{args.clicks} clicks: {curve}; NoC@85 "
           f"{summary['noc']['85']:.2f}, NoC@90 {summary['noc']['90']:.2f}, Dice AUC {summary['dice_auc']:.3f}  "
-          f"({choice.source})")
+          f"({choice.source}, refine {args.refine})")
+    print(f"    {response_line(summary)}")
     kind = ev.decoder_title
     title = f"{PROMPT_TITLES[start]} start, {kind} ({exp.model.name}, {exp.store.description}, {args.split} split)"
     if ev.is_main:
@@ -133,7 +174,19 @@ def score_start(ev, start: str, choice, samples, example) -> tuple[dict, list[li
         save_rounds(ev.cache.view(example[0])[0], shown["truth"], shown["masks"], shown["start_prompt"],
                     shown["clicks"], shown["dice"], ev.out / f"rounds_{start}.png",
                     f"{sample_caption(ev.cache, *example)}: {title}")
-    return dict(summary, decoder=choice.source), rows, done.decoded
+    return dict(summary, decoder=choice.source, refine=refinement_of(args).record()), rows, done.decoded
+
+
+def score_other_refinement(ev, start: str, choice, samples) -> tuple[dict, int]:
+    """The same sessions under the other refinement (global <-> local). Returns (summary, prompts decoded)."""
+    from utils.eval.sessions import run_sessions
+
+    args, other = ev.args, other_refinement(ev.args)
+    done = run_sessions(ev.cache, samples, start, ev.decoder(choice), protocol_of(args, refine=other))
+    summary = done.summary()
+    curve = " ".join(f"{d:.3f}" for d in summary["dice_per_click"])
+    print(f"    refine {other}: {curve}; Dice AUC {summary['dice_auc']:.3f}")
+    return dict(summary, decoder=choice.source, refine=refinement_of(args, other).record()), done.decoded
 
 
 def score_other_mask_input(ev, start: str, choice, samples) -> tuple[dict, int]:
@@ -170,12 +223,13 @@ def results_header(ev, decoders: dict, samples: list, everything: list, subset: 
     return ev.header(
         meta, finetuned={"choice": args.finetuned, "decoders": records} if ev.finetuned else None,
         click_rule=args.click_rule, mask_input=args.mask_input, clicks=args.clicks, multimask_output=False,
-        box_jitter=args.box_jitter,
+        box_jitter=args.box_jitter, refine=refinement_of(args).record(),
         samples={"n": len(samples), "of": len(everything), "per_organ": args.samples_per_organ, "selection": subset},
         noc_convention=(f"NoC@t: clicks to reach Dice >= t, counted as {args.clicks} (the clicks available) when "
                         "never reached; per organ the mean over its samples, at the top the mean over organs "
                         "(as mDice)"),
-        starts={}, mask_input_compared={} if args.compare_mask_input else None, box_robustness=None)
+        starts={}, mask_input_compared={} if args.compare_mask_input else None,
+        refine_compared={} if args.compare_refine else None, box_robustness=None)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -189,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     ev = Evaluation(args, "interactive")
     starts = ev.parse(parse_prompt_types, args.start)
     jitters = ev.parse(parse_jitters, args.jitters)
+    ev.parse(lambda mode: refinement_of(args, mode), args.refine)  # a bad window or growth: one line, before loading
     ev.open()
     # The box-robustness table uses the bound-box decoder (Task 2's, with --finetuned), whatever the starts.
     decoders = ev.open_decoders(list(dict.fromkeys(starts + (["bound_box"] if jitters else []))))
@@ -200,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
               if args.samples_per_organ else "every sample of the split")
     print(ev.describe(f"{len(ev.rows)} {args.split} slices, {len(samples)} of {len(everything)} organ samples "
                       f"({subset})", f"{args.clicks} clicks, rule {args.click_rule}, mask input "
-                      f"{'on' if args.mask_input else 'off'}"))
+                      f"{'on' if args.mask_input else 'off'}, refine {args.refine}"))
 
     results = results_header(ev, decoders, samples, everything, subset)
     per_sample_rows, decoded = [], 0
@@ -211,6 +266,9 @@ def main(argv: list[str] | None = None) -> int:
         decoded += n
         if args.compare_mask_input:
             results["mask_input_compared"][start], n = score_other_mask_input(ev, start, decoders[start], samples)
+            decoded += n
+        if args.compare_refine:
+            results["refine_compared"][start], n = score_other_refinement(ev, start, decoders[start], samples)
             decoded += n
     rounds_seconds = time.perf_counter() - t_rounds
     t_jitter = time.perf_counter()

@@ -15,9 +15,11 @@ import numpy as np
 
 from utils.core.seeding import child_rng
 from utils.eval.auc import with_dice_auc
+from utils.eval.click_response import RESPONSE_FIELDS, summarise_responses
 from utils.eval.noc import NOC_THRESHOLDS, summarise_rounds
 from utils.inference.batches import build_batch, group_by_size
 from utils.inference.prompts import DEFAULT_BOX_JITTER_PX, prompt_type_id
+from utils.inference.refinement import Refinement
 from utils.inference.rounds import run_rounds
 
 # The random click rule's stream, apart from every prompt draw (those use keys epoch + 1 >= 0 < 10**6).
@@ -28,7 +30,8 @@ CLICK_STREAM = 10**6
 class Protocol:
     """How sessions are run: ``clicks`` rounds after the start, the click ``rule`` (center or random), the
     previous low-res logits as mask input or not, the seed of the start prompts and random clicks, the
-    jitter of a jittered_box start, and how many samples decode together."""
+    jitter of a jittered_box start, how many samples decode together, and what a round's new mask
+    replaces (``refinement``: global or local)."""
 
     clicks: int = 5
     rule: str = "center"
@@ -36,21 +39,28 @@ class Protocol:
     seed: int = 0
     box_jitter: int = DEFAULT_BOX_JITTER_PX
     batch_size: int = 8
+    refinement: Refinement = Refinement()
 
 
 @dataclass
 class Sessions:
     """One start prompt's sessions: ``dice`` float64 (S, clicks + 1) in the order of ``samples``, the clicks
-    each sample got, and the kept sample's rounds (``shown``: start prompt, clicks, masks, truth, Dice)."""
+    each sample got, the decoder's click response float64 (S, clicks, 5) (NaN: no click that round), and
+    the kept sample's rounds (``shown``: start prompt, clicks, masks, truth, Dice)."""
 
     samples: list
     dice: np.ndarray
     clicks: list
     shown: dict = field(default_factory=dict)
+    response: np.ndarray | None = None
 
     def summary(self) -> dict:
-        """Dice after 0..N clicks, NoC@85/@90 and Dice AUC, per organ and as means over organs."""
-        return with_dice_auc(summarise_rounds([o for _, o in self.samples], self.dice, NOC_THRESHOLDS))
+        """Dice after 0..N clicks, NoC@85/@90 and Dice AUC, per organ and as means over organs, and the click
+        response over every round (``utils.eval.click_response.summarise_responses``)."""
+        out = with_dice_auc(summarise_rounds([o for _, o in self.samples], self.dice, NOC_THRESHOLDS))
+        if self.response is not None:
+            out["click_response"] = summarise_responses(self.response)
+        return out
 
     @property
     def decoded(self) -> int:
@@ -88,9 +98,10 @@ def run_sessions(cache, samples: Sequence[tuple[int, int]], start: str, decoder,
                           prompt_type_id(start)) for r, o in batch]
         kept = keep in batch
         rounds = run_rounds(truths.numpy(), prompts, decoder.cache_rounds([r for r, _ in batch], sizes[0]),
-                            protocol.clicks, protocol.rule, rngs, protocol.mask_input, keep_masks=kept)
+                            protocol.clicks, protocol.rule, rngs, protocol.mask_input, keep_masks=kept,
+                            refinement=protocol.refinement)
         for i, sample in enumerate(batch):
-            per_sample[sample] = (rounds.dice[i], rounds.clicks[i])
+            per_sample[sample] = (rounds.dice[i], rounds.clicks[i], rounds.response[i])
         if kept:
             i = batch.index(keep)
             shown = {"start_prompt": prompts[i], "clicks": rounds.clicks[i], "masks": rounds.masks[i],
@@ -98,4 +109,6 @@ def run_sessions(cache, samples: Sequence[tuple[int, int]], start: str, decoder,
         bar.update(len(batch))
     bar.close()
     dice = np.stack([per_sample[s][0] for s in samples]) if samples else np.zeros((0, protocol.clicks + 1))
-    return Sessions(samples, dice, [per_sample[s][1] for s in samples], shown)
+    response = (np.stack([per_sample[s][2] for s in samples]) if samples
+                else np.zeros((0, protocol.clicks, len(RESPONSE_FIELDS))))
+    return Sessions(samples, dice, [per_sample[s][1] for s in samples], shown, response)

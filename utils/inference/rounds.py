@@ -1,6 +1,8 @@
 """Rounds of interactive decoding: a start prompt, then one correction click per round (the click rules
 are in :mod:`utils.inference.clicks`), each round decoded with the clicks so far and, unless switched
-off, the previous round's low-res logits as SAM's mask input.
+off, the previous round's low-res logits as SAM's mask input. What a round's new mask replaces is the
+``refinement``'s (:mod:`utils.inference.refinement`: the whole mask, or only the click's own change), and
+every round records the decoder's click response (:mod:`utils.eval.click_response`).
 
 :func:`run_rounds` decodes through a callable (:data:`DecodeRound`), so tests can drive it with a
 stand-in; ``utils.inference.decoder.CacheDecoder.cache_rounds`` / ``round_decoder`` build that callable over
@@ -14,9 +16,11 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from utils.eval.click_response import RESPONSE_FIELDS, click_response
 from utils.eval.dice import batch_dice
 from utils.inference.clicks import Click, next_click, with_click
 from utils.inference.prompts import Prompt
+from utils.inference.refinement import Refinement, accepted_region, low_res_region
 
 # decode_round(indices, prompts, mask_input) -> (logits (M, H, W), low-res logits (M, 1, 256, 256)):
 # indices int64 (M,) are positions in run_rounds' sample list (to pick embeddings), prompts their M
@@ -31,13 +35,16 @@ class Rounds:
     dice: float64 (S, N + 1), Dice after 0..N clicks (a sample that stopped keeps its last Dice);
     clicks: per sample, the clicks made in order (fewer than N when it became perfect);
     prompts: per sample, the last prompt decoded (start prompt + its clicks);
-    masks: bool (S, N + 1, H, W) predicted masks after each round, or None (``keep_masks=False``).
+    masks: bool (S, N + 1, H, W) predicted masks after each round, or None (``keep_masks=False``);
+    response: float64 (S, N, 5) the decoder's click response per round (``utils.eval.click_response``; NaN
+    where the sample got no click).
     """
 
     dice: np.ndarray
     clicks: list[list[Click]]
     prompts: list[Prompt]
     masks: np.ndarray | None = None
+    response: np.ndarray | None = None
 
 
 def _check(truths: np.ndarray, start_prompts: Sequence[Prompt], n_clicks: int, rule: str,
@@ -73,6 +80,7 @@ def run_rounds(
     rngs: Sequence[np.random.Generator] | None = None,
     mask_input: bool = True,
     keep_masks: bool = False,
+    refinement: Refinement = Refinement(),
 ) -> Rounds:
     """The interactive protocol for S samples of one slice size, one decode call per round.
 
@@ -83,6 +91,9 @@ def run_rounds(
     is decoded again with all its clicks, and with its previous low-res logits as mask input when
     ``mask_input``; samples already perfect are not decoded again. Since every sample still wrong
     gains exactly one click per round, each round's prompts are all of one kind. Masks are logits > 0.
+    ``refinement``: global keeps each new mask whole; local keeps it only in the click's accepted region
+    (:func:`utils.inference.refinement.accepted_region`), the old mask and low-res logits elsewhere, so the
+    next round's mask input is the merged mask. The click response is measured on the decoder's own mask.
     """
     truths = np.asarray(truths, dtype=bool)
     _check(truths, start_prompts, n_clicks, rule, rngs)
@@ -103,6 +114,7 @@ def run_rounds(
 
     pred, low_res, dice[:, 0] = decode(np.arange(s), None)
     pred = pred.numpy()
+    response = np.full((s, n_clicks, len(RESPONSE_FIELDS)), np.nan)
     if keep_masks:
         masks[:, 0] = pred
     for r in range(1, n_clicks + 1):
@@ -115,9 +127,21 @@ def run_rounds(
         active = np.asarray(active, dtype=np.int64)
         index = torch.as_tensor(active, device=low_res.device)
         new_pred, new_low, new_dice = decode(active, low_res[index] if mask_input else None)
-        pred[active] = new_pred.numpy()
-        low_res = low_res.index_put((index,), new_low.to(low_res.device, low_res.dtype))
+        new_pred = new_pred.numpy()
+        new_low = new_low.to(low_res.device, low_res.dtype)
+        for j, i in enumerate(active):
+            click = clicks[i][-1]
+            response[i, r - 1] = click_response(pred[i], new_pred[j], truths[i], click.x, click.y, click.label)
+            if refinement.local:
+                region = accepted_region(pred[i], new_pred[j], click.x, click.y, refinement)
+                new_pred[j] = np.where(region, new_pred[j], pred[i])
+                inside = torch.from_numpy(low_res_region(region)).to(low_res.device)[None]
+                new_low[j] = torch.where(inside, new_low[j], low_res[i])
+        if refinement.local:
+            new_dice = batch_dice(torch.from_numpy(new_pred), truth_t[active]).numpy()
+        pred[active] = new_pred
+        low_res = low_res.index_put((index,), new_low)
         dice[active, r] = new_dice
         if keep_masks:
             masks[active, r] = pred[active]
-    return Rounds(dice=dice, clicks=clicks, prompts=prompts, masks=masks)
+    return Rounds(dice=dice, clicks=clicks, prompts=prompts, masks=masks, response=response)
