@@ -36,7 +36,8 @@ sys.path.insert(0, str(ROOT))
 
 from utils.scaffold.config import one_of, parse_with_presets  # noqa: E402
 from utils.scaffold.flags import new_task_parser  # noqa: E402
-from utils.train.interactive import LOSSES  # noqa: E402
+from utils.inference.training_clicks import CLICK_SAMPLINGS  # noqa: E402
+from utils.train.interactive import LOSSES, ROUND_WEIGHTINGS  # noqa: E402
 
 # ---------------------------------------------------------------------------------------------
 # Hyperparameters: edit here, or override any of them with the flag of the same name (--rounds 8).
@@ -55,6 +56,20 @@ HYPERPARAMETERS = {
     "BOX_JITTER": (10, "each side of a start box moves by up to this many slice px (0 = the tight box)"),
     "MASK_FEEDBACK": (0.5, "probability a round gets the previous low-res logits as mask input (micro-sam), in [0, 1]"),
     "LOSS": ("dice", "dice (the study's and Task 2's) or dice_bce (MedSAM's Dice + binary cross-entropy)"),
+    # Clicks that work (issue 34; docs/interactive-training.md, "Clicks that work"): where training clicks go,
+    # which rounds a session has, what the loss weighs.
+    "CLICK_SAMPLING": ("uniform", "where a training click goes: uniform over the error (SAM), inner_half (RITM: "
+                                  "deeper than half the larger error's maximum depth) or center (the evaluation's "
+                                  "rule)", CLICK_SAMPLINGS),
+    "TRUTH_CLICK_SHARE": (0.0, "share of training clicks drawn as a positive point inside the organ (SAM 2: ~0.1)",
+                          "fraction"),
+    "NO_CLICK_ROUNDS": (0, "rounds after the click rounds that decode again with the mask and no new click (SAM: 2)"),
+    "RANDOM_ROUNDS": (False, "each batch draws its number of click rounds in 0..--rounds (RITM)"),
+    "ROUND_WEIGHTING": ("flat", "the loss's weight per round: flat, or linear (round r weighs r + 1, CFR-ICL)",
+                        ROUND_WEIGHTINGS),
+    "CLICK_LOSS_WEIGHT": (0.0, "weight of a binary cross-entropy term on the pixels within --click-radius px of the "
+                               "clicks (0 = off)"),
+    "CLICK_RADIUS": (5, "px around each click that --click-loss-weight weighs"),
     "INIT": ("pretrained", "the decoder to start from: pretrained (the model's own) or task2 (the newest Task 2 "
                            "bound-box run for this model and store; none is an error)"),
     "MONITOR_PER_ORGAN": (2, "training samples per organ the per-epoch monitor scores (checkpoint choice)",
@@ -104,7 +119,10 @@ def session_settings(args):
 
     try:
         return InteractiveSettings(rounds=args.rounds, box_fraction=args.box_fraction, box_jitter=args.box_jitter,
-                                   mask_feedback=args.mask_feedback, loss=args.loss)
+                                   mask_feedback=args.mask_feedback, loss=args.loss, click_sampling=args.click_sampling,
+                                   truth_click_share=args.truth_click_share, no_click_rounds=args.no_click_rounds,
+                                   random_rounds=args.random_rounds, round_weighting=args.round_weighting,
+                                   click_loss_weight=args.click_loss_weight, click_radius=args.click_radius)
     except ValueError as exc:
         raise fail(f"--{str(exc).replace('_', '-')}") from exc
 
@@ -150,11 +168,17 @@ def make_monitor(args, exp, trainable, samples):
         curves = {s: run_sessions(exp.cache, samples, s, decoder, protocol).summary() for s in MONITOR_STARTS}
         out = {"monitor_dice_auc": sum(c["dice_auc"] for c in curves.values()) / len(curves)}
         out.update({f"{s}_dice_per_click": c["dice_per_click"] for s, c in curves.items()})
+        out.update({f"{s}_click_corrected": c["click_response"]["corrected_share"] for s, c in curves.items()})
         print("  monitor (training samples): " + "; ".join(
-            f"{s} {' '.join(f'{d:.3f}' for d in c['dice_per_click'])}" for s, c in curves.items()))
+            f"{s} {' '.join(f'{d:.3f}' for d in c['dice_per_click'])} (clicked pixel corrected "
+            f"{_share(c['click_response']['corrected_share'])})" for s, c in curves.items()))
         return out
 
     return validate
+
+
+def _share(value) -> str:
+    return "-" if value is None else f"{value:.0%}"
 
 
 def run_identity(args, exp, settings, fast, start: dict) -> dict:
@@ -233,7 +257,10 @@ def main(argv: list[str] | None = None) -> int:
     monitor = per_organ_subset(samples, args.monitor_per_organ, args.seed)
     print(f"{exp.store.description}: {len(samples)} training samples (a session each per epoch), the monitor on {len(monitor)} of "
           f"them; {args.rounds} rounds, box share {args.box_fraction}, jitter {args.box_jitter} px, mask feedback "
-          f"{args.mask_feedback}, loss {args.loss}, {args.optimizer} lr {args.learning_rate:g}; preset {args.preset}")
+          f"{args.mask_feedback}, loss {args.loss}, clicks {args.click_sampling} (truth share {args.truth_click_share}), "
+          f"{args.no_click_rounds} rounds without a click, random rounds {args.random_rounds}, rounds weighted "
+          f"{args.round_weighting}, click loss {args.click_loss_weight} within {args.click_radius} px, "
+          f"{args.optimizer} lr {args.learning_rate:g}; preset {args.preset}")
     run, trained, fast, start = train(args, exp, [(0, r, o) for r, o in samples], monitor)
     out = write_outputs(args, exp, run, trained, fast, start, len(samples), len(monitor))
     history = trained.history

@@ -61,6 +61,7 @@ sys.path.insert(0, str(ROOT))
 
 from utils.eval.protocols3d import MODES  # noqa: E402
 from utils.inference.propagation import PROPAGATION_HYPERPARAMETERS  # noqa: E402
+from utils.inference.refinement import REFINE_MODES  # noqa: E402
 from utils.scaffold.config import comma_list, parse_with_presets  # noqa: E402
 from utils.scaffold.flags import add_finetuned_args, new_task_parser  # noqa: E402
 
@@ -81,6 +82,11 @@ HYPERPARAMETERS = {
     # of the zero-shot, Task 2 and interactive decoders (0.692; mask input on: 0.645, with "both": 0.479).
     "CLICK_MASK_INPUT": (False, "clicks3d: pass the clicked slice's previous low-res logits back as SAM's mask "
                                 "input (the challenge passes the previous prediction in; off by default, see docs/3d.md)"),
+    "REFINE": ("global", "clicks3d: what a clicked slice's new mask replaces: global (all of it) or local (only the "
+                         "click's own change, FocalClick's merge; docs/interactive.md)", REFINE_MODES),
+    "REFINE_WINDOW": (0, "clicks3d, local: side in slice px of the window the change is searched in (0 = the slice)"),
+    "REFINE_GROWTH": (1.4, "clicks3d, local: the window grows by this factor while the change touches its edge, "
+                           "up to 4x", "positive"),
     "DECODE_BATCH": (0, "prompts per mask-decoder call; 0 = auto (8 on a CPU, 64 on a GPU)"),
     "CASES": ("", "comma-separated case ids to evaluate (default: every volume of --split)"),
 }
@@ -156,6 +162,7 @@ def results_header(ev, choices: dict, finetuned: dict | None, volumes: list) -> 
     propagation rule as PropagationSettings names it (as segment_volume.py records it)."""
     from dataclasses import asdict
 
+    from utils.eval.protocols3d import click_refinement
     from utils.inference.propagation import PropagationSettings
 
     args = ev.args
@@ -164,7 +171,8 @@ def results_header(ev, choices: dict, finetuned: dict | None, volumes: list) -> 
     return ev.header(meta, finetuned=finetuned, modes={}, cases=[v.case for v in volumes],
                      settings={**asdict(PropagationSettings.from_args(args)), "clicks": args.clicks,
                                "click_repropagation": args.click_repropagation,
-                               "click_mask_input": args.click_mask_input, "key_slice": "largest organ area",
+                               "click_mask_input": args.click_mask_input,
+                               "click_refinement": click_refinement(args).record(), "key_slice": "largest organ area",
                                "decoders": {p: c.source for p, c in choices.items()}})
 
 
@@ -184,7 +192,7 @@ def print_summary(mode: str, prompt_type: str, summary: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from utils.data.volumes import plan_volumes
-    from utils.eval.protocols3d import plan_protocols, remembering_decoders, run_protocols
+    from utils.eval.protocols3d import click_refinement, plan_protocols, remembering_decoders, run_protocols
     from utils.inference.prompts import PROMPT_TITLES, parse_prompt_types
     from utils.report.tables import table3d, titled
     from utils.scaffold.evaluation import Evaluation
@@ -192,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     ev = Evaluation(args, "task3d")
     prompt_types = ev.parse(parse_prompt_types, args.prompts)
     modes = ev.parse(comma_list(MODES), args.modes)  # already checked by parse_args (a bad value exits 2)
+    ev.parse(lambda _: click_refinement(args), args.refine)  # a bad window or growth: one line, before loading
     exp = ev.open()
     # a case the store lacks is a DataError: the boundary prints its one line
     volumes = plan_volumes(exp.store, args.split, [c.strip() for c in args.cases.split(",") if c.strip()])

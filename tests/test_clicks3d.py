@@ -176,3 +176,33 @@ def test_the_dice_scatter_takes_modes_run_for_box_prompts_only(tmp_path):
              "box3d": {"bound_box": {"organs": organ}}}
     path = save_dice_scatter(modes, tmp_path / "scatter.png", "test")
     assert path.stat().st_size > 0
+
+
+class LeakyClickDecoder(ClickAwareDecoder):
+    """ClickAwareDecoder whose answer to a click also leaks a far corner (rows 0-1, columns 13-15)."""
+
+    def __call__(self, requests):
+        out = super().__call__(requests)
+        for (_, prompt, _), (logits, _) in zip(requests, out):
+            if prompt.points is not None:
+                logits[0:2, 13:16] = 8.0
+        return out
+
+
+@pytest.mark.parametrize("mode", ["global", "local"])
+def test_local_refinement_keeps_the_clicked_change_and_refuses_the_far_leak(mode):
+    from utils.inference.refinement import Refinement
+
+    truth = organ_block()
+    decoder = LeakyClickDecoder(truth)
+    rules = StopRules(hold_through_rejects=True)
+    start = propagate(len(truth), 4, Prompt(box=bound_box(truth[4])), lambda z, p: decoder([(z, p, None)])[0][0],
+                      "bound_box", rules=rules, z_limits=(1, 7))
+    session = ClickSession(len(truth), {6: start}, {6: (1, 7)}, decoder, "bound_box", rules, (0.0, 0.0), "none",
+                           refinement=Refinement(mode))
+    click = session.click_round({6: truth}, truth.shape, (1.0, 1.0, 1.0))[6]
+    after = session.organs[6].mask(truth.shape)[click.z]
+    assert after[3:12, 3:6].all()  # the missed block the click was about: added either way
+    assert after[0:2, 13:16].all() == (mode == "global")  # the far leak: only a global refinement takes it
+    if mode == "local":
+        assert (after == truth[click.z]).all()

@@ -50,7 +50,11 @@ def test_the_run_is_keyed_kind_checked_and_chosen_on_training_samples(trained):
     assert checkpoint_kind(state) == INTERACTIVE
     assert set(k.split(".", 1)[0] for k in state["model"]) == {"prompt_encoder", "mask_decoder"}
     assert metrics["settings"]["interactive"] == {"rounds": 1, "box_fraction": 0.5, "box_jitter": 10,
-                                                  "mask_feedback": 0.5, "loss": "dice", "negative_share": None}
+                                                  "mask_feedback": 0.5, "loss": "dice", "negative_share": None,
+                                                  "click_sampling": "uniform", "truth_click_share": 0.0,
+                                                  "no_click_rounds": 0, "random_rounds": False,
+                                                  "round_weighting": "flat", "click_loss_weight": 0.0,
+                                                  "click_radius": 5}
     # the monitor scores the training split (never the validation volumes the report scores)
     assert metrics["split"] == "train" and metrics["provenance"]["split"] == "train"
     assert 0 < metrics["monitor_samples"] <= 13 and metrics["training_samples"] > metrics["monitor_samples"]

@@ -125,7 +125,8 @@ def test_start_prompts_boxes_within_the_jitter_points_inside_the_organ():
 # ---- settings and run identity ------------------------------------------------------------------------
 
 CHANGED = {"rounds": 6, "box_fraction": 0.25, "box_jitter": 10, "mask_feedback": 1.0, "loss": "dice_bce",
-           "negative_share": 0.5}
+           "negative_share": 0.5, "click_sampling": "inner_half", "truth_click_share": 0.1, "no_click_rounds": 2,
+           "random_rounds": True, "round_weighting": "linear", "click_loss_weight": 1.0, "click_radius": 3}
 
 
 def test_every_interactive_hyperparameter_changes_the_run_key():
@@ -195,18 +196,18 @@ def watched_session(lite):
     trainable = trainable_copy(model)
     settings = InteractiveSettings(rounds=2, box_fraction=0.5, box_jitter=5, mask_feedback=0.5)
     seen = []
-    real = interactive.sample_training_click
+    real = interactive.draw_training_click
 
-    def watched(pred, truth, rng, negative_share=None):
+    def watched(pred, truth, rng, *rule):
         seen.append((torch.is_grad_enabled(), type(pred), pred.dtype, pred.copy()))
-        return real(pred, truth, rng, negative_share)
+        return real(pred, truth, rng, *rule)
 
     group, = interactive.make_session_prepare([cache], settings, seed=0)(samples, 0)
-    interactive.sample_training_click = watched
+    interactive.draw_training_click = watched
     try:
         done = run_session(model, trainable, group, settings, seed=0, epoch=0)
     finally:
-        interactive.sample_training_click = real
+        interactive.draw_training_click = real
     return model, trainable, settings, group, done, seen
 
 
@@ -373,3 +374,105 @@ def test_step_contract_and_a_resumed_run_gives_the_same_curves(lite, tmp_path):
     resumed = train(2, True, "resumed")
     assert resumed["train_loss"] == pytest.approx(full["train_loss"], abs=1e-6)
     assert resumed["train_metric"] == pytest.approx(full["train_metric"], abs=1e-6)
+
+
+# ---- clicks that work (issue 34): the training click rules, the click loss, the rounds ------------------
+
+def thin_rim_and_a_deep_leak():
+    """truth: a 20x20 square; pred: the square minus a 1-px rim on its left (20 missed px, depth 1) plus a
+    6x6 leak beside it (depth 3): the leak is the deeper error whatever its size."""
+    truth = np.zeros((H, W), bool)
+    truth[10:30, 10:30] = True
+    pred = truth.copy()
+    pred[10:30, 10] = False
+    pred[12:18, 32:38] = True
+    return pred, truth
+
+
+def test_inner_half_clicks_fall_deep_inside_the_error_with_the_deeper_depth():
+    from utils.inference.training_clicks import _depth, inner_half_click
+
+    pred, truth = thin_rim_and_a_deep_leak()
+    leak = pred & ~truth
+    depth = _depth(leak)
+    clicks = {inner_half_click(pred, truth, child_rng(s)) for s in range(300)}
+    for c in clicks:
+        assert c.label == 0 and leak[c.y, c.x] and depth[c.y, c.x] > depth.max() / 2, c
+    # the inner half of a 6x6 square (depth 1..3, > 1.5): its central 2x2 ... 4x4 pixels, every one drawn
+    assert {(c.x, c.y) for c in clicks} == {(int(x), int(y)) for y, x in zip(*np.nonzero(depth > depth.max() / 2))}
+    assert inner_half_click(truth, truth, child_rng(0)) is None
+    # the oracle: scipy's exact Euclidean distance transform of the padded leak
+    from scipy.ndimage import distance_transform_edt
+    assert np.allclose(depth, distance_transform_edt(np.pad(leak, 1))[1:-1, 1:-1], atol=1e-3)
+
+
+def test_draw_training_click_rules_and_the_truth_share():
+    from utils.inference.clicks import next_click
+    from utils.inference.training_clicks import draw_training_click
+
+    pred, truth = thin_rim_and_a_deep_leak()
+    assert draw_training_click(pred, truth, child_rng(0), "center") == next_click(pred, truth, "center")
+    assert draw_training_click(truth, truth, child_rng(0), "uniform", truth_share=1.0) is None
+    from_truth = [draw_training_click(pred, truth, child_rng(s), "inner_half", truth_share=1.0) for s in range(50)]
+    assert all(c.label == 1 and truth[c.y, c.x] for c in from_truth)
+    mixed = [draw_training_click(pred, truth, child_rng(s), "inner_half", truth_share=0.3) for s in range(1000)]
+    assert np.mean([c.label == 1 for c in mixed]) == pytest.approx(0.3, abs=0.05)  # inner-half clicks are the leak's
+    with pytest.raises(ValueError, match="choose from"):
+        draw_training_click(pred, truth, child_rng(0), "edge")
+
+
+def test_click_loss_is_the_mean_bce_over_the_disks_and_round_weights_are_cfr_icls():
+    from utils.inference.prompts import Prompt
+    from utils.train.interactive import click_disks, click_loss, round_weights
+
+    prompts = [Prompt(points=np.array([[5, 6]], np.float32), labels=np.ones(1, np.int64)),
+               Prompt(box=np.array([0, 0, 9, 9], np.float32))]
+    disks = click_disks(prompts, (H, W), 2)
+    assert disks[0].sum() == 13 and disks[0][6, 5] and not disks[1].any()  # a radius-2 disk: 13 px
+    logits = torch.randn(2, H, W)
+    targets = torch.rand(2, H, W) > 0.5
+    out = click_loss(logits, targets, torch.from_numpy(disks))
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(logits[0][torch.from_numpy(disks[0])],
+                                                               targets[0][torch.from_numpy(disks[0])].float())
+    assert out[0] == pytest.approx(float(bce), rel=1e-5) and out[1] == 0
+    assert round_weights(3, "linear").tolist() == pytest.approx([0.5, 1.0, 1.5])  # 1:2:3, mean 1
+    assert round_weights(4, "flat").tolist() == [1.0] * 4
+
+
+def test_a_no_click_round_decodes_the_same_prompt_again_with_the_previous_logits(lite):
+    model, cache, samples = lite
+    settings = InteractiveSettings(rounds=1, no_click_rounds=1, mask_feedback=0.0, box_jitter=5,
+                                   click_sampling="inner_half", click_loss_weight=1.0)
+    group, = interactive.make_session_prepare([cache], settings, seed=0)(samples[:3], 0)
+    done = run_session(model, trainable_copy(model), group, settings, seed=0, epoch=0)
+    assert len(done.losses) == 3 and done.dice.shape == (3, 3)
+    clicked = [p for p in done.prompts[1]]
+    assert all(a is b for a, b in zip(done.prompts[2], clicked))  # round 2: the same prompts, no new click
+    assert done.use_mask[2].all()  # with the mask fed back, whatever the feedback share
+    assert torch.equal(done.mask_inputs[2], done.low_res[1].detach())
+    for before, after in zip(group.starts, clicked):  # round 1 did add one click (where the mask was wrong)
+        n_before = 0 if before.points is None else len(before.points)
+        assert len(after.points) in (n_before, n_before + 1)
+
+
+def test_random_rounds_are_drawn_per_batch_and_repeat_on_resume(lite):
+    model, cache, samples = lite
+    settings = InteractiveSettings(rounds=3, random_rounds=True, box_jitter=5)
+    counts = []
+    real = interactive.run_session
+
+    def counting(*args, **kw):
+        counts.append(args[-1])
+        return real(*args, **kw)
+
+    interactive.run_session = counting
+    try:
+        step = make_interactive_step([cache], settings, 0, trainable_copy(model))
+        for epoch in range(6):
+            result = step(samples[:1], epoch)
+            assert len(result.round_dice_sum) == 4  # rounds not run repeat the last Dice
+        step(samples[:1], 0)
+    finally:
+        interactive.run_session = real
+    assert all(0 <= c <= 3 for c in counts) and len(set(counts[:6])) > 1
+    assert counts[6] == counts[0]  # the same batch and epoch draw the same count

@@ -12,12 +12,20 @@ MODES = ("per_slice", "propagate", "box3d", "clicks3d")
 BOX_MODES = ("box3d", "clicks3d")  # the field's 3-D box protocols: run for box prompt types only
 
 
+def click_refinement(args):
+    """segmentation_3d.py's --refine/--refine-window/--refine-growth as a Refinement (global when absent)."""
+    from utils.inference.refinement import Refinement
+
+    return Refinement(getattr(args, "refine", "global"), getattr(args, "refine_window", 0),
+                      getattr(args, "refine_growth", 1.4))
+
+
 def segment(mode: str, prompt_type: str, decoder, vol, store, args) -> tuple[list, dict]:
     """One volume by one protocol: ([label stack] (one per click round for clicks3d), trace).
 
     decoder: a ``utils.inference.decoder.CacheDecoder``; args: segmentation_3d.py's flags (the propagation
     rules of ``PropagationSettings.from_args``, decode_batch, seed, clicks, click_repropagation,
-    click_mask_input)."""
+    click_mask_input, refine, refine_window, refine_growth)."""
     from utils.inference.propagation import PropagationSettings
     from utils.inference.segment3d import segment_clicks3d, segment_per_slice, segment_propagate
 
@@ -29,7 +37,7 @@ def segment(mode: str, prompt_type: str, decoder, vol, store, args) -> tuple[lis
     if mode == "clicks3d":
         decode_with_masks = lambda requests: decoder.predict_requests(requests, args.decode_batch)  # noqa: E731
         return segment_clicks3d(vol, prompt_type, decode_rows, decode_with_masks, args.seed, store, settings,
-                                args.clicks, args.click_repropagation, args.click_mask_input)
+                                args.clicks, args.click_repropagation, args.click_mask_input, click_refinement(args))
     label, trace = segment_propagate(vol, prompt_type, decode_rows, args.seed, store, settings, bounded=mode == "box3d")
     return [label], trace
 

@@ -18,6 +18,9 @@ What a click changes (:class:`ClickSession`, the suite's rule; the challenge lea
    low-res logits as SAM's mask input (the previous prediction passed back in, as the challenge does;
    for a slice not clicked before, its low-res logits are those of decoding its prompt alone, which is
    how its current mask was made).
+   With ``refinement`` local (:mod:`utils.inference.refinement`), the new mask of z is kept only in the
+   click's own change (the component of old XOR new holding the click, in its growing window), the old
+   mask and low-res logits elsewhere.
 2. The change is re-propagated **downstream** of z: away from the key slice (both ways when z is the key
    slice), inside the organ's range, each next slice prompted by the box of the new mask on the slice
    before it (the propagation rule, margin included; rejected slices are held through, as in the 3-D box
@@ -41,6 +44,7 @@ import numpy as np
 import torch
 
 from utils.inference.prompts import Prompt
+from utils.inference.refinement import Refinement, accepted_region, low_res_region
 from utils.inference.propagation import CARRY_MODES, Answer, Propagation, StopRules, next_prompt, propagate_batch
 
 # How far a click's change travels (``ClickSession(repropagation=...)``; segmentation_3d.py --click-repropagation).
@@ -122,16 +126,19 @@ class ClickSession:
     repropagation: "downstream" (the rule above), "both" (outward both ways from every click) or "none"
     (a click changes its own slice only); mask_input: pass the clicked slice's previous low-res logits back
     (the challenge's rule; False decodes the box and clicks alone, which suits a decoder never trained with
-    a mask input, as Task 2's are not).
+    a mask input, as Task 2's are not); refinement: what the clicked slice's new mask replaces (global: all of
+    it; local: the click's own change).
     """
 
     def __init__(self, n_slices: int, start: dict[int, Propagation], z_limits: dict[int, tuple[int, int]],
                  decode: DecodeWithMasks, prompt_type: str, rules: StopRules, box_margin_px: tuple[float, float],
-                 repropagation: str = "downstream", mask_input: bool = True, carry: str = "as_prompt"):
+                 repropagation: str = "downstream", mask_input: bool = True, carry: str = "as_prompt",
+                 refinement: Refinement = Refinement()):
         if repropagation not in REPROPAGATION:
             raise ValueError(f"repropagation {repropagation!r}: choose from {', '.join(REPROPAGATION)}")
         self.repropagation, self.mask_input = repropagation, mask_input
         self.n_slices, self.decode, self.prompt_type = n_slices, decode, prompt_type
+        self.refinement = refinement
         self.rules, self.box_margin_px = rules, box_margin_px
         # what a mask hands the next slice in a re-propagation: the propagation's carry mode, without its mask input
         if carry not in CARRY_MODES:
@@ -161,10 +168,22 @@ class ClickSession:
             requests.append((click.z, prompt, state.low_res[click.z] if self.mask_input else None))
             order.append(organ)
         for organ, (logits, low) in zip(order, self._decode(requests)):
-            state, z = self.organs[organ], clicked[organ].z
-            state.logits[z], state.low_res[z] = logits, low
+            state, click = self.organs[organ], clicked[organ]
+            state.logits[click.z], state.low_res[click.z] = self._refined(state, click, logits, low)
         self._repropagate(clicked)
         return placed
+
+    def _refined(self, state: OrganState, click: Click3D, logits: np.ndarray, low: torch.Tensor):
+        """(logits, low-res) slice z keeps: the new decode, or (local) the new one in the click's change only."""
+        old = state.logits.get(click.z)
+        if not self.refinement.local or old is None:
+            return logits, low
+        region = accepted_region(old > 0, logits > 0, click.x, click.y, self.refinement)
+        merged = np.where(region, logits, old)
+        if click.z in state.low_res:
+            inside = torch.from_numpy(low_res_region(region)).to(low.device)[None]
+            low = torch.where(inside, low, state.low_res[click.z].to(low.device, low.dtype))
+        return merged, low
 
     def _decode(self, requests):
         self.n_decoded += len(requests)

@@ -184,17 +184,19 @@ def segment_propagate(vol: VolumeSlices, prompt_type: str, decode_rows: DecodeRo
 
 def segment_clicks3d(vol: VolumeSlices, prompt_type: str, decode_rows: DecodeRows, decode_with_masks, seed: int,
                      store: SliceStore, settings: PropagationSettings, n_clicks: int,
-                     repropagation: str = "downstream", mask_input: bool = True) -> tuple[list[np.ndarray], dict]:
+                     repropagation: str = "downstream", mask_input: bool = True,
+                     refinement=None) -> tuple[list[np.ndarray], dict]:
     """The 3-D click protocol (:mod:`utils.inference.clicks3d`): the 3-D box result, then ``n_clicks`` rounds
     of one click per organ. ``decode_with_masks([(store row, prompt, mask input or None)]) -> [(logits,
     low-res)]`` decodes the clicked slices (``CacheDecoder.predict_requests``); ``repropagation``: how far a
     click's change travels and ``mask_input`` whether a clicked slice's previous low-res logits are passed
-    back (:class:`utils.inference.clicks3d.ClickSession`).
+    back, ``refinement`` what a clicked slice's new mask replaces (:class:`utils.inference.clicks3d.ClickSession`).
 
     Returns ([label stack after 0, 1, .., n_clicks clicks], {"organs": {organ name: {"clicks": [[z, x, y,
     label] or None per round]}}, "decoded_prompts": clicks and re-propagation decodes}).
     """
     from utils.inference.clicks3d import ClickSession
+    from utils.inference.refinement import Refinement
 
     first, seeds, limits = ground_truth_seeds(vol, prompt_type, seed, True, store, settings.key_slice)
     n = vol.z_last - first + 1
@@ -207,7 +209,7 @@ def segment_clicks3d(vol: VolumeSlices, prompt_type: str, decode_rows: DecodeRow
                            # A click's re-propagation judges without the predicted-IoU rule: the clicked slice is the
                            # person's correction, and its downstream walk stays inside box3d's range (said in --help).
                            prompt_type, replace(rules, min_predicted_iou=0.0), margin, repropagation, mask_input,
-                           settings.carry)
+                           settings.carry, refinement or Refinement())
 
     def label_now() -> np.ndarray:
         return merge_organs(vol.gt_display.shape, session.logits(), z_offset=first)

@@ -30,6 +30,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
+import cv2
 import numpy as np
 import torch
 
@@ -39,10 +40,14 @@ from utils.eval.dice import batch_dice
 from utils.inference.clicks import with_click
 from utils.inference.decoding import predict_masks_paired, prompt_inputs
 from utils.inference.prompts import DEFAULT_BOX_JITTER_PX, Prompt
-from utils.inference.training_clicks import draw_start_prompt, sample_training_click
+from utils.inference.training_clicks import CLICK_SAMPLINGS, draw_start_prompt, draw_training_click
 from utils.train.loop import StepResult
 
 LOSSES = ("dice", "dice_bce")
+ROUND_WEIGHTINGS = ("flat", "linear")
+# The key (after SESSION_STREAM, epoch + 1) of a batch's draw of its number of click rounds (random_rounds):
+# apart from every sample key (store slice indices stay far below it).
+ROUND_COUNT_KEY = 2**31
 # The first key of every session generator: keeps the sessions' draws apart from every other seeded draw
 # of the suite (prompt_for's keys are (epoch + 1, slice, view, organ, prompt type)).
 SESSION_STREAM = 22
@@ -59,6 +64,20 @@ class InteractiveSettings:
     mask_feedback: float = 0.5  # probability a round gets the previous low-res logits as mask input (micro-sam)
     loss: str = "dice"  # dice (the study's) or dice_bce (MedSAM's)
     negative_share: float | None = None  # None = clicks uniform over the error (SAM); else P(leak | both kinds)
+    # Issue 34 (docs/interactive-training.md, "Clicks that work"): where clicks go, which rounds there are, what
+    # the loss weighs. The defaults are the rules before it (SAM's uniform clicks, every round equal).
+    click_sampling: str = "uniform"  # uniform (SAM) | inner_half (RITM) | center (the evaluation's rule)
+    truth_click_share: float = 0.0  # share of clicks drawn as a positive point inside the organ (SAM 2: ~0.1)
+    no_click_rounds: int = 0  # rounds after the clicks that decode again with the mask and no new click (SAM: 2)
+    random_rounds: bool = False  # each batch draws its number of click rounds in 0..rounds (RITM)
+    round_weighting: str = "flat"  # flat, or linear: round r's loss weighs r + 1 (CFR-ICL's 1:2:3)
+    click_loss_weight: float = 0.0  # weight of a BCE term on the pixels within click_radius px of the clicks
+    click_radius: int = 5  # px; the disk around each click that click_loss_weight weighs
+
+    @property
+    def max_rounds(self) -> int:
+        """The most rounds after round 0 a session decodes: click rounds, then rounds without a click."""
+        return int(self.rounds) + int(self.no_click_rounds)
 
     def __post_init__(self):
         if int(self.rounds) != self.rounds or self.rounds < 0:
@@ -72,6 +91,17 @@ class InteractiveSettings:
             raise ValueError(f"negative_share must be in [0, 1] or None, got {self.negative_share!r}")
         if self.loss not in LOSSES:
             raise ValueError(f"unknown loss {self.loss!r}; choose from {', '.join(LOSSES)}")
+        if self.click_sampling not in CLICK_SAMPLINGS:
+            raise ValueError(f"click_sampling {self.click_sampling!r}: choose from {', '.join(CLICK_SAMPLINGS)}")
+        if self.round_weighting not in ROUND_WEIGHTINGS:
+            raise ValueError(f"round_weighting {self.round_weighting!r}: choose from {', '.join(ROUND_WEIGHTINGS)}")
+        if not 0.0 <= self.truth_click_share <= 1.0:
+            raise ValueError(f"truth_click_share must be in [0, 1], got {self.truth_click_share!r}")
+        for name in ("no_click_rounds", "click_radius"):
+            if int(getattr(self, name)) != getattr(self, name) or getattr(self, name) < 0:
+                raise ValueError(f"{name} must be a whole number >= 0, got {getattr(self, name)!r}")
+        if self.click_loss_weight < 0:
+            raise ValueError(f"click_loss_weight must be >= 0, got {self.click_loss_weight!r}")
 
 
 def interactive_identity(settings: InteractiveSettings) -> dict:
@@ -79,10 +109,12 @@ def interactive_identity(settings: InteractiveSettings) -> dict:
     {"interactive": {every field of ``settings``, ints as int, shares as float}}, under one key so that
     no name can clash with the Task 2 settings beside it."""
     fields = dataclasses.asdict(settings)
-    fields["rounds"], fields["box_jitter"] = int(settings.rounds), int(settings.box_jitter)
-    for name in ("box_fraction", "mask_feedback", "negative_share"):
+    for name in ("rounds", "box_jitter", "no_click_rounds", "click_radius"):
+        fields[name] = int(fields[name])
+    for name in ("box_fraction", "mask_feedback", "negative_share", "truth_click_share", "click_loss_weight"):
         if fields[name] is not None:
             fields[name] = float(fields[name])
+    fields["random_rounds"] = bool(settings.random_rounds)
     return {"interactive": fields}
 
 
@@ -208,6 +240,34 @@ def session_loss(logits: torch.Tensor, targets: torch.Tensor, loss: str = "dice"
     return per_sample
 
 
+def click_disks(prompts: Sequence[Prompt], size: tuple, radius: int) -> np.ndarray:
+    """bool (n, H, W): the pixels within ``radius`` px of each prompt's points (its clicks, and a point start),
+    on slices of ``size`` (H, W); empty for a prompt without points."""
+    out = np.zeros((len(prompts), *size), dtype=np.uint8)
+    for i, prompt in enumerate(prompts):
+        for x, y in ([] if prompt.points is None else np.asarray(prompt.points)):
+            cv2.circle(out[i], (int(round(float(x))), int(round(float(y)))), int(radius), 1, thickness=-1)
+    return out.astype(bool)
+
+
+def click_loss(logits: torch.Tensor, targets: torch.Tensor, disks: torch.Tensor) -> torch.Tensor:
+    """(n,) mean binary cross-entropy over each sample's click disks (bool (n, H, W)); 0 where it has none.
+    What makes the pixel a person clicked, and its neighbourhood, count beyond its share of a Dice loss
+    (FocalClick up-weights the pixels near clicks for the same reason)."""
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, targets.float(), reduction="none")
+    weight = disks.to(bce.dtype)
+    return (bce * weight).flatten(1).sum(1) / weight.flatten(1).sum(1).clamp(min=1.0)
+
+
+def round_weights(n_rounds: int, weighting: str) -> np.ndarray:
+    """float64 (n_rounds,) loss weights of rounds 0..n_rounds-1, mean 1: flat, or linear (round r weighs r + 1,
+    CFR-ICL's 1:2:3)."""
+    if weighting not in ROUND_WEIGHTINGS:
+        raise ValueError(f"unknown round weighting {weighting!r}; choose from {', '.join(ROUND_WEIGHTINGS)}")
+    w = np.ones(n_rounds) if weighting == "flat" else np.arange(1, n_rounds + 1, dtype=np.float64)
+    return w / w.mean()
+
+
 @dataclass
 class SessionRounds:
     """What :func:`run_session` did for the n samples of a group, rounds 0..R.
@@ -226,33 +286,50 @@ class SessionRounds:
 
 
 def next_round_inputs(group: SessionGroup, prompts: list, pred: np.ndarray, settings: InteractiveSettings,
-                      seed: int, epoch: int, round_: int) -> tuple[list, np.ndarray]:
-    """Round ``round_``'s prompts (a click added where ``pred`` is wrong) and mask-feedback coins, drawn per
-    sample from :func:`session_rng` (the coin first, then the click). Runs under no_grad: numpy only."""
+                      seed: int, epoch: int, round_: int, clicking: bool = True) -> tuple[list, np.ndarray]:
+    """Round ``round_``'s prompts (a click added where ``pred`` is wrong, :func:`utils.inference.training_clicks.
+    draw_training_click` under the settings' rule) and mask-feedback coins, drawn per sample from
+    :func:`session_rng` (the coin first, then the click). ``clicking`` False: a round without a new click, the
+    mask always fed back (SAM's extra rounds). Runs under no_grad: numpy only."""
     prompts, use_mask = list(prompts), np.zeros(len(prompts), dtype=bool)
     with torch.no_grad():
         for i, key in enumerate(group.keys):
             rng = session_rng(seed, epoch, *key, round_)
             use_mask[i] = rng.random() < settings.mask_feedback
-            click = sample_training_click(pred[i], group.truths[i], rng, settings.negative_share)
+            if not clicking:
+                use_mask[i] = True
+                continue
+            click = draw_training_click(pred[i], group.truths[i], rng, settings.click_sampling,
+                                        settings.truth_click_share, settings.negative_share)
             if click is not None:
                 prompts[i] = with_click(prompts[i], click)
     return prompts, use_mask
 
 
 def run_session(model, trainable, group: SessionGroup, settings: InteractiveSettings, seed: int, epoch: int,
-                precision: str = "fp32", paired: Callable = predict_masks_paired) -> SessionRounds:
-    """Rounds 0..``settings.rounds`` of the group's sessions: decode, score, draw the next click and coin."""
-    n, rounds = len(group.samples), settings.rounds
+                precision: str = "fp32", paired: Callable = predict_masks_paired,
+                click_rounds: int | None = None) -> SessionRounds:
+    """Round 0, ``click_rounds`` (default ``settings.rounds``) click rounds, then ``settings.no_click_rounds``
+    rounds without a click, for the group's sessions: decode, score (the session loss plus, when
+    ``settings.click_loss_weight``, that weight times :func:`click_loss` on the clicks' disks), draw the next
+    click and coin."""
+    n = len(group.samples)
+    click_rounds = settings.rounds if click_rounds is None else int(click_rounds)
+    rounds = click_rounds + settings.no_click_rounds
     out = SessionRounds(dice=np.zeros((n, rounds + 1)), use_mask=np.zeros((rounds + 1, n), dtype=bool))
     prompts, mask_input, pred, low = list(group.starts), None, None, None
     for r in range(rounds + 1):
         if r > 0:
-            prompts, out.use_mask[r] = next_round_inputs(group, prompts, pred, settings, seed, epoch, r)
+            prompts, out.use_mask[r] = next_round_inputs(group, prompts, pred, settings, seed, epoch, r,
+                                                         clicking=r <= click_rounds)
             mask_input = feedback(low)
         low, logits = decode_session_round(model, trainable, group.embeddings, prompts, group.size, mask_input,
                                            out.use_mask[r], precision, paired)
-        out.losses.append(session_loss(logits, group.targets, settings.loss))
+        loss = session_loss(logits, group.targets, settings.loss)
+        if settings.click_loss_weight > 0:
+            disks = torch.from_numpy(click_disks(prompts, group.size, settings.click_radius)).to(logits.device)
+            loss = loss + settings.click_loss_weight * click_loss(logits, group.targets, disks)
+        out.losses.append(loss)
         pred_t = logits.detach() > 0
         out.dice[:, r] = batch_dice(pred_t, group.targets).cpu().numpy()
         pred = pred_t.cpu().numpy()
@@ -277,20 +354,35 @@ def make_interactive_step(caches, settings: InteractiveSettings, seed: int, trai
     {"prompt_encoder", "mask_decoder"} (the copies that train); ``precision``: the training forward's
     autocast; ``paired``: a compiled :func:`utils.inference.decoding.predict_masks_paired`.
 
-    Loss: the mean over the batch's samples and the rounds 0..R of :func:`session_loss`."""
+    Loss: over the batch's samples and its rounds, the mean of :func:`session_loss` (plus the click term)
+    weighted per round by :func:`round_weights`. With ``settings.random_rounds`` the batch runs a number of
+    click rounds drawn in 0..rounds from its first sample's key (so a resumed run draws the same); the
+    per-round Dice of rounds a batch did not run repeat its last (a session that stopped keeps its Dice)."""
     prepare = make_session_prepare(caches, settings, seed, resident)
     paired = paired or predict_masks_paired
+
+    def click_rounds_of(groups, epoch) -> int:
+        if not settings.random_rounds:
+            return settings.rounds
+        rng = child_rng(seed, SESSION_STREAM, epoch + 1, ROUND_COUNT_KEY, *groups[0].keys[0])
+        return int(rng.integers(0, settings.rounds + 1))
 
     def step(batch, epoch):
         groups = batch if batch and isinstance(batch[0], SessionGroup) else prepare(batch, epoch)
         n = sum(len(g.samples) for g in groups)
-        weight = 1.0 / (n * (settings.rounds + 1))
-        loss, metric, per_round = 0.0, 0.0, np.zeros(settings.rounds + 1)
+        click_rounds = click_rounds_of(groups, epoch)
+        ran = click_rounds + settings.no_click_rounds + 1
+        weights = torch.as_tensor(round_weights(ran, settings.round_weighting), dtype=torch.float32)
+        loss, metric, per_round = 0.0, 0.0, np.zeros(settings.max_rounds + 1)
         for g in groups:
-            done = run_session(caches[g.cache_id].model, trainable, g, settings, seed, epoch, precision, paired)
-            loss = loss + torch.stack([l.sum() for l in done.losses]).sum() * weight
-            metric += float(done.dice.mean(axis=1).sum())
-            per_round += done.dice.sum(axis=0)
+            done = run_session(caches[g.cache_id].model, trainable, g, settings, seed, epoch, precision, paired,
+                               click_rounds)
+            sums = torch.stack([l.sum() for l in done.losses])
+            loss = loss + (sums * weights.to(sums.device)).sum() / (n * ran)
+            dice = np.concatenate([done.dice, np.repeat(done.dice[:, -1:], settings.max_rounds + 1 - ran, axis=1)],
+                                  axis=1)
+            metric += float(dice.mean(axis=1).sum())
+            per_round += dice.sum(axis=0)
         return InteractiveStepResult(loss=loss, metric_sum=metric, count=n, round_dice_sum=per_round.tolist())
 
     step.prepare = prepare
