@@ -140,9 +140,40 @@ def test_random_rule_is_seeded_and_finetuned_auto_says_what_it_used(tiny_study):
 
 
 @pytest.mark.parametrize("flags, message", [(["--jitters", "5,x"], "--jitters"),
-                                            (["--start", "bound_box,laser"], "argument --start: unknown prompt type")])
+                                            (["--start", "bound_box,laser"], "argument --start: unknown prompt type"),
+                                            (["--refine", "nearby"], "argument --refine: invalid choice")])
 def test_bad_flags_say_what_to_do(tiny_study, capsys, flags, message):
     with pytest.raises(SystemExit) as exit_info:  # argparse's usage and exit 2, like every bad flag value
         interactive_task1.main(script_args(tiny_study, tiny_study["base"] / "it_bad", *flags))
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_compare_refine_the_jittered_start_and_the_click_response(tiny_study):
+    results = tiny_study["base"] / "it_refine"
+    assert interactive_task1.main(script_args(
+        tiny_study, results, "--start", "bound_box,jittered_box", "--box-jitter", 5, "--clicks", 2,
+        "--samples-per-organ", 1, "--jitters", "0,5", "--compare-refine", "--refine-window", 16)) == 0
+    m = load(results / "interactive" / "metrics.json")
+    assert m["refine"] == {"mode": "global"}
+    for start in ("bound_box", "jittered_box"):
+        s, local = m["starts"][start], m["refine_compared"][start]
+        assert local["refine"] == {"mode": "local", "window": 16, "growth": 1.4}
+        assert local["dice_per_click"][0] == s["dice_per_click"][0]  # round 0 has nothing to merge
+        r = s["click_response"]
+        assert 0 < r["rounds"] <= 2 * s["n"] and 0.0 <= r["corrected_share"] <= 1.0
+    # the 5 px row of the jitter table is the jittered start's round 0, taken, not decoded again
+    five = m["box_robustness"]["jitters"]["5"]
+    assert five["mDice"] == m["starts"]["jittered_box"]["dice_per_click"][0] and "round 0" in five["source"]
+    assert m["box_robustness"]["jitters"]["0"]["mDice"] == m["starts"]["bound_box"]["dice_per_click"][0]
+    report = make_report.build_report(results)
+    assert "The click response" in report and "| zero-shot | jittered box |" in report
+
+
+def test_a_bad_refinement_growth_is_one_line_before_loading(tiny_study, capsys):
+    from utils.scaffold.boundary import run_script
+
+    code = run_script(interactive_task1.main, [str(a) for a in script_args(
+        tiny_study, tiny_study["base"] / "it_bad2", "--refine", "local", "--refine-growth", "1.0")])
+    err = capsys.readouterr().err
+    assert code == 1 and "growth must be > 1" in err and "Traceback" not in err

@@ -21,9 +21,18 @@ def _curve_row(label: str, summary: dict) -> list:
             "-" if auc is None else auc]
 
 
+def _refine_label(summary: dict, run: dict) -> str:
+    refine = summary.get("refine") or run.get("refine") or {"mode": "global"}
+    if refine["mode"] == "global":
+        return "refine global"
+    window = f"window {refine['window']} px" if refine.get("window") else "whole slice"
+    return f"refine local ({window})"
+
+
 def sessions_compared(runs: dict[str, dict]) -> str:
-    """Per start prompt: each decoder's mDice after 0..N clicks, NoC@85/@90 and Dice AUC, with the mask
-    input as run and (when the run compared it) flipped. ``runs``: {decoder label: interactive metrics.json}."""
+    """Per start prompt: each decoder's mDice after 0..N clicks, NoC@85/@90 and Dice AUC, as run and, where the
+    run compared them, with the mask input flipped and under the other refinement (global <-> local).
+    ``runs``: {decoder label: interactive metrics.json}."""
     runs = {label: m for label, m in runs.items() if m}
     clicks = {m["clicks"] for m in runs.values()}
     if not runs or len(clicks) != 1:
@@ -37,17 +46,42 @@ def sessions_compared(runs: dict[str, dict]) -> str:
             if start not in m["starts"]:
                 continue
             on = "on" if m["mask_input"] else "off"
-            rows.append(_curve_row(f"{label}, mask input {on}", m["starts"][start]))
+            mine = m["starts"][start]
+            rows.append(_curve_row(f"{label}, mask input {on}, {_refine_label(mine, m)}", mine))
             other = (m.get("mask_input_compared") or {}).get(start)
             if other:
-                rows.append(_curve_row(f"{label}, mask input {'off' if m['mask_input'] else 'on'}", other))
+                rows.append(_curve_row(f"{label}, mask input {'off' if m['mask_input'] else 'on'}, "
+                                       f"{_refine_label(mine, m)}", other))
+            other = (m.get("refine_compared") or {}).get(start)
+            if other:
+                rows.append(_curve_row(f"{label}, mask input {on}, {_refine_label(other, m)}", other))
         headers = ["decoder", *[f"mDice@{k}" for k in range(n + 1)], "NoC@85", "NoC@90", "Dice AUC"]
         out += [f"#### {PROMPT_TITLES.get(start, start)} start", "", markdown_table(headers, rows)]
     some = next(iter(runs.values()))
     note = (f"{some['samples']['n']} {some['split']} samples ({some['samples']['selection']}), {n} clicks, rule "
             f"`{some['click_rule']}`. Dice AUC: the mean of the {n + 1} points of the curve (utils/eval/auc.py). "
-            "Mask input: the previous round's low-res logits given back to the prompt encoder.")
+            "Mask input: the previous round's low-res logits given back to the prompt encoder. Refine local: a "
+            "round's new mask is kept only in the click's own change (FocalClick's merge; utils/inference/"
+            "refinement.py).")
     return note + "\n\n" + "\n".join(out)
+
+
+def click_response_compared(runs: dict[str, dict]) -> str:
+    """Per decoder and start: how often the decoder set the clicked pixel to the click's label, and the pixels
+    its new masks fixed and broke inside and outside the click's own change (utils/eval/click_response.py),
+    from the runs' main protocol (the decoder's own mask, before any local merge)."""
+    rows = []
+    for label, m in runs.items():
+        for start, summary in ((m or {}).get("starts") or {}).items():
+            r = summary.get("click_response")
+            if not r or not r.get("rounds"):
+                continue
+            rows.append([label, PROMPT_TITLES.get(start, start), r["rounds"], f"{r['corrected_share']:.0%}",
+                         r["fixed_inside"], r["broken_inside"], r["fixed_outside"], r["broken_outside"]])
+    if not rows:
+        return ""
+    return markdown_table(["decoder", "start", "rounds", "clicked pixel corrected", "fixed inside", "broken inside",
+                           "fixed outside", "broken outside"], rows)
 
 
 def prompts_compared(task1: dict | None, task2: dict | None, trained: dict | None) -> str:

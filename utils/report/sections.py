@@ -5,7 +5,7 @@ with the command that makes it. make_report.py assembles them.
 from __future__ import annotations
 
 from utils.inference.prompts import PROMPT_TITLES, STUDY_PROMPTS
-from utils.report.decoders import INTERACTIVE_FOLDERS, prompts_compared, sessions_compared
+from utils.report.decoders import INTERACTIVE_FOLDERS, click_response_compared, prompts_compared, sessions_compared
 from utils.report.results_files import BASELINE_ARCHS, ResultsFiles
 from utils.report.tables import (
     table1,
@@ -211,6 +211,13 @@ def interactive_section(files: ResultsFiles) -> list[str]:
     if sum(1 for m in runs.values() if m) > 1:
         out += ["### The decoders side by side", "", sessions_compared(runs)]
         out += compared_figures(files, runs)
+    response = click_response_compared(runs)
+    if response:
+        out += ["### Does a click do what it says? The click response", "",
+                "Per round with a click: whether the decoder's new mask has the click's label at the clicked pixel, "
+                "and the pixels it fixed and broke inside the click's own change (the component of old XOR new "
+                "that holds the click) and outside it, summed over rounds and samples; measured on the decoder's "
+                "own mask, before any local merge (utils/eval/click_response.py).", "", response, ""]
     tuned = runs["Task 2's decoder"]
     if tuned and tuned.get("box_robustness") and not tuned["box_robustness"]["fine_tuned"]:
         runs["Task 2's decoder (none found: pre-trained)"] = runs.pop("Task 2's decoder")
