@@ -34,12 +34,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import numpy as np
 
-    from utils.core.io import write_json
+    from utils.core.io import check_output_path, write_json
     from utils.core.organs import ORGANS
     from utils.data.ct import load_ct, load_label_display
     from utils.data.dataset import DataError
     from utils.inference.prompt_file import box3d_prompt_spec
 
+    check_output_path(args.out, {"--image": args.image, "--label": args.label})  # before any work
     ct = load_ct(args.image)
     label = load_label_display(args.label, ct)
     wanted = [o.strip() for o in args.organs.split(",") if o.strip()]

@@ -80,7 +80,9 @@ def parse_args(argv: list[str] | None = None):
     io.add_argument("--prompts", type=Path, required=True, help="the prompt file (JSON, format above)")
     io.add_argument("--score-against", type=Path, default=None, metavar="LABELS",
                     help="after writing, score the label map against this label file (same grid): 3-D Dice, HD95, "
-                         "NSD per organ, into the sidecar. It is read only after segmenting, never for prompts")
+                         "NSD per organ you prompted and their mean, printed and in the sidecar (the reference's "
+                         "organs you did not prompt are listed, not scored). Its grid is checked before segmenting; "
+                         "its labels are read only after, never for prompts")
     io.add_argument("--out", type=Path, default=None,
                     help="label map to write (.nii.gz; default results/segment_volume/<CT name>_labels.nii.gz)")
     add_flags(parser, ("--model", "--checkpoint", "--encoder-precision", "--precision", "--device", "--no-progress",
@@ -168,11 +170,21 @@ def name_prompts(args, prompts: list, decoder, model, size) -> dict | None:
 
 def print_result(traces: dict, scores: dict | None, score_against) -> None:
     for name, trace in traces.items():
+        empty = " (EMPTY: its prompt gave no mask; check the prompt)" if not trace["voxels"] else ""
         print(f"  {name:<26} slices {trace['predicted_z_range'][0]}..{trace['predicted_z_range'][1]} "
-              f"({trace['slices']} with a mask), {trace['voxels']} voxels")
+              f"({trace['slices']} with a mask), {trace['voxels']} voxels{empty}")
     if scores:
-        print(f"  scored against {score_against}: 3-D Dice {scores['dice']:.4f}  HD95 {scores['hd95_mm']:.1f} mm  "
-              f"NSD {scores['nsd']:.4f} (mean over {len(scores['organs'])} organs)")
+        print(f"  scored against {score_against}, the organs you prompted:")
+        print(f"    {'organ':<26} {'Dice':>7} {'HD95 mm':>8} {'NSD':>7}")
+        for name, o in scores["organs"].items():
+            print(f"    {name:<26} {o['dice']:7.4f} {o['hd95_mm']:8.1f} {o['nsd']:7.4f}")
+        print(f"    {'mean over ' + str(len(scores['organs'])) + ' organ(s)':<26} {scores['dice']:7.4f} "
+              f"{scores['hd95_mm']:8.1f} {scores['nsd']:7.4f}")
+        absent = [n for n in scores.get("scored_organs", []) if n not in scores["organs"]]
+        if absent:
+            print(f"  prompted but not in the reference (not scored): {', '.join(absent)}")
+        if scores.get("unprompted"):
+            print(f"  in the reference but not prompted (not scored): {', '.join(scores['unprompted'])}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -180,9 +192,9 @@ def main(argv: list[str] | None = None) -> int:
     from dataclasses import asdict
 
     from utils.core.device import describe
-    from utils.core.io import write_json
+    from utils.core.io import check_output_path, write_json
     from utils.core.organs import organ_name
-    from utils.data.ct import load_ct
+    from utils.data.ct import load_ct, load_label_display
     from utils.data.nifti import write_label_nifti
     from utils.eval.volume_scoring import score_label_file
     from utils.inference.decoder import CacheDecoder
@@ -194,7 +206,13 @@ def main(argv: list[str] | None = None) -> int:
 
     quiet_third_party()
     started = time.perf_counter()
+    sidecar = args.out.with_name(args.out.name.removesuffix(".gz").removesuffix(".nii") + ".json")
+    reads = {"--image": args.image, "--prompts": args.prompts, "--score-against": args.score_against}
+    for flag, path in (("--out", args.out), ("--out's sidecar", sidecar)):  # nothing of yours is overwritten
+        check_output_path(path, reads, flag, fix="--out")
     ct = load_ct(args.image)
+    if args.score_against:
+        load_label_display(args.score_against, ct)  # its grid checked now: a refusal must not follow the writing
     prompt_spec = read_prompt_spec(args.prompts)  # read once: parsed here, copied into the sidecar
     prompts = prompts_of_spec(prompt_spec, ct, args.prompts, allow_unnamed=args.classifier is not None)
     model, device = open_model(args)
@@ -213,9 +231,9 @@ def main(argv: list[str] | None = None) -> int:
     for organ in logits:
         traces[organ_name(organ)]["voxels"] = int((label == organ).sum())
     write_label_nifti(label, args.image, args.out, layout="display")
-    sidecar = args.out.with_name(args.out.name.removesuffix(".gz").removesuffix(".nii") + ".json")
     wall_seconds = round(time.perf_counter() - started, 2)  # segmenting; scoring after it is not counted
-    scores = score_label_file(args.out, args.score_against, ct) if args.score_against else None
+    prompted = sorted({p.organ for p in prompts})
+    scores = score_label_file(args.out, args.score_against, ct, prompted) if args.score_against else None
     record = sidecar_record(args, model, device, decoder_record, prompt_spec, asdict(settings), naming, traces)
     record["timing"] = {"encoded_slices": embeddings.n_encoded, "reused_slices": embeddings.n_reused,
                         "decoded_prompts": decoder.n_decoded, "reused_prompts": decoder.n_reused,

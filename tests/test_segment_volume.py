@@ -381,3 +381,90 @@ def test_a_wrong_checkpoint_kind_as_classifier_is_refused(dense, tmp_path, capsy
                                             "--classifier", str(task2), "--out", str(tmp_path / "x.nii.gz")])
     err = capsys.readouterr().err
     assert code == 1 and "given as --classifier" in err and "Task 3 classifier" in err and "Traceback" not in err
+
+
+# ---- issue 35: honest scores, nothing of the user's lost (tried as a user would) -------------------------
+
+def two_organ_prompts(dense, tmp_path):
+    """A prompt file for two of the phantom's organs only (the reference holds more)."""
+    img, lab = phantom_files(dense)
+    ct = load_ct(img)
+    label = nib.load(lab)
+    truth = ras_to_display(source_to_ras(np.asarray(label.dataobj).round().astype(np.uint8), label.affine))
+    spec = box3d_prompt_spec(truth, ct)
+    spec["organs"] = spec["organs"][:2]
+    path = tmp_path / "two.json"
+    path.write_text(json.dumps(spec))
+    return img, lab, path, [o["organ"] for o in spec["organs"]], truth
+
+
+def test_score_against_scores_the_prompted_organs_and_lists_the_others(dense, tmp_path, capsys):
+    from utils.core.organs import ORGANS
+    from utils.eval.dice import dice_score
+
+    img, lab, prompts, names, _ = two_organ_prompts(dense, tmp_path)
+    out = tmp_path / "map.nii.gz"
+    assert segment_volume.main(["--image", str(img), "--prompts", str(prompts), "--out", str(out),
+                                "--score-against", str(lab), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    scored = json.loads(out.with_name("map.json").read_text())["scored_against"]
+    assert sorted(scored["organs"]) == sorted(names) and scored["scored_organs"] == sorted(names, key=ORGANS.index)
+    truth, pred = np.asarray(nib.load(lab).dataobj).round(), np.asarray(nib.load(out).dataobj)
+    hand = [dice_score(torch.from_numpy(pred == ORGANS.index(n) + 1), torch.from_numpy(truth == ORGANS.index(n) + 1))
+            for n in names]  # the oracle: Dice of each prompted organ by hand
+    assert scored["dice"] == pytest.approx(float(np.mean(hand)), abs=1e-6)
+    present = {ORGANS[int(v) - 1] for v in np.unique(truth) if v}
+    assert set(scored["unprompted"]) == present - set(names) and scored["unprompted"]
+    assert "the organs you prompted" in printed and "not prompted (not scored)" in printed
+    assert f"mean over {len(names)} organ(s)" in printed
+
+
+def test_an_output_that_is_an_input_is_refused_and_the_ct_is_intact(dense, tmp_path, capsys):
+    import shutil
+
+    from utils.scaffold.boundary import run_script
+
+    img, lab, prompts, _, _ = two_organ_prompts(dense, tmp_path)
+    ct = tmp_path / "ct.nii.gz"
+    shutil.copy(img, ct)
+    before = ct.read_bytes()
+    for out, flag in ((ct, "--image"), (tmp_path / "." / "ct.nii.gz", "--image")):
+        code = run_script(segment_volume.main, ["--image", str(ct), "--prompts", str(prompts), "--out", str(out)])
+        err = capsys.readouterr().err
+        assert code == 1 and f"the file given as {flag}" in err and "Traceback" not in err
+    assert ct.read_bytes() == before
+    # the sidecar beside the map would be the prompt file: refused too, naming the flag to change
+    code = run_script(segment_volume.main, ["--image", str(ct), "--prompts", str(prompts), "--out",
+                                            str(prompts.with_name("two.nii.gz"))])
+    err = capsys.readouterr().err
+    assert code == 1 and "the file given as --prompts" in err and "Choose another --out" in err
+    # a parent that is a file: one line, before any work
+    (tmp_path / "afile").write_text("x")
+    code = run_script(segment_volume.main, ["--image", str(ct), "--prompts", str(prompts), "--out",
+                                            str(tmp_path / "afile" / "map.nii.gz")])
+    err = capsys.readouterr().err
+    assert code == 1 and "is a file, not a folder" in err and "Traceback" not in err
+
+
+def test_a_reference_on_another_grid_is_refused_before_anything_is_written(dense, tmp_path, capsys):
+    from utils.scaffold.boundary import run_script
+
+    img, lab, prompts, _, _ = two_organ_prompts(dense, tmp_path)
+    other = nib.load(lab)
+    wrong = tmp_path / "wrong.nii.gz"
+    nib.save(nib.Nifti1Image(np.asarray(other.dataobj)[:-1], other.affine), wrong)
+    out = tmp_path / "map.nii.gz"
+    code = run_script(segment_volume.main, ["--image", str(img), "--prompts", str(prompts), "--out", str(out),
+                                            "--score-against", str(wrong)])
+    err = capsys.readouterr().err
+    assert code == 1 and "grid" in err and not out.exists() and not out.with_name("map.json").exists()
+
+
+def test_prompts_from_labels_refuses_to_overwrite_its_inputs(dense, tmp_path, capsys):
+    import prompts_from_labels
+    from utils.scaffold.boundary import run_script
+
+    img, lab = phantom_files(dense)
+    before = lab.read_bytes()
+    code = run_script(prompts_from_labels.main, ["--image", str(img), "--label", str(lab), "--out", str(lab)])
+    assert code == 1 and "the file given as --label" in capsys.readouterr().err and lab.read_bytes() == before

@@ -25,3 +25,8 @@ class CheckpointError(SuiteError, FileNotFoundError):
 
 class ResultsError(SuiteError, ValueError):
     """A damaged or unreadable results file; the message names the file and the command that rewrites it."""
+
+
+class OutputError(SuiteError, ValueError):
+    """An output path a run must not or cannot write (it is an input, its parent is a file, its folder is
+    read-only); raised before any work, the message names the flag and the fix."""

@@ -48,3 +48,32 @@ def _json_default(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+def check_output_path(path: str | os.PathLike, reads: dict[str, Any], flag: str = "--out", fix: str = "") -> Path:
+    """``path`` as an output a script may write, checked before any work: it is none of the files the run
+    reads (``reads``: {flag: path or None}; the same file by any name), its nearest existing parent is a
+    folder, and that folder is writable (``fix``: the flag to change, when ``flag`` names a file derived from
+    it). Raises :class:`utils.core.errors.OutputError` naming the flag and the
+    fix; returns ``path``."""
+    from utils.core.errors import OutputError
+
+    path = Path(path)
+    for name, other in reads.items():
+        if other is None:
+            continue
+        other = Path(other)
+        same = path.resolve() == other.resolve() or (path.exists() and other.exists() and path.samefile(other))
+        if same:
+            raise OutputError(f"{flag} {path}: that is the file given as {name}; this run would overwrite your "
+                              f"input. Choose another {fix or flag}")
+    if path.is_dir():
+        raise OutputError(f"{flag} {path}: a folder of that name exists; give a file path")
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise OutputError(f"{flag} {path}: {parent} is a file, not a folder; choose an output path under a folder")
+    if not os.access(parent, os.W_OK):
+        raise OutputError(f"{flag} {path}: cannot write in {parent} (permission denied); choose a writable folder")
+    return path

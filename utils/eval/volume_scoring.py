@@ -74,17 +74,27 @@ def summarise_clicks(rounds: list[dict]) -> dict:
             "organ_dice_per_click": {name: [r["organs"][name]["dice"] for r in rounds] for name in rounds[0]["organs"]}}
 
 
-def score_label_file(written: Path, labels: Path, ct) -> dict:
+def score_label_file(written: Path, labels: Path, ct, organs=None) -> dict:
     """A written label map scored against the label file ``labels`` on ``ct``'s grid (checked by
     :func:`utils.data.ct.load_label_display`), as the 3-D stage scores: {"dice", "hd95_mm", "nsd", "n_missed",
-    "organs": {name: {...}}} (segment_volume.py --score-against)."""
+    "organs": {name: {...}}} (segment_volume.py --score-against). ``organs``: the labels to score (the ones the
+    person prompted; the means are over those present in the reference); then also "scored_organs" and
+    "unprompted": the reference's organs left out, by name, so that an organ nobody asked for is never a miss."""
     import nibabel as nib
 
+    from utils.core.organs import organ_name
     from utils.data.ct import load_label_display
     from utils.data.nifti import display_to_ras, ras_to_source
 
     truth = ras_to_source(display_to_ras(load_label_display(labels, ct)), ct.affine)  # one read, checked
     image = nib.load(written)
-    summary = summarise_volumes({"volume": score_volume(np.asarray(image.dataobj), truth, image.header.get_zooms()[:3])})
-    return {k: summary[k] for k in ("dice", "hd95_mm", "nsd", "n_missed", "organs")}
+    scores = score_volume(np.asarray(image.dataobj), truth, image.header.get_zooms()[:3], organs)
+    summary = summarise_volumes({"volume": scores})
+    out = {k: summary[k] for k in ("dice", "hd95_mm", "nsd", "n_missed", "organs")}
+    if organs is not None:
+        wanted = {int(o) for o in organs}
+        present = sorted(int(v) for v in np.unique(truth) if v)
+        out["scored_organs"] = [organ_name(v) for v in sorted(wanted)]
+        out["unprompted"] = [organ_name(v) for v in present if v not in wanted]
+    return out
 
