@@ -4,7 +4,7 @@
     python segment_volume.py --image CT.nii.gz --prompts prompts.json \\
         --finetuned checkpoints/finetuned/lite_medsam/bound_box/latest                # Task 2's box decoder
     python segment_volume.py --image CT.nii.gz --prompts prompts.json \\
-        --finetuned checkpoints/interactive/lite_medsam/interactive/latest             # the interactive decoder
+        --finetuned interactive                                                        # the interactive decoder
     python segment_volume.py --image CT.nii.gz --prompts prompts.json \\
         --classifier checkpoints/classifier/lite_medsam/one_central_point/latest       # Task 3 names "auto" organs
 
@@ -93,9 +93,11 @@ def parse_args(argv: list[str] | None = None):
                          "(matched by their pixels, bit for bit; float16 as the cache keeps them), not encoded again")
     decoder = flag_group(parser, DECODER)
     decoder.add_argument(
-        "--finetuned", default="none", metavar="none|PATH",
-        help="none = the model's own prompt encoder + mask decoder; PATH = a Task 2 or interactive run folder or "
-             "its best.pt (default none)")
+        "--finetuned", default="none", metavar="none|auto|interactive|propagation|PATH",
+        help="none = the model's own prompt encoder + mask decoder; auto = Task 2's run for the prompt type of "
+             "every entry; interactive = the interactive decoder; propagation = Task 2's propagated_box run (each "
+             "the newest under checkpoints/, as segmentation_3d.py names them); PATH = a Task 2 or interactive run "
+             "folder, its best.pt or the latest file beside run folders (default none). Resolved before loading")
     decoder.add_argument(
         "--classifier", type=Path, default=None, metavar="PATH",
         help="a Task 3 classifier run folder or its best.pt (classify_train_task3.py): names every organ the prompt "
@@ -202,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     from utils.inference.propagation import PropagationSettings
     from utils.inference.segment3d import merge_organs, segment_prompts
     from utils.scaffold.session import quiet_third_party
-    from utils.scaffold.unlabelled import ct_embeddings, open_model, open_run_decoder, sidecar_record
+    from utils.scaffold.unlabelled import ct_embeddings, open_model, open_run_decoder, resolve_decoder, sidecar_record
 
     quiet_third_party()
     started = time.perf_counter()
@@ -215,8 +217,9 @@ def main(argv: list[str] | None = None) -> int:
         load_label_display(args.score_against, ct)  # its grid checked now: a refusal must not follow the writing
     prompt_spec = read_prompt_spec(args.prompts)  # read once: parsed here, copied into the sidecar
     prompts = prompts_of_spec(prompt_spec, ct, args.prompts, allow_unnamed=args.classifier is not None)
+    finetuned = resolve_decoder(args.finetuned, args.model, {p.prompt_type for p in prompts}, ROOT / "checkpoints")
     model, device = open_model(args)
-    prompt_encoder, mask_decoder, decoder_record = open_run_decoder(args.finetuned, model)
+    prompt_encoder, mask_decoder, decoder_record = open_run_decoder(finetuned, model)
     embeddings = ct_embeddings(model, ct.images, args)
     decoder = CacheDecoder(embeddings, prompt_encoder, mask_decoder, args.precision)
     naming = name_prompts(args, prompts, decoder, model, ct.images.shape[1:])

@@ -124,10 +124,20 @@ def test_every_bad_prompt_is_one_clear_error(tmp_path):
         ({"coordinates": "pixels", "organs": [{"organ": "liver", "box": box}]}, "coordinates"),
         ({"organs": [{"organ": "liver", "box": box, "color": "red"}]}, "unknown keys"),
         ({"organs": [{"box": box}]}, "--classifier"),  # an unnamed organ needs a classifier to name it
-        ({"organs": [{"organ": "auto", "box": box}]}, "--classifier"),
+        ({"organs": [{"organ": "auto", "box": box}]}, "\"organ\": \"auto\", but no --classifier"),
+        ({"organs": [{"organ": "Liver", "box": box}, {"organ": "LIVER", "box": box}]}, "one entry per organ"),
     ]
     for spec, match in cases:
         bad_file(tmp_path, img, spec, match)
+
+
+def test_organ_names_are_read_whatever_their_case_or_spacing(tmp_path):
+    img, _ = write_ct(tmp_path, "lps")
+    box = [[5, 5, 2], [20, 18, 2]]
+    path = tmp_path / "names.json"
+    path.write_text(json.dumps({"organs": [{"organ": "Liver", "box": box}, {"organ": "right kidney", "box": box},
+                                           {"organ": " Left-Adrenal-Gland ", "box": box}]}))
+    assert [p.organ for p in read_prompt_file(path, load_ct(img))] == [6, 2, 13]
 
 
 @pytest.fixture(scope="module")
@@ -468,3 +478,24 @@ def test_prompts_from_labels_refuses_to_overwrite_its_inputs(dense, tmp_path, ca
     before = lab.read_bytes()
     code = run_script(prompts_from_labels.main, ["--image", str(img), "--label", str(lab), "--out", str(lab)])
     assert code == 1 and "the file given as --label" in capsys.readouterr().err and lab.read_bytes() == before
+
+
+def test_decoder_names_resolve_as_the_other_scripts_before_any_model_loads(tmp_path):
+    from utils.core.errors import CheckpointError
+    from utils.scaffold.unlabelled import resolve_decoder
+
+    root = tmp_path / "checkpoints"
+    (root / "interactive" / "lite_medsam" / "interactive").mkdir(parents=True)
+    latest = root / "interactive" / "lite_medsam" / "interactive" / "latest"
+    latest.write_text("run-abc")
+    assert resolve_decoder("interactive", "lite_medsam", {"bound_box"}, root) == str(latest)
+    assert resolve_decoder("none", "lite_medsam", {"bound_box"}, root) == "none"
+    with pytest.raises(CheckpointError, match="finetune_task2.py --prompts bound_box"):
+        resolve_decoder("auto", "lite_medsam", {"bound_box"}, root)
+    with pytest.raises(CheckpointError, match="mixes prompt types"):
+        resolve_decoder("auto", "lite_medsam", {"bound_box", "one_central_point"}, root)
+    with pytest.raises(CheckpointError, match="no such file"):
+        resolve_decoder(str(tmp_path / "nowhere"), "lite_medsam", {"bound_box"}, root)
+    with pytest.raises(CheckpointError, match="holds no best.pt and no latest"):
+        resolve_decoder(str(tmp_path), "lite_medsam", {"bound_box"}, root)
+    assert resolve_decoder(str(latest.parent), "lite_medsam", {"bound_box"}, root) == str(latest)

@@ -70,8 +70,10 @@ def _organ_label(value, where: str) -> int:
         if not 1 <= value <= NUM_ORGANS:
             raise DataError(f"{where}: organ label {value} is outside 1..{NUM_ORGANS}")
         return value
-    if isinstance(value, str) and value in ORGANS:
-        return ORGANS.index(value) + 1
+    if isinstance(value, str):  # "Liver", "right kidney", "Right_Kidney": one organ, whatever the case or spacing
+        key = "_".join(value.strip().lower().replace("-", " ").split())
+        if key in ORGANS:
+            return ORGANS.index(key) + 1
     raise DataError(f"{where}: organ {value!r} is not a BTCV organ; use a label 1..{NUM_ORGANS} or one of "
                     f"{', '.join(ORGANS)}")
 
@@ -104,10 +106,12 @@ def _entry(ct: CTVolume, entry: dict, coordinates: str, where: str, allow_unname
     unknown = set(entry) - {"organ", "box", "points", "labels", "first", "last"}
     if unknown:
         raise DataError(f"{where}: unknown keys {sorted(unknown)}; use organ, box, points, labels, first, last")
-    if entry.get("organ", "auto") == "auto":
+    if str(entry.get("organ", "auto")).strip().lower() == "auto":
         if not allow_unnamed:
-            raise DataError(f"{where}: no \"organ\"; name it (a BTCV name or label 1..{NUM_ORGANS}), or pass "
-                            "segment_volume.py --classifier (a Task 3 run) to have it named")
+            given = "\"organ\": \"auto\"" if "organ" in entry else "no \"organ\""
+            raise DataError(f"{where}: {given}, but no --classifier to name it; name the organ (a BTCV name or label "
+                            f"1..{NUM_ORGANS}), or pass segment_volume.py --classifier (a Task 3 run folder, e.g. "
+                            "checkpoints/classifier/lite_medsam/one_central_point/latest)")
         organ = UNNAMED
     else:
         organ = _organ_label(entry["organ"], where)

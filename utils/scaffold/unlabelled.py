@@ -26,6 +26,50 @@ def open_model(args: argparse.Namespace) -> tuple[SamModel, "object"]:
     return open_model_on(args, device), device
 
 
+DECODER_NAMES = ("none", "auto", "interactive", "propagation")
+
+
+def resolve_decoder(finetuned: str, model_name: str, prompt_types: set, root: Path, flag: str = "--finetuned") -> str:
+    """``--finetuned none|auto|interactive|propagation|PATH`` as the other scripts name decoders, resolved to
+    ``none`` or a path BEFORE any model is loaded; CheckpointError naming what to run or pass otherwise.
+
+    auto: Task 2's run for the prompt type every entry uses (``root``/finetuned/<model>/<type>/latest); interactive:
+    ``root``/interactive/<model>/interactive/latest; propagation: Task 2's propagated_box run. A PATH must exist;
+    a folder must hold best.pt or be a run's parent with a ``latest`` file."""
+    from utils.core.errors import CheckpointError
+
+    if finetuned == "none":
+        return "none"
+    if finetuned == "auto":
+        if len(prompt_types) != 1:
+            raise CheckpointError(f"{flag} auto: the prompt file mixes prompt types ({', '.join(sorted(prompt_types))}) "
+                                  "and Task 2 trains one decoder per type; pass --finetuned interactive (one decoder "
+                                  "for every prompt) or a run folder")
+        (kind,) = prompt_types
+        path, make = root / "finetuned" / model_name / kind / "latest", f"finetune_task2.py --prompts {kind}"
+    elif finetuned == "interactive":
+        path, make = root / "interactive" / model_name / "interactive" / "latest", "finetune_interactive.py"
+    elif finetuned == "propagation":
+        path, make = root / "finetuned" / model_name / "propagated_box" / "latest", \
+            "finetune_task2.py --prompts propagated_box"
+    else:
+        path, make = Path(finetuned), None
+    if make is not None:
+        if not path.is_file():
+            raise CheckpointError(f"{flag} {finetuned}: no run at {path.parent} for --model {model_name}; run "
+                                  f"python {make} (same --model) first, or pass a run folder")
+        return str(path)
+    if not path.exists():
+        raise CheckpointError(f"{flag} {path}: no such file or folder; pass none, auto, interactive, propagation, a "
+                              "run folder (run-<key>), its best.pt, or the latest file beside the run folders")
+    if path.is_dir() and not (path / "best.pt").is_file():
+        if (path / "latest").is_file():
+            return str(path / "latest")
+        raise CheckpointError(f"{flag} {path}: this folder holds no best.pt and no latest file; pass a run folder "
+                              f"(run-<key>) or its parent with a latest file, e.g. {path / 'latest'}")
+    return str(path)
+
+
 def open_run_decoder(finetuned: str, model: SamModel, flag: str = "--finetuned") -> tuple:
     """(prompt encoder, mask decoder, record) for ``none`` (the model's own: (None, None, record)) or a Task 2 /
     interactive run folder, its ``latest`` file or a checkpoint; the checkpoint's kind is checked before any
