@@ -232,3 +232,21 @@ def test_the_wrong_kind_of_checkpoint_as_finetuned_is_refused_before_loading(tin
     assert line.startswith(f"error: {expected} (given as --finetuned): this is {KINDS[kind]}, not {KINDS[TASK2]}")
     assert "finetune_task2.py" in line  # what to pass instead
     assert not (tmp_path / "results" / "task1_finetuned").exists()
+
+
+def test_a_damaged_3d_file_costs_its_own_tables_only_and_missing_folders_are_named(tmp_path):
+    import make_report
+    from utils.report.results_files import ResultsFiles
+
+    results = tmp_path / "results"
+    (results / "task3d_finetuned").mkdir(parents=True)
+    (results / "task3d_finetuned" / "metrics.json").write_text('{"modes": {')
+    (results / "segment_volume").mkdir()
+    (results / "segment_volume" / "0035_labels.json").write_text("not json")
+    files = ResultsFiles(results)
+    report = make_report.build_report(files)
+    section = report.split("## 3-D", 1)[1]
+    assert "could not be written" not in section  # the section itself stands
+    assert "Task 2's fine-tuned decoders: not shown.** " in section and "A CT without labels: not shown" in section
+    assert set(files.damaged) == {"task3d_finetuned/metrics.json", "segment_volume/0035_labels.json"}
+    assert "The 3-D stage has not been run" in section

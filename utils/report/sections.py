@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from utils.inference.prompts import PROMPT_TITLES, STUDY_PROMPTS
 from utils.report.decoders import INTERACTIVE_FOLDERS, click_response_compared, prompts_compared, sessions_compared
-from utils.report.results_files import BASELINE_ARCHS, ResultsFiles
+from utils.core.errors import ResultsError
+from utils.report.results_files import BASELINE_ARCHS, REWRITES, ResultsFiles
 from utils.report.tables import (
     table1,
     table2,
@@ -174,11 +175,17 @@ def section_3d(files: ResultsFiles) -> list[str]:
         s = store["summary"]
         out += [f"3-D store: {store['data']}, {s['volumes']} volume(s), {s['slices']} slices (every slice through "
                 f"the organs, {s.get('slices_without_organ', 0)} of them without any organ).", ""]
-    found = {}
+    found, damaged, missing = {}, [], []
     for folder, title in THREE_D_FOLDERS.items():
-        metrics = files.get(f"{folder}/metrics.json")
+        try:  # one damaged file costs its own tables only: the intact decoders' tables stay
+            metrics = files.get(f"{folder}/metrics.json")
+        except ResultsError as exc:
+            damaged.append(f"_**{title}: not shown.** {exc}._")
+            continue
         if metrics:
             found[title] = metrics
+        else:
+            missing.append(f"{folder}/ ({title}: `{REWRITES[folder + '/metrics.json']}`)")
     if len(found) > 1:
         out += ["### 3-D: the decoders side by side", "", table3d_compared(found), ""]
         out += ["### 3-D per organ: what holds from one box", "", table3d_organs_compared(found), ""]
@@ -191,7 +198,14 @@ def section_3d(files: ResultsFiles) -> list[str]:
                                              for name in ("views", "dice_along_z")]:
             if (files.root / folder / figure).is_file():
                 out += [f"![{title}: {figure[:-4]}]({folder}/{figure})", ""]
-    out += unlabelled_ct_lines(files, found.get("zero-shot"))
+    try:
+        out += unlabelled_ct_lines(files, found.get("zero-shot"))
+    except ResultsError as exc:
+        damaged.append(f"_**A CT without labels: not shown.** {exc}._")
+    for line in damaged:
+        out += [line, ""]
+    if found and missing:
+        out += ["_Not run (no results folder): " + "; ".join(missing) + "._", ""]
     if not found:
         out += ["_The 3-D stage has not been run: run `python preprocess_slices.py --phantom --data-root "
                 "data/phantom_3d --phantom-cases 35 --phantom-extent abdomen --phantom-slices 50 --slice-margin 2 "
