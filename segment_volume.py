@@ -40,7 +40,8 @@ Every "auto" entry gets a different organ, none the file names (the assignment o
 log-probability); more "auto" entries than organs left is an error.
 
 Writes --out (default results/segment_volume/<CT name>_labels.nii.gz): uint8 labels 1..13 in BTCV order on
-the CT's own grid, affine and header (it opens over the CT in 3D Slicer or ITK-SNAP), and beside it
+the CT's own grid, affine and header (it opens over the CT in 3D Slicer or ITK-SNAP); beside it <name>.png (the
+CT with the map: axial at each prompt's key slice, coronal and sagittal through the organs, organ legend) and
 <name>.json: the CT and its digest, model and checkpoint digests, decoder, precision, the prompts as given
 and as decoded (display-stack coordinates), the settings, and per organ its slices and stop reasons. No
 label is read: this script never sees a ground truth.
@@ -203,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     from utils.inference.prompt_file import prompts_of_spec, read_prompt_spec
     from utils.inference.propagation import PropagationSettings
     from utils.inference.segment3d import merge_organs, segment_prompts
+    from utils.report.plots import save_label_picture
     from utils.scaffold.session import quiet_third_party
     from utils.scaffold.unlabelled import ct_embeddings, open_model, open_run_decoder, resolve_decoder, sidecar_record
 
@@ -210,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     sidecar = args.out.with_name(args.out.name.removesuffix(".gz").removesuffix(".nii") + ".json")
     reads = {"--image": args.image, "--prompts": args.prompts, "--score-against": args.score_against}
-    for flag, path in (("--out", args.out), ("--out's sidecar", sidecar)):  # nothing of yours is overwritten
+    outputs = (("--out", args.out), ("--out's sidecar", sidecar), ("--out's picture", sidecar.with_suffix(".png")))
+    for flag, path in outputs:  # nothing of yours is overwritten
         check_output_path(path, reads, flag, fix="--out")
     ct = load_ct(args.image)
     if args.score_against:
@@ -234,6 +237,9 @@ def main(argv: list[str] | None = None) -> int:
     for organ in logits:
         traces[organ_name(organ)]["voxels"] = int((label == organ).sum())
     write_label_nifti(label, args.image, args.out, layout="display")
+    picture = save_label_picture(ct.images, label, (ct.z_mm, ct.spacing[0], ct.spacing[1]),
+                                 [p.key_z for p in prompts], sidecar.with_suffix(".png"),
+                                 f"{args.image.name}: {len(logits)} organ(s), {decoder_record['source'][:60]}")
     wall_seconds = round(time.perf_counter() - started, 2)  # segmenting; scoring after it is not counted
     prompted = sorted({p.organ for p in prompts})
     scores = score_label_file(args.out, args.score_against, ct, prompted) if args.score_against else None
@@ -245,8 +251,8 @@ def main(argv: list[str] | None = None) -> int:
         record["scored_against"] = dict(label=str(args.score_against), **scores)
     write_json(sidecar, record)
     print_result(traces, scores, args.score_against)
-    print(f"wrote {args.out} and {sidecar} ({embeddings.n_encoded} slices encoded, {decoder.n_decoded} prompts "
-          "decoded)")
+    print(f"wrote {args.out}, {sidecar} and {picture} ({embeddings.n_encoded} slices encoded, {decoder.n_decoded} "
+          "prompts decoded)")
     return 0
 
 

@@ -426,6 +426,9 @@ def test_score_against_scores_the_prompted_organs_and_lists_the_others(dense, tm
     present = {ORGANS[int(v) - 1] for v in np.unique(truth) if v}
     assert set(scored["unprompted"]) == present - set(names) and scored["unprompted"]
     assert "the organs you prompted" in printed and "not prompted (not scored)" in printed
+    from PIL import Image
+    picture = Image.open(out.with_name("map.png"))  # the picture beside the map
+    assert picture.size[0] > picture.size[1] > 100
     assert f"mean over {len(names)} organ(s)" in printed
 
 

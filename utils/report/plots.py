@@ -242,6 +242,38 @@ def save_volume_views(image: np.ndarray, panels: Sequence[tuple[str, np.ndarray]
     return _save(fig, path)
 
 
+def save_label_picture(image: np.ndarray, label: np.ndarray, spacing: Sequence[float], key_slices: Sequence[int],
+                       path: str | Path, title: str) -> Path:
+    """A segmented CT at a glance (segment_volume.py): axial panels at each prompt's key slice (at most 6), then a
+    coronal and a sagittal plane through the organs, aspect from ``spacing``, with a legend of the organs the map
+    holds. image: float (Z, H, W) in [0, 1], label: uint8 (Z, H, W), the display stack (row 0 anterior, column 0
+    the patient's right, z inferior -> superior); spacing: (z, row, column) mm."""
+    zs = sorted(dict.fromkeys(int(z) for z in key_slices))[:6]
+    found = label > 0
+    zz, hh, ww = np.nonzero(found) if found.any() else np.indices(found.shape).reshape(3, -1)
+    h, w = int(np.median(hh)), int(np.median(ww))
+    n = len(zs) + 2
+    fig, axes = plt.subplots(1, n, figsize=(2.8 * n, 3.6), squeeze=False)
+    for ax, z in zip(axes[0], zs):
+        label_overlay(ax, image[z], label[z])
+        ax.set_aspect(spacing[1] / spacing[2])
+        ax.set_title(f"axial z = {z}", fontsize=8)
+    for ax, (plane, cut, aspect) in zip(axes[0][len(zs):], (("coronal", np.s_[:, h, :], spacing[0] / spacing[2]),
+                                                            ("sagittal", np.s_[:, :, w], spacing[0] / spacing[1]))):
+        label_overlay(ax, image[cut][::-1], label[cut][::-1])
+        ax.set_aspect(aspect)
+        ax.set_title(f"{plane} ({'row' if plane == 'coronal' else 'column'} {h if plane == 'coronal' else w})",
+                     fontsize=8)
+    present = [int(v) for v in np.unique(label) if v]
+    handles = [plt.Rectangle((0, 0), 1, 1, color=_CMAP(v)) for v in present]
+    if handles:
+        fig.legend(handles, [ORGAN_TITLES[v - 1] for v in present], loc="lower center", ncol=min(5, len(handles)),
+                   fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.subplots_adjust(bottom=0.18)
+    return _save(fig, path)
+
+
 def save_dice_vs_clicks(curves: dict[str, dict], path: str | Path, title: str,
                         thresholds: Sequence[float] = (0.85, 0.90)) -> Path:
     """Dice after 0..N clicks: mDice in the first panel, then one small panel per organ.

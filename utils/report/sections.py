@@ -164,7 +164,9 @@ def unlabelled_ct_lines(files: ResultsFiles, zero_shot: dict | None) -> list[str
     if box3d:
         line += (f" The same boxes through segmentation_3d.py's box3d (zero-shot): 3-D Dice {box3d['dice']:.4f}, "
                  f"HD95 {box3d['hd95_mm']:.1f} mm, NSD {box3d['nsd']:.4f}.")
-    return [line, ""]
+    picture = files.root / "segment_volume" / "0035_labels.png"
+    return [line, ""] + ([f"![A CT without labels: segment_volume.py's picture](segment_volume/{picture.name})", ""]
+                         if picture.is_file() else [])
 
 
 def section_3d(files: ResultsFiles) -> list[str]:
