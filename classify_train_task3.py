@@ -101,7 +101,8 @@ def open_classifier_run(args, exp, prompt_type: str, decoder, fast):
     run = open_training_run(args.checkpoint_dir / exp.model.name / prompt_type, identity, args.resume,
                             shared=True)  # torchrun: rank 0 makes the folder
     config = dict(config_record(args), task="task3", prompt=prompt_type, fast_path=fast.record(),
-                  starting_weights=decoder.source, starting_run=decoder.record)
+                  starting_weights=decoder.source, starting_run=decoder.record,
+                  trained_on=exp.store.description)  # what segment_volume.py tells a user who names organs with it
     return run, config
 
 

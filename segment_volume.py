@@ -103,6 +103,9 @@ def parse_args(argv: list[str] | None = None):
         "--classifier", type=Path, default=None, metavar="PATH",
         help="a Task 3 classifier run folder or its best.pt (classify_train_task3.py): names every organ the prompt "
              "file leaves as \"auto\" (and gives its opinion of the named ones, in the sidecar)")
+    decoder.add_argument("--min-name-probability", type=float, default=0.5, metavar="P",
+                         help="with --classifier: an \"auto\" entry whose assigned organ has a probability below P is "
+                              "refused (name it in the file) instead of guessed (default 0.5)")
     add_hyperparameters(parser, HYPERPARAMETERS)
 
     args = parse_with_presets(parser, argv)
@@ -133,6 +136,7 @@ def open_classifier(path: Path, model):
                               f"classifying decoder ({str(exc).splitlines()[0]}); pass a run of the same --model") from exc
     record = run_record(checkpoint, state)
     record["trained_for_prompt"] = record["trained_for_prompt"] or "one_central_point"
+    record["trained_on"] = (state.get("config") or {}).get("trained_on") or "not recorded (a run made before 2026-12-08)"
     return classifier, prompt_encoder, record["trained_for_prompt"], record
 
 
@@ -148,6 +152,10 @@ def name_prompts(args, prompts: list, decoder, model, size) -> dict | None:
     if args.classifier is None:
         return None
     classifier, prompt_encoder, prompt_type, record = open_classifier(args.classifier, model)
+    print(f"naming organs with the classifier {record['checkpoint']}, trained on: {record['trained_on']}")
+    if "phantom" in record["trained_on"] or "not recorded" in record["trained_on"]:
+        print("  WARNING: this classifier was not trained on real CT (or does not say it was): its names and "
+              "probabilities say little about your CT; check every name it gives")
     decoder.remember(memo_mb=64)  # the key-slice decodes naming needs are propagation's first ones: decoded once
     namings = name_organs(prompts, decoder, classifier, prompt_encoder, prompt_type, size, args.precision)
     unnamed = [i for i, p in enumerate(prompts) if p.organ == UNNAMED]
@@ -160,13 +168,20 @@ def name_prompts(args, prompts: list, decoder, model, size) -> dict | None:
     except ValueError as exc:
         raise fail(f"{args.prompts}: {exc}; name fewer entries \"auto\"") from exc
     for i, organ in zip(unnamed, assigned):
+        probability = float(namings[i].probabilities[organ - 1])
+        if probability < args.min_name_probability:
+            raise fail(f"{args.prompts}: organs[{i}]: the classifier's name for it, {organ_name(organ)}, has p = "
+                       f"{probability:.2f} < --min-name-probability {args.min_name_probability}; name the organ in "
+                       "the file (or lower the threshold)")
         prompts[i].organ = organ
     entries = []
     for i, (p, naming) in enumerate(zip(prompts, namings)):
         named_by = "classifier" if i in unnamed else "prompt file"
         entries.append(dict(naming.record(), entry=i, named_by=named_by, organ_written=organ_name(p.organ)))
-        print(f"  organs[{i}]: {organ_name(p.organ)} ({named_by}; the classifier's most probable: "
-              f"{entries[-1]['organ']}, p = {naming.probability:.2f})")
+        entries[-1]["probability_of_organ_written"] = (None if naming.probabilities is None else
+                                                       round(float(naming.probabilities[p.organ - 1]), 4))
+        print(f"  organs[{i}]: {organ_name(p.organ)} ({named_by}, p = {entries[-1]['probability_of_organ_written']}; "
+              f"the classifier's most probable: {entries[-1]['organ']}, p = {naming.probability:.2f})")
     return {"classifier": record, "assignment": "one organ per entry, none the file names: largest summed "
                                                 "log-probability (scipy linear_sum_assignment)", "entries": entries}
 

@@ -322,11 +322,19 @@ def test_the_classifier_names_an_unnamed_organ_as_task3_would_on_the_written_mas
     (tmp_path / "p.json").write_text(json.dumps({"coordinates": "voxel", "organs": [entry]}))
     checkpoint = classifier_checkpoint(tmp_path / "best.pt")
     out = tmp_path / "named.nii.gz"
+    from utils.scaffold.boundary import run_script
+
+    # a random-weight head is unsure of everything: the default threshold refuses to guess, naming the entry
+    code = run_script(segment_volume.main, ["--image", str(img), "--prompts", str(tmp_path / "p.json"), "--out",
+                                            str(out), "--classifier", str(checkpoint), "--no-progress"])
+    assert code == 1 and not out.exists()
     assert segment_volume.main(["--image", str(img), "--prompts", str(tmp_path / "p.json"), "--out", str(out),
-                                "--classifier", str(checkpoint), "--no-progress"]) == 0
+                                "--classifier", str(checkpoint), "--no-progress", "--min-name-probability", "0"]) == 0
     sidecar = json.loads(out.with_name("named.json").read_text())
     (named,) = sidecar["naming"]["entries"]
     assert named["named_by"] == "classifier" and named["organ_written"] == named["organ"]
+    assert named["probability_of_organ_written"] == named["probability"]
+    assert "not recorded" in sidecar["naming"]["classifier"]["trained_on"]  # a hand-made checkpoint says nothing
     organ = segment_volume_organ_label(named["organ"])
     z = sidecar["organs"][named["organ"]]["key_z"]
     written = ras_to_display(source_to_ras(np.asarray(nib.load(out).dataobj), nib.load(out).affine))
@@ -365,7 +373,8 @@ def test_an_organ_the_file_names_is_never_given_to_an_unnamed_entry(dense, tmp_p
     liver_always = classifier_checkpoint(tmp_path / "liver.pt", favour=6)  # its head says liver for everything
     out = tmp_path / "x.nii.gz"
     assert segment_volume.main(["--image", str(img), "--prompts", str(tmp_path / "p.json"), "--classifier",
-                                str(liver_always), "--out", str(out), "--no-progress"]) == 0
+                                str(liver_always), "--out", str(out), "--no-progress",
+                                "--min-name-probability", "0"]) == 0
     named, auto = json.loads(out.with_name("x.json").read_text())["naming"]["entries"]
     assert named["named_by"] == "prompt file" and named["organ_written"] == "liver" == named["organ"]
     assert auto["named_by"] == "classifier" and auto["organ"] == "liver" != auto["organ_written"]
@@ -374,7 +383,8 @@ def test_an_organ_the_file_names_is_never_given_to_an_unnamed_entry(dense, tmp_p
     every = {"organs": [{"organ": name, "box": box} for name in ORGANS] + [{"organ": "auto", "box": box}]}
     (tmp_path / "all.json").write_text(json.dumps(every))
     code = run_script(segment_volume.main, ["--image", str(img), "--prompts", str(tmp_path / "all.json"),
-                                            "--classifier", str(liver_always), "--out", str(tmp_path / "y.nii.gz")])
+                                            "--classifier", str(liver_always), "--out", str(tmp_path / "y.nii.gz"),
+                                            "--min-name-probability", "0"])
     err = capsys.readouterr().err
     assert code == 1 and "only 0 BTCV organs left" in err and "Traceback" not in err
     assert not (tmp_path / "y.nii.gz").exists()
