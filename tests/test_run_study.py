@@ -31,6 +31,10 @@ def test_the_interactive_decoder_is_trained_then_scored_on_both_protocols():
     assert training_args[training_args.index("--preset") + 1] == "quick"
     paper = dict((n, a) for n, _, a in stages(["--phantom", "--preset", "paper"]))
     assert paper["interactive training"][paper["interactive training"].index("--preset") + 1] == "paper"
+    for name in ("interactive", "interactive (fine-tuned)"):  # quick: box starts; the trained decoder: the preset's
+        assert by_name[name][1][by_name[name][1].index("--start") + 1] == "bound_box,jittered_box"
+        assert "--start" not in paper[name]
+    assert "--start" not in by_name["interactive (trained)"][1]
 
 
 def test_the_3d_stage_scores_every_decoder_then_segments_a_ct_without_labels():
