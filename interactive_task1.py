@@ -250,7 +250,12 @@ def main(argv: list[str] | None = None) -> int:
     ev.parse(lambda mode: refinement_of(args, mode), args.refine)  # a bad window or growth: one line, before loading
     ev.open()
     # The box-robustness table uses the bound-box decoder (Task 2's, with --finetuned), whatever the starts.
-    decoders = ev.open_decoders(list(dict.fromkeys(starts + (["bound_box"] if jitters else []))))
+    box_decoder = jitters or "jittered_box" in starts
+    decoders = ev.open_decoders(list(dict.fromkeys(starts + (["bound_box"] if box_decoder else []))))
+    if "jittered_box" in starts and args.finetuned == "auto":
+        # Task 2 trains no jittered-box decoder: a jittered box is a box, decoded by the bound-box one (as the
+        # box-robustness table does), not by the pre-trained fallback
+        decoders["jittered_box"] = decoders["bound_box"]
     ev.encode(ev.split_rows())
     everything = ev.samples()
     samples = per_organ_subset(everything, args.samples_per_organ, args.seed)
