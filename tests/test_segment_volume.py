@@ -158,6 +158,14 @@ def phantom_files(base):
     return raw / "img" / "img0035.nii.gz", raw / "label" / "label0035.nii.gz"
 
 
+def phantom_box3d_spec(base):
+    """(CT path, label path, display-stack truth, the box3d prompt spec of every organ) of the phantom case."""
+    img, lab = phantom_files(base)
+    label = nib.load(lab)
+    truth = ras_to_display(source_to_ras(np.asarray(label.dataobj).round().astype(np.uint8), label.affine))
+    return img, lab, truth, box3d_prompt_spec(truth, load_ct(img))
+
+
 def test_output_equals_box3d_with_the_same_box_and_range_on_the_source_grid(dense, tmp_path):
     img, lab = phantom_files(dense)
     ct = load_ct(img)
@@ -190,11 +198,7 @@ def test_output_equals_box3d_with_the_same_box_and_range_on_the_source_grid(dens
 
 
 def test_without_a_range_it_propagates_as_segmentation_3d_propagate_does(dense, tmp_path):
-    img, lab = phantom_files(dense)
-    ct = load_ct(img)
-    label = nib.load(lab)
-    truth = ras_to_display(source_to_ras(np.asarray(label.dataobj).round().astype(np.uint8), label.affine))
-    spec = box3d_prompt_spec(truth, ct)
+    img, _, _, spec = phantom_box3d_spec(dense)
     for entry in spec["organs"]:
         del entry["first"], entry["last"]
     (tmp_path / "prompts.json").write_text(json.dumps(spec))
@@ -407,11 +411,7 @@ def test_a_wrong_checkpoint_kind_as_classifier_is_refused(dense, tmp_path, capsy
 
 def two_organ_prompts(dense, tmp_path):
     """A prompt file for two of the phantom's organs only (the reference holds more)."""
-    img, lab = phantom_files(dense)
-    ct = load_ct(img)
-    label = nib.load(lab)
-    truth = ras_to_display(source_to_ras(np.asarray(label.dataobj).round().astype(np.uint8), label.affine))
-    spec = box3d_prompt_spec(truth, ct)
+    img, lab, truth, spec = phantom_box3d_spec(dense)
     spec["organs"] = spec["organs"][:2]
     path = tmp_path / "two.json"
     path.write_text(json.dumps(spec))
