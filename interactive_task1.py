@@ -42,9 +42,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
-from utils.inference.clicks import CLICK_RULES  # noqa: E402
+from utils.inference.clicks import CLICK_RULES, REFINE_MODES  # noqa: E402
 from utils.inference.prompts import DEFAULT_BOX_JITTER_PX  # noqa: E402
-from utils.inference.refinement import REFINE_MODES  # noqa: E402
 from utils.scaffold.config import parse_with_presets  # noqa: E402
 from utils.scaffold.flags import add_finetuned_args, new_task_parser  # noqa: E402
 
@@ -114,8 +113,8 @@ def parse_jitters(text: str) -> list[int]:
 
 
 def refinement_of(args, mode: str | None = None):
-    """The flags' refinement (utils.inference.refinement.Refinement); ``mode`` overrides --refine."""
-    from utils.inference.refinement import Refinement
+    """The flags' refinement (utils.inference.clicks.Refinement); ``mode`` overrides --refine."""
+    from utils.inference.clicks import Refinement
 
     return Refinement(mode or args.refine, args.refine_window, args.refine_growth)
 

@@ -61,7 +61,7 @@ sys.path.insert(0, str(ROOT))
 
 from utils.eval.protocols3d import MODES  # noqa: E402
 from utils.inference.propagation import PROPAGATION_HYPERPARAMETERS  # noqa: E402
-from utils.inference.refinement import REFINE_MODES  # noqa: E402
+from utils.inference.clicks import REFINE_MODES  # noqa: E402
 from utils.scaffold.config import comma_list, parse_with_presets  # noqa: E402
 from utils.scaffold.flags import add_finetuned_args, new_task_parser  # noqa: E402
 

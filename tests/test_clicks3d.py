@@ -191,7 +191,7 @@ class LeakyClickDecoder(ClickAwareDecoder):
 
 @pytest.mark.parametrize("mode", ["global", "local"])
 def test_local_refinement_keeps_the_clicked_change_and_refuses_the_far_leak(mode):
-    from utils.inference.refinement import Refinement
+    from utils.inference.clicks import Refinement
 
     truth = organ_block()
     decoder = LeakyClickDecoder(truth)

@@ -6,7 +6,7 @@ import torch
 
 from utils.eval.click_response import click_response, summarise_responses
 from utils.inference.prompts import Prompt
-from utils.inference.refinement import (MAX_WINDOW_GROWTH, Refinement, accepted_region, change_component,
+from utils.inference.clicks import (MAX_WINDOW_GROWTH, Refinement, accepted_region, change_component,
                                         low_res_region, merge)
 from utils.inference.rounds import run_rounds
 

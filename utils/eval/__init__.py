@@ -6,6 +6,7 @@ Modules:
 - ``auc``: Dice AUC: one number for a whole Dice-vs-clicks curve, beside NoC.
 - ``baseline``: Scoring the supervised 2-D baselines on Task 1's (slice, organ) samples with the suite's one Dice.
 - ``bootstrap``: Bootstrap confidence intervals over validation volumes, from the per-sample records the tasks write.
+- ``click_response``: Does a click do what it says: the clicked pixel corrected, pixels fixed and broken near and away from it.
 - ``dice``: Dice, the study's one segmentation metric, and its aggregation over organs.
 - ``metrics3d``: Per-volume, per-organ 3-D metrics.
 - ``noc``: Interactive-segmentation summaries.

@@ -6,7 +6,7 @@ for it, before any local merge: this measures the decoder, not the refinement; `
 
 - ``corrected``: 1 if ``new`` at the clicked pixel equals the click's label (1 = organ), else 0;
 - the click's change: the 8-connected component of (old XOR new) holding the clicked pixel
-  (:func:`utils.inference.refinement.change_component`; empty when the clicked pixel did not change);
+  (:func:`utils.inference.clicks.change_component`; empty when the clicked pixel did not change);
 - ``fixed``: pixels wrong in ``old`` and right in ``new``; ``broken``: right in ``old``, wrong in ``new``;
   each counted ``inside`` and ``outside`` the click's change.
 
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from utils.inference.refinement import change_component
+from utils.inference.clicks import change_component
 
 RESPONSE_FIELDS = ("corrected", "fixed_inside", "broken_inside", "fixed_outside", "broken_outside")
 

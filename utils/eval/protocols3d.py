@@ -14,7 +14,7 @@ BOX_MODES = ("box3d", "clicks3d")  # the field's 3-D box protocols: run for box 
 
 def click_refinement(args):
     """segmentation_3d.py's --refine/--refine-window/--refine-growth as a Refinement (global when absent)."""
-    from utils.inference.refinement import Refinement
+    from utils.inference.clicks import Refinement
 
     return Refinement(getattr(args, "refine", "global"), getattr(args, "refine_window", 0),
                       getattr(args, "refine_growth", 1.4))

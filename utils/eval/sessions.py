@@ -19,7 +19,7 @@ from utils.eval.click_response import RESPONSE_FIELDS, summarise_responses
 from utils.eval.noc import NOC_THRESHOLDS, summarise_rounds
 from utils.inference.batches import build_batch, group_by_size
 from utils.inference.prompts import DEFAULT_BOX_JITTER_PX, prompt_type_id
-from utils.inference.refinement import Refinement
+from utils.inference.clicks import Refinement
 from utils.inference.rounds import run_rounds
 
 # The random click rule's stream, apart from every prompt draw (those use keys epoch + 1 >= 0 < 10**6).

@@ -4,7 +4,7 @@ propagation through a volume, the 3-D protocols, and Task 3's class predictions.
 Modules:
 - ``batches``: Batches of (cache row, organ) samples.
 - ``classify``: Task 3's inference.
-- ``clicks``: Correction clicks.
+- ``clicks``: Correction clicks: where the next one goes, and what it may change (global or local refinement).
 - ``clicks3d``: The 3-D click protocol (CVPR 2025): clicks on a 3-D box result and what each changes.
 - ``decoder``: The one decoder over the embedding cache: segment-anything's ``SamPredictor``, for many slices at once.
 - ``decoding``: Prompt encoding and mask decoding in batches, from cached embeddings (the paired primitive).

@@ -18,7 +18,7 @@ What a click changes (:class:`ClickSession`, the suite's rule; the challenge lea
    low-res logits as SAM's mask input (the previous prediction passed back in, as the challenge does;
    for a slice not clicked before, its low-res logits are those of decoding its prompt alone, which is
    how its current mask was made).
-   With ``refinement`` local (:mod:`utils.inference.refinement`), the new mask of z is kept only in the
+   With ``refinement`` local (:mod:`utils.inference.clicks`), the new mask of z is kept only in the
    click's own change (the component of old XOR new holding the click, in its growing window), the old
    mask and low-res logits elsewhere.
 2. The change is re-propagated **downstream** of z: away from the key slice (both ways when z is the key
@@ -44,7 +44,7 @@ import numpy as np
 import torch
 
 from utils.inference.prompts import Prompt
-from utils.inference.refinement import Refinement, accepted_region, low_res_region
+from utils.inference.clicks import Refinement, accepted_region, low_res_region
 from utils.inference.propagation import CARRY_MODES, Answer, Propagation, StopRules, next_prompt, propagate_batch
 
 # How far a click's change travels (``ClickSession(repropagation=...)``; segmentation_3d.py --click-repropagation).

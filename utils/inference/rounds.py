@@ -1,7 +1,7 @@
 """Rounds of interactive decoding: a start prompt, then one correction click per round (the click rules
 are in :mod:`utils.inference.clicks`), each round decoded with the clicks so far and, unless switched
 off, the previous round's low-res logits as SAM's mask input. What a round's new mask replaces is the
-``refinement``'s (:mod:`utils.inference.refinement`: the whole mask, or only the click's own change), and
+``refinement``'s (:mod:`utils.inference.clicks`: the whole mask, or only the click's own change), and
 every round records the decoder's click response (:mod:`utils.eval.click_response`).
 
 :func:`run_rounds` decodes through a callable (:data:`DecodeRound`), so tests can drive it with a
@@ -18,9 +18,8 @@ import torch
 
 from utils.eval.click_response import RESPONSE_FIELDS, click_response
 from utils.eval.dice import batch_dice
-from utils.inference.clicks import Click, next_click, with_click
+from utils.inference.clicks import Click, Refinement, accepted_region, low_res_region, next_click, with_click
 from utils.inference.prompts import Prompt
-from utils.inference.refinement import Refinement, accepted_region, low_res_region
 
 # decode_round(indices, prompts, mask_input) -> (logits (M, H, W), low-res logits (M, 1, 256, 256)):
 # indices int64 (M,) are positions in run_rounds' sample list (to pick embeddings), prompts their M
@@ -92,7 +91,7 @@ def run_rounds(
     ``mask_input``; samples already perfect are not decoded again. Since every sample still wrong
     gains exactly one click per round, each round's prompts are all of one kind. Masks are logits > 0.
     ``refinement``: global keeps each new mask whole; local keeps it only in the click's accepted region
-    (:func:`utils.inference.refinement.accepted_region`), the old mask and low-res logits elsewhere, so the
+    (:func:`utils.inference.clicks.accepted_region`), the old mask and low-res logits elsewhere, so the
     next round's mask input is the merged mask. The click response is measured on the decoder's own mask.
     """
     truths = np.asarray(truths, dtype=bool)

@@ -196,7 +196,7 @@ def segment_clicks3d(vol: VolumeSlices, prompt_type: str, decode_rows: DecodeRow
     label] or None per round]}}, "decoded_prompts": clicks and re-propagation decodes}).
     """
     from utils.inference.clicks3d import ClickSession
-    from utils.inference.refinement import Refinement
+    from utils.inference.clicks import Refinement
 
     first, seeds, limits = ground_truth_seeds(vol, prompt_type, seed, True, store, settings.key_slice)
     n = vol.z_last - first + 1
