@@ -7,7 +7,7 @@ import torch
 from utils.eval.click_response import click_response, summarise_responses
 from utils.inference.prompts import Prompt
 from utils.inference.clicks import (MAX_WINDOW_GROWTH, Refinement, accepted_region, change_component,
-                                        low_res_region, merge)
+                                        low_res_region, merge_low_res)
 from utils.inference.rounds import run_rounds
 
 H = W = 64
@@ -92,13 +92,11 @@ def test_low_res_region_maps_the_slice_onto_the_padded_square_frame():
     assert low[128:, :64].all() and low.sum() == 128 * 64  # the slice fills the left half; the pad stays False
 
 
-def test_merge_takes_new_logits_inside_only():
+def test_merge_low_res_takes_the_new_logits_inside_only():
     region = blank()
     region[:32] = True
-    old_l, new_l = torch.full((H, W), -1.0), torch.full((H, W), 2.0)
     old_low, new_low = torch.full((1, 256, 256), -3.0), torch.full((1, 256, 256), 4.0)
-    logits, low = merge(old_l, old_low, new_l, new_low, region)
-    assert (logits[:32] == 2).all() and (logits[32:] == -1).all()
+    low = merge_low_res(region, new_low, old_low)
     assert (low[0, :128] == 4).all() and (low[0, 128:] == -3).all()
 
 

@@ -211,21 +211,8 @@ def low_res_region(region: np.ndarray) -> np.ndarray:
     return out
 
 
-def merge(old_logits: torch.Tensor, old_low: torch.Tensor, new_logits: torch.Tensor, new_low: torch.Tensor,
-          region: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    """(logits (H, W), low-res (1, 256, 256)): the new ones inside bool (H, W) ``region``, the old elsewhere
-    (on the low-res frame through :func:`low_res_region`, so the next round's mask input is the merged mask)."""
-    inside = torch.from_numpy(region).to(new_logits.device)
-    inside_low = torch.from_numpy(low_res_region(region)).to(new_low.device)[None]
-    return (torch.where(inside, new_logits, old_logits.to(new_logits.device, new_logits.dtype)),
-            torch.where(inside_low, new_low, old_low.to(new_low.device, new_low.dtype)))
-
-
-def refine_round(old_logits: torch.Tensor, old_low: torch.Tensor, new_logits: torch.Tensor, new_low: torch.Tensor,
-                 click: tuple[int, int], refinement: Refinement) -> tuple[torch.Tensor, torch.Tensor]:
-    """One sample's round under ``refinement``: (logits float (H, W), low-res float (1, 256, 256)) to keep.
-    ``click`` is (x, y) of the round's click; global keeps the new decode as it is."""
-    if not refinement.local:
-        return new_logits, new_low
-    region = accepted_region(old_logits.cpu().numpy() > 0, new_logits.cpu().numpy() > 0, *click, refinement)
-    return merge(old_logits, old_low, new_logits, new_low, region)
+def merge_low_res(region: np.ndarray, new_low: torch.Tensor, old_low: torch.Tensor) -> torch.Tensor:
+    """float (1, 256, 256): the new low-res logits inside bool (H, W) slice ``region`` (on the low-res frame,
+    :func:`low_res_region`), the old elsewhere, so the next round's mask input is the merged mask."""
+    inside = torch.from_numpy(low_res_region(region)).to(new_low.device)[None]
+    return torch.where(inside, new_low, old_low.to(new_low.device, new_low.dtype))

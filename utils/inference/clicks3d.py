@@ -44,7 +44,7 @@ import numpy as np
 import torch
 
 from utils.inference.prompts import Prompt
-from utils.inference.clicks import Refinement, accepted_region, low_res_region
+from utils.inference.clicks import Refinement, accepted_region, merge_low_res
 from utils.inference.propagation import CARRY_MODES, Answer, Propagation, StopRules, next_prompt, propagate_batch
 
 # How far a click's change travels (``ClickSession(repropagation=...)``; segmentation_3d.py --click-repropagation).
@@ -181,8 +181,7 @@ class ClickSession:
         region = accepted_region(old > 0, logits > 0, click.x, click.y, self.refinement)
         merged = np.where(region, logits, old)
         if click.z in state.low_res:
-            inside = torch.from_numpy(low_res_region(region)).to(low.device)[None]
-            low = torch.where(inside, low, state.low_res[click.z].to(low.device, low.dtype))
+            low = merge_low_res(region, low, state.low_res[click.z])
         return merged, low
 
     def _decode(self, requests):

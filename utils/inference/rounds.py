@@ -18,7 +18,7 @@ import torch
 
 from utils.eval.click_response import RESPONSE_FIELDS, click_response
 from utils.eval.dice import batch_dice
-from utils.inference.clicks import Click, Refinement, accepted_region, low_res_region, next_click, with_click
+from utils.inference.clicks import Click, Refinement, accepted_region, merge_low_res, next_click, with_click
 from utils.inference.prompts import Prompt
 
 # decode_round(indices, prompts, mask_input) -> (logits (M, H, W), low-res logits (M, 1, 256, 256)):
@@ -134,8 +134,7 @@ def run_rounds(
             if refinement.local:
                 region = accepted_region(pred[i], new_pred[j], click.x, click.y, refinement)
                 new_pred[j] = np.where(region, new_pred[j], pred[i])
-                inside = torch.from_numpy(low_res_region(region)).to(low_res.device)[None]
-                new_low[j] = torch.where(inside, new_low[j], low_res[i])
+                new_low[j] = merge_low_res(region, new_low[j], low_res[i])
         if refinement.local:
             new_dice = batch_dice(torch.from_numpy(new_pred), truth_t[active]).numpy()
         pred[active] = new_pred
