@@ -231,8 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     for flag, path in outputs:  # nothing of yours is overwritten
         check_output_path(path, reads, flag, fix="--out")
     ct = load_ct(args.image)
-    if args.score_against:
-        load_label_display(args.score_against, ct)  # its grid checked now: a refusal must not follow the writing
+    # the reference read (and its grid checked) now: a refusal must not follow the writing; used only after segmenting
+    reference = load_label_display(args.score_against, ct) if args.score_against else None
     prompt_spec = read_prompt_spec(args.prompts)  # read once: parsed here, copied into the sidecar
     prompts = prompts_of_spec(prompt_spec, ct, args.prompts, allow_unnamed=args.classifier is not None)
     finetuned = resolve_decoder(args.finetuned, args.model, {p.prompt_type for p in prompts}, ROOT / "checkpoints")
@@ -257,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
                                  f"{args.image.name}: {len(logits)} organ(s), {decoder_record['source'][:60]}")
     wall_seconds = round(time.perf_counter() - started, 2)  # segmenting; scoring after it is not counted
     prompted = sorted({p.organ for p in prompts})
-    scores = score_label_file(args.out, args.score_against, ct, prompted) if args.score_against else None
+    scores = score_label_file(args.out, args.score_against, ct, prompted, reference) if args.score_against else None
     record = sidecar_record(args, model, device, decoder_record, prompt_spec, asdict(settings), naming, traces)
     record["timing"] = {"encoded_slices": embeddings.n_encoded, "reused_slices": embeddings.n_reused,
                         "decoded_prompts": decoder.n_decoded, "reused_prompts": decoder.n_reused,

@@ -74,7 +74,7 @@ def summarise_clicks(rounds: list[dict]) -> dict:
             "organ_dice_per_click": {name: [r["organs"][name]["dice"] for r in rounds] for name in rounds[0]["organs"]}}
 
 
-def score_label_file(written: Path, labels: Path, ct, organs=None) -> dict:
+def score_label_file(written: Path, labels: Path, ct, organs=None, reference: np.ndarray | None = None) -> dict:
     """A written label map scored against the label file ``labels`` on ``ct``'s grid (checked by
     :func:`utils.data.ct.load_label_display`), as the 3-D stage scores: {"dice", "hd95_mm", "nsd", "n_missed",
     "organs": {name: {...}}} (segment_volume.py --score-against). ``organs``: the labels to score (the ones the
@@ -86,7 +86,9 @@ def score_label_file(written: Path, labels: Path, ct, organs=None) -> dict:
     from utils.data.ct import load_label_display
     from utils.data.nifti import display_to_ras, ras_to_source
 
-    truth = ras_to_source(display_to_ras(load_label_display(labels, ct)), ct.affine)  # one read, checked
+    if reference is None:  # ``reference``: the display stack load_label_display already read from ``labels``
+        reference = load_label_display(labels, ct)
+    truth = ras_to_source(display_to_ras(reference), ct.affine)
     image = nib.load(written)
     scores = score_volume(np.asarray(image.dataobj), truth, image.header.get_zooms()[:3], organs)
     summary = summarise_volumes({"volume": scores})
